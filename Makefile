@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NPM_PREFIX := .cache/npm
+NPM_STAMP := $(NPM_PREFIX)/.installed
+EVERYTHING_VERSION := 2026.8.31
+
+.PHONY: demo test bench lint venv npm clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Reference MCP servers from npm used by the tests (installed locally, never globally).
+$(NPM_STAMP):
+	@mkdir -p $(NPM_PREFIX)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION)
+	@touch $(NPM_STAMP)
+
+npm: $(NPM_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/toolmesh demo
+
+test: $(STAMP) $(NPM_STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/toolmesh bench hub --json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(NPM_PREFIX) .pytest_cache .mypy_cache .ruff_cache

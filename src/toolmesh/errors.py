@@ -1,0 +1,91 @@
+"""The error types toolmesh raises. Every failure a caller can act on has its own class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ToolmeshError(Exception):
+    """Base class of every error toolmesh raises on purpose."""
+
+    #: Whether repeating the same operation may succeed (drives retries).
+    retryable: bool = False
+
+
+class ConfigError(ToolmeshError, ValueError):
+    """A configuration file or value is invalid. ``key`` names the offending setting."""
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        self.key = key
+        self.source = source
+        where = ""
+        if source:
+            where += f"{source}: "
+        if key:
+            where += f"{key}: "
+        super().__init__(f"{where}{message}")
+
+
+class ServerNotFoundError(ToolmeshError, LookupError):
+    """No server of that name is registered for the tenant."""
+
+
+class ToolNotFoundError(ToolmeshError, LookupError):
+    """The server has no tool of that name (or the namespaced name maps to nothing)."""
+
+
+class InvalidArgumentsError(ToolmeshError, ValueError):
+    """Tool arguments are malformed or violate the tool's input schema."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None) -> None:
+        self.errors = errors or []
+        super().__init__(message)
+
+
+class ConnectionFailedError(ToolmeshError, ConnectionError):
+    """The server could not be reached or the connection broke."""
+
+    retryable = True
+
+
+class SessionLostError(ConnectionFailedError):
+    """The server no longer knows our session (HTTP 404, restarted process, closed stream)."""
+
+
+class ProtocolError(ToolmeshError):
+    """The peer sent something that is not valid MCP / JSON-RPC."""
+
+
+class ToolTimeoutError(ToolmeshError, TimeoutError):
+    """The call did not finish within its timeout (progress extends it up to a hard maximum)."""
+
+    retryable = True
+
+
+class CircuitOpenError(ToolmeshError):
+    """The circuit breaker for this server or tool is open: the call fails fast."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class ConcurrencyLimitError(ToolmeshError):
+    """A concurrency limit was reached and the caller asked not to wait."""
+
+    retryable = True
+
+
+class McpRemoteError(ToolmeshError):
+    """The server answered with a JSON-RPC error object."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+        super().__init__(f"MCP error {code}: {message}")
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        # -32603 internal and -32001 (server-side timeout) may pass; client mistakes will not.
+        return self.code in (-32603, -32001)

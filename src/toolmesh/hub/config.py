@@ -1,0 +1,128 @@
+"""Server configuration model: how the Hub reaches one MCP server."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TransportName = Literal["stdio", "http", "sse", "websocket", "inprocess"]
+ProtocolPin = Literal["auto", "2025-11-25", "2026-07-28"]
+
+#: Header names whose values are never logged or printed.
+SECRET_HINTS = ("authorization", "token", "key", "secret", "password", "cookie", "credential")
+
+
+class CircuitConfig(BaseModel):
+    """Circuit breaker thresholds for one server (HUB-5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: float = Field(30.0, gt=0)
+
+
+class HealthConfig(BaseModel):
+    """Thresholds that move a server between active / degraded / error (HUB-4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_requests: int = Field(10, ge=1)
+    warning_error_rate: float = Field(0.2, ge=0, le=1)
+    critical_error_rate: float = Field(0.5, ge=0, le=1)
+    window: int = Field(100, ge=1, description="how many recent calls the error rate is computed over")
+
+
+class ServerConfig(BaseModel):
+    """One MCP server as the Hub sees it.
+
+    Either ``command`` (stdio), ``url`` (http / sse / websocket) or ``server``
+    (an in-process ``MCPServer`` object) must be given; ``transport`` is
+    inferred when omitted.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(min_length=1, max_length=128)
+    transport: TransportName | None = None
+    # stdio
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    # remote
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # in-process
+    server: Any = Field(default=None, exclude=True)
+    # behaviour
+    protocol: ProtocolPin = "auto"
+    timeout: float = Field(30.0, gt=0, description="default per-call timeout, seconds")
+    max_timeout: float = Field(300.0, gt=0, description="hard cap when progress extends a call")
+    connect_timeout: float = Field(10.0, gt=0)
+    max_concurrency: int = Field(64, ge=1, description="concurrent calls in flight to this server")
+    retries: int = Field(2, ge=0, le=10, description="retries of retryable failures")
+    idle_ttl: float | None = Field(300.0, description="close an idle connection after this many seconds")
+    catalog_ttl: float = Field(60.0, ge=0, description="tool list cache TTL, seconds")
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if any(c.isspace() for c in v) or "/" in v:
+            raise ValueError("server names may not contain whitespace or '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _infer_transport(self) -> ServerConfig:
+        given = [k for k in ("command", "url", "server") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("exactly one of 'command', 'url' or 'server' must be set")
+        if self.transport is None:
+            if self.command is not None:
+                self.transport = "stdio"
+            elif self.server is not None:
+                self.transport = "inprocess"
+            else:
+                assert self.url is not None
+                if self.url.startswith(("ws://", "wss://")):
+                    self.transport = "websocket"
+                elif self.url.rstrip("/").endswith("/sse"):
+                    self.transport = "sse"
+                else:
+                    self.transport = "http"
+        expected = {"stdio": "command", "inprocess": "server"}.get(self.transport, "url")
+        if getattr(self, expected) is None:
+            raise ValueError(f"transport {self.transport!r} needs {expected!r}")
+        if self.url is not None and not self.url.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError(f"url must be http(s):// or ws(s)://, got {self.url!r}")
+        if self.max_timeout < self.timeout:
+            self.max_timeout = self.timeout
+        return self
+
+    def connection_key(self) -> tuple[Any, ...]:
+        """What identifies the connection: a change here means re-register (HUB-2)."""
+        return (
+            self.transport,
+            self.command,
+            tuple(self.args),
+            tuple(sorted(self.env.items())),
+            self.cwd,
+            self.url,
+            tuple(sorted(self.headers.items())),
+            self.protocol,
+            id(self.server) if self.server is not None else None,
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """A dict safe to log or print: secret-looking header and env values masked."""
+        data = self.model_dump(exclude={"server"})
+        data["headers"] = {k: _mask(k, v) for k, v in self.headers.items()}
+        data["env"] = {k: _mask(k, v) for k, v in self.env.items()}
+        return data
+
+
+def _mask(key: str, value: str) -> str:
+    return "***" if any(h in key.lower() for h in SECRET_HINTS) else value
