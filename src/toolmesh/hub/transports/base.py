@@ -1,0 +1,367 @@
+"""What every MCP connection shares: request bookkeeping, protocol negotiation, ``_meta``.
+
+A :class:`Connection` speaks JSON-RPC to one server over one transport. It knows
+the two protocol eras:
+
+* handshake era (2025-11-25 and older): ``initialize`` + ``notifications/initialized``,
+  a stateful session;
+* modern era (2026-07-28): no handshake, every request carries
+  ``params._meta`` with protocol version, client info and capabilities;
+  ``server/discover`` tells what the server speaks.
+
+``protocol="auto"`` probes ``server/discover`` and falls back to ``initialize``
+on anything that is not positive evidence of a modern server (same policy as
+the official SDK's ``mode="auto"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolmesh.errors import (
+    ConnectionFailedError,
+    McpRemoteError,
+    ProtocolError,
+    ToolTimeoutError,
+)
+from toolmesh.hub.config import ServerConfig
+
+log = logging.getLogger("toolmesh.hub")
+
+MODERN = "2026-07-28"
+LEGACY = "2025-11-25"
+HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+CLIENT_INFO = {"name": "toolmesh", "version": "0.1.0"}
+CLIENT_CAPABILITIES: dict[str, Any] = {"roots": {"listChanged": False}}
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_CLIENT_CAPS = "io.modelcontextprotocol/clientCapabilities"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+
+METHOD_NOT_FOUND = -32601
+UNSUPPORTED_VERSION = -32022
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None] | None]
+NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(slots=True)
+class Pending:
+    """One request in flight: its future, progress hook and timeout scope."""
+
+    future: asyncio.Future[dict[str, Any]]
+    on_progress: ProgressCallback | None = None
+    scope: asyncio.Timeout | None = None
+    extend_by: float = 0.0
+    hard_deadline: float = 0.0
+
+
+@dataclass
+class ServerIdentity:
+    """What the server told us about itself at connect time."""
+
+    protocol: str = ""
+    name: str = ""
+    version: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    instructions: str | None = None
+    ttl_ms: int | None = None
+
+
+class Connection(ABC):
+    """One live connection to one MCP server. Created closed; ``start()`` opens it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.identity = ServerIdentity()
+        self.closed = False
+        self.on_notification: NotificationHandler | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int | str, Pending] = {}
+        self._progress: dict[int | str, Pending] = {}
+        self._meta: dict[str, Any] = {
+            META_VERSION: MODERN,
+            META_CLIENT_INFO: CLIENT_INFO,
+            META_CLIENT_CAPS: CLIENT_CAPABILITIES,
+        }
+
+    # -- to implement per transport -------------------------------------------------
+    @abstractmethod
+    async def _open(self) -> None:
+        """Open the transport (spawn the process, connect the socket...)."""
+
+    @abstractmethod
+    async def _send_request(self, msg: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        """Send ``msg`` and return the JSON-RPC response message (not just the result)."""
+
+    @abstractmethod
+    async def _send_notification(self, msg: dict[str, Any]) -> None:
+        """Send a notification; no answer is expected."""
+
+    @abstractmethod
+    async def _close(self) -> None:
+        """Release everything the transport holds. Must be idempotent."""
+
+    # -- public ----------------------------------------------------------------------
+    @property
+    def modern(self) -> bool:
+        return self.identity.protocol == MODERN
+
+    async def start(self) -> None:
+        """Open the transport and agree on a protocol revision."""
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                await self._open()
+                await self._negotiate()
+        except TimeoutError as exc:
+            await self.close()
+            raise ConnectionFailedError(
+                f"server {self.config.name!r}: no answer within {self.config.connect_timeout:g}s while connecting"
+            ) from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._fail_all(ConnectionFailedError(f"server {self.config.name!r}: connection closed"))
+        await self._close()
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        max_timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and return its ``result``.
+
+        ``timeout`` is extended by each progress notification, never beyond
+        ``max_timeout`` from the start. Raises :class:`McpRemoteError` for a JSON-RPC
+        error, :class:`ToolTimeoutError` on timeout (after telling the server to
+        cancel), :class:`ConnectionFailedError` when the transport breaks.
+        """
+        if self.closed:
+            raise ConnectionFailedError(f"server {self.config.name!r}: connection closed")
+        rid = next(self._ids)
+        p: dict[str, Any] = dict(params) if params else {}
+        if on_progress is not None:
+            meta = dict(p.get("_meta") or {})
+            meta["progressToken"] = rid
+            p["_meta"] = meta
+        if self.identity.protocol == MODERN:
+            p["_meta"] = {**self._meta, **p["_meta"]} if "_meta" in p else self._meta
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if p:
+            msg["params"] = p
+        loop = asyncio.get_running_loop()
+        t = timeout if timeout is not None else self.config.timeout
+        hard = max(max_timeout if max_timeout is not None else self.config.max_timeout, t)
+        pending = Pending(loop.create_future(), on_progress, None, t, loop.time() + hard)
+        self._pending[rid] = pending
+        if on_progress is not None:
+            self._progress[rid] = pending
+        try:
+            async with asyncio.timeout(t) as scope:
+                pending.scope = scope
+                response = await self._send_request(msg, pending)
+        except TimeoutError:
+            await self._cancel_remote(rid, "timeout")
+            raise ToolTimeoutError(
+                f"server {self.config.name!r}: {method} did not finish within {t:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            await self._cancel_remote(rid, "cancelled by caller")
+            raise
+        finally:
+            self._pending.pop(rid, None)
+            if on_progress is not None:
+                self._progress.pop(rid, None)
+        return self._result_of(response, method)
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params:
+            msg["params"] = params
+        await self._send_notification(msg)
+
+    # -- shared machinery ------------------------------------------------------------
+    def _result_of(self, response: dict[str, Any], method: str) -> dict[str, Any]:
+        if "result" in response:
+            result = response["result"]
+            if not isinstance(result, dict):
+                raise ProtocolError(f"server {self.config.name!r}: {method} result is not an object")
+            return result
+        err = response.get("error")
+        if isinstance(err, dict):
+            code = err.get("code")
+            raise McpRemoteError(
+                code if isinstance(code, int) else -32603, str(err.get("message", "")), err.get("data")
+            )
+        raise ProtocolError(f"server {self.config.name!r}: response to {method} has neither result nor error")
+
+    async def _cancel_remote(self, rid: int, reason: str) -> None:
+        """Tell the server to stop working on ``rid`` (best effort, never raises)."""
+        if self.closed:
+            return
+        try:
+            await asyncio.wait_for(
+                self._send_notification(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": rid, "reason": reason},
+                    }
+                ),
+                1.0,
+            )
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort
+            log.debug("could not send cancellation for %s to %s", rid, self.config.name)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+                # Retrieved by the waiter; mark as seen so a waiter that left never warns.
+                p.future.exception()
+
+    async def _dispatch(self, msg: Any) -> None:
+        """Route one inbound message (response, notification, or server request)."""
+        if not isinstance(msg, dict):
+            if isinstance(msg, list):  # JSON-RPC batch from an old server
+                for m in msg:
+                    await self._dispatch(m)
+                return
+            log.warning("server %s sent a non-object message; ignored", self.config.name)
+            return
+        method = msg.get("method")
+        if method is None:
+            rid = msg.get("id")
+            p = self._pending.get(rid) if isinstance(rid, int | str) else None
+            if p is not None and not p.future.done():
+                p.future.set_result(msg)
+            return
+        if "id" in msg:
+            await self._answer_server_request(msg)
+        else:
+            await self._handle_notification(method, msg.get("params") or {})
+
+    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/progress":
+            p = self._progress.get(params.get("progressToken"))  # type: ignore[arg-type]
+            if p is None:
+                return
+            if p.scope is not None:
+                loop = asyncio.get_running_loop()
+                p.scope.reschedule(min(loop.time() + p.extend_by, p.hard_deadline))
+            if p.on_progress is not None:
+                try:
+                    r = p.on_progress(params.get("progress", 0.0), params.get("total"), params.get("message"))
+                    if r is not None:
+                        await r
+                except Exception:  # noqa: BLE001 - a user hook must not break the call
+                    log.exception("progress callback failed")
+            return
+        if self.on_notification is not None:
+            try:
+                r2 = self.on_notification(method, params)
+                if r2 is not None:
+                    await r2
+            except Exception:  # noqa: BLE001
+                log.exception("notification handler failed for %s", method)
+
+    async def _answer_server_request(self, msg: dict[str, Any]) -> None:
+        method = msg["method"]
+        if method == "ping":
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": msg["id"], "result": {}}
+        elif method == "roots/list":
+            reply = {"jsonrpc": "2.0", "id": msg["id"], "result": {"roots": []}}
+        else:
+            reply = {
+                "jsonrpc": "2.0",
+                "id": msg["id"],
+                "error": {"code": METHOD_NOT_FOUND, "message": f"client does not support {method}"},
+            }
+        try:
+            await self._send_notification(reply)
+        except Exception:  # noqa: BLE001
+            log.debug("could not answer %s from %s", method, self.config.name)
+
+    # -- negotiation -----------------------------------------------------------------
+    async def _negotiate(self) -> None:
+        pin = self.config.protocol
+        if pin == MODERN:
+            self.identity.protocol = MODERN
+            return
+        if pin == "auto" and await self._try_discover():
+            return
+        await self._initialize(LEGACY if pin == "auto" else pin)
+
+    async def _try_discover(self) -> bool:
+        """Probe ``server/discover``; True when the server speaks the modern revision."""
+        self.identity.protocol = MODERN  # the probe itself carries modern _meta
+        try:
+            result = await self.request("server/discover", timeout=self._probe_timeout())
+        except McpRemoteError as exc:
+            self.identity.protocol = ""
+            if exc.code == UNSUPPORTED_VERSION:
+                supported = (exc.data or {}).get("supported") if isinstance(exc.data, dict) else None
+                if supported and not any(v in HANDSHAKE_VERSIONS for v in supported):
+                    raise ConnectionFailedError(
+                        f"server {self.config.name!r} supports only {supported}, none of which toolmesh speaks"
+                    ) from exc
+            return False
+        except (ToolTimeoutError, ProtocolError):
+            self.identity.protocol = ""
+            return False
+        versions = result.get("supportedVersions") or []
+        if MODERN not in versions:
+            self.identity.protocol = ""
+            return False
+        self._adopt(MODERN, result)
+        return True
+
+    def _probe_timeout(self) -> float:
+        return min(self.config.connect_timeout, 5.0)
+
+    async def _initialize(self, version: str) -> None:
+        self.identity.protocol = version
+        result = await self.request(
+            "initialize",
+            {"protocolVersion": version, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO},
+            timeout=self.config.connect_timeout,
+        )
+        agreed = result.get("protocolVersion")
+        if not isinstance(agreed, str):
+            raise ProtocolError(f"server {self.config.name!r}: initialize result has no protocolVersion")
+        if agreed not in HANDSHAKE_VERSIONS:
+            raise ConnectionFailedError(
+                f"server {self.config.name!r} answered initialize with unsupported version {agreed!r}"
+            )
+        self._adopt(agreed, result)
+        self._after_initialize()
+        await self.notify("notifications/initialized")
+
+    def _after_initialize(self) -> None:
+        """Hook for transports that must learn something from the handshake (HTTP session id)."""
+
+    def _adopt(self, version: str, result: dict[str, Any]) -> None:
+        info = result.get("serverInfo") or (result.get("_meta") or {}).get(META_SERVER_INFO) or {}
+        self.identity = ServerIdentity(
+            protocol=version,
+            name=str(info.get("name", "")),
+            version=str(info.get("version", "")),
+            capabilities=result.get("capabilities") or {},
+            instructions=result.get("instructions"),
+            ttl_ms=result.get("ttlMs"),
+        )

@@ -1,0 +1,184 @@
+"""Streamable HTTP transport, both protocol eras, on one keep-alive aiohttp session.
+
+Modern (2026-07-28): every request is a self-contained POST with routing
+headers; nothing to set up, any replica can answer. Handshake era: the
+``Mcp-Session-Id`` from ``initialize`` rides on every request; HTTP 404 means
+the server forgot the session (:class:`SessionLostError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+from mcp.shared.inbound import encode_header_value
+
+from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError
+from toolmesh.hub.transports.base import MODERN, Connection, Pending
+from toolmesh.hub.transports.sse_parse import iter_sse
+
+log = logging.getLogger("toolmesh.hub")
+
+_NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_ACCEPT = "application/json, text/event-stream"
+
+
+class HttpConnection(Connection):
+    """Streamable HTTP client connection."""
+
+    session: aiohttp.ClientSession | None = None
+    session_id: str | None = None
+    _listener: asyncio.Task[None] | None = None
+
+    async def _open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_concurrency, keepalive_timeout=30, enable_cleanup_closed=True
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout),
+            auto_decompress=True,
+        )
+        self._base_headers = {"Content-Type": "application/json", "Accept": _ACCEPT, **self.config.headers}
+
+    def _headers(self, msg: dict[str, Any]) -> dict[str, str]:
+        h = dict(self._base_headers)
+        proto = self.identity.protocol
+        if proto:
+            h["Mcp-Protocol-Version"] = proto
+        if proto == MODERN:
+            method = msg.get("method")
+            if method is not None:
+                h["Mcp-Method"] = method
+                key = _NAME_PARAM.get(method)
+                if key is not None:
+                    value = (msg.get("params") or {}).get(key)
+                    if isinstance(value, str):
+                        h["Mcp-Name"] = encode_header_value(value)
+        elif self.session_id is not None:
+            h["Mcp-Session-Id"] = self.session_id
+        return h
+
+    async def _post(self, msg: dict[str, Any], pending: Pending | None) -> dict[str, Any] | None:
+        assert self.session is not None
+        url = self.config.url
+        assert url is not None
+        try:
+            async with self.session.post(url, data=orjson.dumps(msg), headers=self._headers(msg)) as resp:
+                status = resp.status
+                if status == 202 or (status == 200 and pending is None):
+                    return None
+                ctype = resp.headers.get("Content-Type", "")
+                if status == 200 and ctype.startswith("text/event-stream"):
+                    return await self._read_stream(resp, msg.get("id"), pending)
+                body = await resp.read()
+                if status == 200 or (ctype.startswith("application/json") and body):
+                    if self.session_id is None and "Mcp-Session-Id" in resp.headers:
+                        self.session_id = resp.headers["Mcp-Session-Id"]
+                    return self._parse_body(body, msg, status)
+                self._raise_for_status(status, body)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectionFailedError(f"server {self.config.name!r}: HTTP request failed: {exc}") from exc
+        return None
+
+    def _parse_body(self, body: bytes, msg: dict[str, Any], status: int) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            if status != 200:
+                self._raise_for_status(status, body)
+            raise ProtocolError(f"server {self.config.name!r}: response is not valid JSON") from exc
+        if isinstance(data, list):  # a batch answer: pick ours, dispatch the rest
+            mine = None
+            for item in data:
+                if isinstance(item, dict) and item.get("id") == msg.get("id") and "method" not in item:
+                    mine = item
+            return mine
+        if not isinstance(data, dict):
+            raise ProtocolError(f"server {self.config.name!r}: response is not a JSON-RPC object")
+        if data.get("id") != msg.get("id") and "error" not in data:
+            raise ProtocolError(f"server {self.config.name!r}: response id does not match the request")
+        return data
+
+    def _raise_for_status(self, status: int, body: bytes) -> None:
+        text = body[:200].decode("utf-8", errors="replace")
+        if status == 404 and self.session_id is not None:
+            self.session_id = None
+            raise SessionLostError(f"server {self.config.name!r}: session not found (HTTP 404)")
+        if status >= 500 or status in (408, 429):
+            raise ConnectionFailedError(f"server {self.config.name!r}: HTTP {status}: {text}")
+        raise ProtocolError(f"server {self.config.name!r}: HTTP {status}: {text}")
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, rid: Any, pending: Pending | None
+    ) -> dict[str, Any] | None:
+        if self.session_id is None and "Mcp-Session-Id" in resp.headers:
+            self.session_id = resp.headers["Mcp-Session-Id"]
+        async for ev in iter_sse(resp.content):
+            if ev.event != "message" or not ev.data:
+                continue
+            try:
+                item = orjson.loads(ev.data)
+            except orjson.JSONDecodeError:
+                log.warning("server %s sent invalid JSON in an SSE event", self.config.name)
+                continue
+            if isinstance(item, dict) and "method" not in item and item.get("id") == rid:
+                return item
+            await self._dispatch(item)
+        if pending is not None and pending.future.done():
+            return pending.future.result()
+        raise ConnectionFailedError(f"server {self.config.name!r}: response stream ended without a result")
+
+    async def _send_request(self, msg: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        reply = await self._post(msg, pending)
+        if reply is None:
+            raise ProtocolError(f"server {self.config.name!r}: no JSON-RPC response to {msg.get('method')}")
+        return reply
+
+    async def _send_notification(self, msg: dict[str, Any]) -> None:
+        await self._post(msg, None)
+
+    async def _cancel_remote(self, rid: int, reason: str) -> None:
+        # Modern HTTP: closing the response stream is the cancellation; nothing to send.
+        if self.identity.protocol != MODERN:
+            await super()._cancel_remote(rid, reason)
+
+    def _after_initialize(self) -> None:
+        if self.session_id is not None:
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Legacy GET stream for server-initiated messages (list_changed...). Optional."""
+        assert self.session is not None and self.config.url is not None
+        headers = {**self.config.headers, "Accept": "text/event-stream",
+                   "Mcp-Protocol-Version": self.identity.protocol}
+        if self.session_id is not None:
+            headers["Mcp-Session-Id"] = self.session_id
+        with contextlib.suppress(Exception):
+            async with self.session.get(self.config.url, headers=headers) as resp:
+                if resp.status != 200:
+                    return
+                async for ev in iter_sse(resp.content):
+                    if ev.event == "message" and ev.data:
+                        with contextlib.suppress(orjson.JSONDecodeError):
+                            await self._dispatch(orjson.loads(ev.data))
+
+    async def _close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self.session is not None:
+            if self.session_id is not None and self.config.url is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        h = {**self.config.headers, "Mcp-Session-Id": self.session_id,
+                             "Mcp-Protocol-Version": self.identity.protocol}
+                        async with self.session.delete(self.config.url, headers=h):
+                            pass
+            await self.session.close()
