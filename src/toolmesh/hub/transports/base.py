@@ -110,6 +110,11 @@ class Connection(ABC):
 
     # -- public ----------------------------------------------------------------------
     @property
+    def alive(self) -> bool:
+        """False once the connection is closed or its transport broke."""
+        return not self.closed
+
+    @property
     def modern(self) -> bool:
         return self.identity.protocol == MODERN
 
@@ -225,7 +230,7 @@ class Connection(ABC):
                 ),
                 1.0,
             )
-        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort
+        except (Exception, asyncio.CancelledError):
             log.debug("could not send cancellation for %s to %s", rid, self.config.name)
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -269,7 +274,7 @@ class Connection(ABC):
                     r = p.on_progress(params.get("progress", 0.0), params.get("total"), params.get("message"))
                     if r is not None:
                         await r
-                except Exception:  # noqa: BLE001 - a user hook must not break the call
+                except Exception:
                     log.exception("progress callback failed")
             return
         if self.on_notification is not None:
@@ -277,7 +282,7 @@ class Connection(ABC):
                 r2 = self.on_notification(method, params)
                 if r2 is not None:
                     await r2
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("notification handler failed for %s", method)
 
     async def _answer_server_request(self, msg: dict[str, Any]) -> None:
@@ -294,7 +299,7 @@ class Connection(ABC):
             }
         try:
             await self._send_notification(reply)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("could not answer %s from %s", method, self.config.name)
 
     # -- negotiation -----------------------------------------------------------------
@@ -352,7 +357,7 @@ class Connection(ABC):
         self._after_initialize()
         await self.notify("notifications/initialized")
 
-    def _after_initialize(self) -> None:
+    def _after_initialize(self) -> None:  # noqa: B027 - optional hook
         """Hook for transports that must learn something from the handshake (HTTP session id)."""
 
     def _adopt(self, version: str, result: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ class InProcessConnection(Connection):
                 self.client = client
                 self._ready.set_result(None)
                 await self._stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported to the opener
+        except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(ConnectionFailedError(f"server {self.config.name!r}: {exc}"))
         finally:
@@ -83,7 +83,9 @@ class InProcessConnection(Connection):
                             if r is not None:
                                 await r
 
-                    result = await c.call_tool(p["name"], p.get("arguments") or {}, progress_callback=progress)
+                    result = await c.call_tool(
+                        p["name"], p.get("arguments") or {}, progress_callback=progress  # type: ignore[arg-type]
+                    )
                 elif method == "tools/list":
                     result = await c.list_tools()
                 elif method == "resources/list":

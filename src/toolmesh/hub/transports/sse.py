@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import urljoin
 
 import aiohttp

@@ -33,6 +33,10 @@ class StreamConnection(Connection):
     async def _read_loop(self) -> None:
         """Read messages until the stream ends, calling ``self._feed(raw)`` for each."""
 
+    @property
+    def alive(self) -> bool:
+        return not self.closed and self._broken is None
+
     def _start_reader(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._run_reader(), name=f"mcp-reader:{self.config.name}")
 
@@ -42,7 +46,7 @@ class StreamConnection(Connection):
             exc: BaseException = ConnectionFailedError(self._gone_message())
         except asyncio.CancelledError:
             exc = ConnectionFailedError(f"server {self.config.name!r}: connection closed")
-        except Exception as e:  # noqa: BLE001 - any read failure ends the connection
+        except Exception as e:
             exc = ConnectionFailedError(f"server {self.config.name!r}: connection broke: {e}")
         self._broken = exc
         self._fail_all(exc)
@@ -76,5 +80,5 @@ class StreamConnection(Connection):
             self._reader.cancel()
             try:
                 await self._reader
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass

@@ -1,0 +1,310 @@
+"""One registered server: its connection lifecycle, catalogue, breakers and call path.
+
+Lifecycle (HUB-3): connect lazily; one connection at a time, opened by whoever
+needs it first (single-flight); a lost session or dead process is dropped and
+the next call reconnects; a server that keeps failing to start is retried
+with exponential backoff; idle connections are closed by the Hub's janitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from jsonschema import Draft202012Validator, validators
+
+from toolmesh.errors import (
+    CircuitOpenError,
+    ConnectionFailedError,
+    InvalidArgumentsError,
+    McpRemoteError,
+    SessionLostError,
+    ToolmeshError,
+    ToolNotFoundError,
+    ToolTimeoutError,
+)
+from toolmesh.hub.catalog import Catalog
+from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.result import ToolResult
+from toolmesh.hub.transports import Connection, make_connection
+from toolmesh.hub.transports.base import ProgressCallback
+from toolmesh.resilience.circuit import CircuitBreaker
+from toolmesh.resilience.circuit_registry import CircuitGuard
+from toolmesh.resilience.limits import ConcurrencyLimiter
+from toolmesh.resilience.retry import RetryPolicy
+
+log = logging.getLogger("toolmesh.hub")
+
+#: Backoff between attempts to (re)start a server that keeps failing, seconds.
+RESTART_BACKOFF = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class ServerHandle:
+    """Everything the Hub keeps for one server of one tenant."""
+
+    def __init__(self, config: ServerConfig, tenant: str, user: str | None, hub: Any) -> None:
+        self.config = config
+        self.tenant = tenant
+        self.user = user
+        self.name = config.name
+        #: Name used in metrics: tenant-qualified outside the default tenant.
+        self.label = config.name if tenant == "default" and user is None else f"{tenant}/{user or '*'}/{config.name}"
+        self._hub = hub
+        self.catalog = Catalog(config.catalog_ttl, on_lookup=lambda hit: hub._metrics.record_cache(self.label, hit))
+        self.limiter = ConcurrencyLimiter(config.max_concurrency, name=f"server {config.name}")
+        self.circuit = CircuitBreaker(
+            config.name,
+            config.circuit.failure_threshold,
+            config.circuit.reset_timeout,
+            on_state_change=hub._on_circuit_change,
+        )
+        self._tool_circuits: dict[str, CircuitGuard] = {}
+        self.retry = RetryPolicy(max_attempts=config.retries + 1, base_delay=0.05, max_delay=1.0)
+        self.health = hub._new_health(config)
+        self.conn: Connection | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+        self._connect_failures = 0
+        self._last_failure_at = 0.0
+        self.last_used = time.monotonic()
+        self.connects = 0
+        self.sessions_lost = 0
+        self._validators: dict[str, Any] = {}
+        self.closed = False
+
+    # -- connection -------------------------------------------------------------------
+    async def connection(self) -> Connection:
+        """The live connection, opening one if needed (single-flight)."""
+        conn = self.conn
+        if conn is not None and conn.alive:
+            return conn
+        async with self._connecting:
+            conn = self.conn
+            if conn is not None and conn.alive:
+                return conn
+            if conn is not None:
+                self.conn = None
+                await conn.close()
+            if self.closed:
+                raise ConnectionFailedError(f"server {self.name!r} was unregistered")
+            wait = RESTART_BACKOFF[min(self._connect_failures, len(RESTART_BACKOFF) - 1)]
+            wait -= time.monotonic() - self._last_failure_at
+            if wait > 0:
+                await asyncio.sleep(wait)
+            conn = make_connection(self.config)
+            conn.on_notification = self._on_notification
+            try:
+                await conn.start()
+            except ToolmeshError:
+                self._connect_failures += 1
+                self._last_failure_at = time.monotonic()
+                raise
+            except Exception as exc:
+                self._connect_failures += 1
+                self._last_failure_at = time.monotonic()
+                raise ConnectionFailedError(f"server {self.name!r}: cannot connect: {exc}") from exc
+            self._connect_failures = 0
+            self.connects += 1
+            if self.connects == 1:
+                self._hub._metrics.record_connect(self.label)
+            else:
+                self._hub._metrics.record_reconnect(self.label)
+            self.conn = conn
+            self._hub._ensure_janitor()
+            return conn
+
+    async def drop(self, conn: Connection | None = None) -> None:
+        """Close the current connection (or ``conn`` if it is still current)."""
+        current = self.conn
+        if current is None or (conn is not None and current is not conn):
+            return
+        self.conn = None
+        await current.close()
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.drop()
+
+    async def _on_notification(self, method: str, params: dict[str, Any]) -> None:
+        if self.catalog.on_notification(method):
+            self._validators.clear()
+            self._hub._on_catalog_changed(self)
+        elif method == "notifications/message":
+            log.info("server %s: %s", self.name, params.get("data"))
+
+    async def request(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """One raw request with reconnect-once on a lost session."""
+        self.last_used = time.monotonic()
+        for attempt in (1, 2):
+            conn = await self.connection()
+            try:
+                return await conn.request(method, params, **kw)
+            except SessionLostError:
+                self.sessions_lost += 1
+                self._hub._metrics.record_session_lost(self.label)
+                await self.drop(conn)
+                if attempt == 2:
+                    raise
+            except ConnectionFailedError:
+                await self.drop(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    # -- catalogue --------------------------------------------------------------------
+    async def list(self, kind: str, *, refresh: bool = False) -> list[dict[str, Any]]:
+        items = await self.catalog.get(kind, self.request, refresh=refresh)
+        return items
+
+    async def tool_definition(self, tool: str) -> dict[str, Any]:
+        """The tool's definition; refreshes the listing once before declaring it unknown."""
+        definition = self.catalog.tool(tool)
+        if definition is None:
+            await self.list("tools", refresh=self.catalog.has_tools)
+            definition = self.catalog.tool(tool)
+        if definition is None:
+            raise ToolNotFoundError(f"server {self.name!r} has no tool {tool!r}")
+        return definition
+
+    def validate(self, tool: str, definition: dict[str, Any], arguments: dict[str, Any]) -> None:
+        validator = self._validators.get(tool)
+        if validator is None:
+            schema = definition.get("inputSchema") or {"type": "object"}
+            cls = validators.validator_for(schema, default=Draft202012Validator)
+            try:
+                cls.check_schema(schema)
+                validator = cls(schema)
+            except Exception:
+                log.warning("server %s: tool %s has an invalid input schema; not validated", self.name, tool)
+                validator = False
+            self._validators[tool] = validator
+        if validator is False:
+            return
+        errors = list(validator.iter_errors(arguments))  # type: ignore[union-attr]
+        if errors:
+            msgs = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
+            raise InvalidArgumentsError(
+                f"arguments for {self.name}/{tool} violate its input schema: " + "; ".join(msgs), errors=msgs
+            )
+
+    def guard(self, tool: str) -> CircuitGuard:
+        guard = self._tool_circuits.get(tool)
+        if guard is None:
+            c = self.config.circuit
+            tool_breaker = CircuitBreaker(
+                f"{self.name}/{tool}",
+                c.failure_threshold,
+                c.reset_timeout,
+                on_state_change=self._hub._on_circuit_change,
+            )
+            guard = self._tool_circuits[tool] = CircuitGuard(self.circuit, tool_breaker)
+        return guard
+
+    # -- the call path ----------------------------------------------------------------
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        validate: bool = True,
+    ) -> ToolResult:
+        """Call ``tool``; raises a :class:`ToolmeshError` subclass for anything but a tool-reported error."""
+        args = arguments if arguments is not None else {}
+        if not isinstance(args, dict):
+            raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
+        start = time.perf_counter()
+        guard = self.guard(tool)
+        guard.allow()  # fail fast when open
+        definition: dict[str, Any] | None = None
+        try:
+            if validate:
+                definition = await self.tool_definition(tool)
+                self.validate(tool, definition, args)
+        except BaseException as exc:
+            guard.release()
+            if isinstance(exc, ConnectionFailedError | ToolTimeoutError):
+                self._record(tool, False, start, exc, guard)
+            raise
+        attempts = 0
+        safe_retry = _idempotent(definition)
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, SessionLostError):
+                return True
+            if isinstance(exc, ConnectionFailedError):
+                return getattr(exc, "before_send", False) or safe_retry
+            if isinstance(exc, ToolTimeoutError | McpRemoteError):
+                return safe_retry and bool(getattr(exc, "retryable", False))
+            return False
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            return await self.request(
+                "tools/call",
+                {"name": tool, "arguments": args},
+                timeout=timeout,
+                on_progress=on_progress,
+            )
+
+        try:
+            async with self.limiter:
+                result = await self.retry.run(attempt, is_retryable=retryable)
+        except BaseException as exc:
+            self._record(tool, False, start, exc, guard)
+            raise
+        out = ToolResult.from_mcp(self.name, tool, result, (time.perf_counter() - start) * 1000.0, attempts)
+        self._record(tool, True, start, None, guard, tool_error=out.is_error)
+        return out
+
+    def _record(
+        self,
+        tool: str,
+        reached: bool,
+        start: float,
+        exc: BaseException | None,
+        guard: CircuitGuard,
+        *,
+        tool_error: bool = False,
+    ) -> None:
+        latency = (time.perf_counter() - start) * 1000.0
+        if exc is None:
+            guard.record_success()
+        else:
+            guard.record_exception(exc)
+        timeout = isinstance(exc, ToolTimeoutError)
+        infra_failure = exc is not None and not isinstance(
+            exc, InvalidArgumentsError | ToolNotFoundError | CircuitOpenError | asyncio.CancelledError
+        )
+        self.health.record(not infra_failure, latency, timeout=timeout)
+        self._hub._metrics.record_call(
+            self.label, tool, ok=reached and not tool_error and exc is None, latency_ms=latency, timeout=timeout
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        conn = self.conn
+        return {
+            "name": self.name,
+            "tenant": self.tenant,
+            "user": self.user,
+            "transport": self.config.transport,
+            "connected": conn is not None and conn.alive,
+            "protocol": conn.identity.protocol if conn is not None else None,
+            "server_info": {"name": conn.identity.name, "version": conn.identity.version} if conn else None,
+            "status": self.health.status,
+            "circuit": self.circuit.state.value,
+            "connects": self.connects,
+            "sessions_lost": self.sessions_lost,
+            "in_flight": self.limiter.in_flight,
+            "catalog": self.catalog.stats(),
+        }
+
+
+def _idempotent(definition: dict[str, Any] | None) -> bool:
+    """A tool may be re-sent after an ambiguous failure only if it says it is safe."""
+    if not definition:
+        return False
+    ann = definition.get("annotations") or {}
+    return bool(ann.get("readOnlyHint") or ann.get("idempotentHint"))

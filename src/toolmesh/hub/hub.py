@@ -1,0 +1,410 @@
+"""The Hub: a multi-tenant MCP client (SPEC §1).
+
+    hub = Hub()
+    await hub.register(ServerConfig(name="catalog", command="python", args=[...]))
+    tools = await hub.to_openai_tools()
+    result = await hub.call_tool("catalog", "get_product_info", {"sku": "SKU-1001"})
+    results = await hub.batch_call(message.tool_calls)   # keyed by tool_call_id
+    await hub.aclose()
+
+Servers are registered per tenant (and optionally per user: a user's server
+shadows the tenant's server of the same name for that user only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from toolmesh.errors import (
+    ConnectionFailedError,
+    InvalidArgumentsError,
+    ServerNotFoundError,
+    ToolmeshError,
+)
+from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.convert import anthropic_tool, openai_tool
+from toolmesh.hub.handle import ServerHandle
+from toolmesh.hub.naming import ToolNameMap
+from toolmesh.hub.result import ToolResult
+from toolmesh.hub.transports import make_connection
+from toolmesh.hub.transports.base import ProgressCallback
+from toolmesh.observability.health import HealthEvent, HealthTracker
+from toolmesh.observability.metrics import ToolMetrics
+
+log = logging.getLogger("toolmesh.hub")
+
+DEFAULT_TENANT = "default"
+StatusCallback = Callable[[HealthEvent], Awaitable[None] | None]
+
+_Key = tuple[str, str | None]  # (tenant, user)
+
+
+class Hub:
+    """Connects many MCP servers per tenant and calls their tools fast and safely."""
+
+    def __init__(self, *, janitor_interval: float = 30.0, batch_concurrency: int = 32) -> None:
+        self._servers: dict[_Key, dict[str, ServerHandle]] = {}
+        self._names: dict[_Key, ToolNameMap] = {}
+        self._status_callbacks: list[StatusCallback] = []
+        self._metrics = ToolMetrics()
+        self._janitor: asyncio.Task[None] | None = None
+        self._janitor_interval = janitor_interval
+        self.batch_concurrency = batch_concurrency
+        self.closed = False
+
+    # -- registry (HUB-2) ---------------------------------------------------------------
+    async def register(
+        self, config: ServerConfig, *, tenant: str = DEFAULT_TENANT, user: str | None = None, connect: bool = False
+    ) -> ServerHandle:
+        """Add a server. Raises ``ValueError`` if the name is taken (use :meth:`ensure_registered`)."""
+        servers = self._servers.setdefault((tenant, user), {})
+        if config.name in servers:
+            raise ValueError(f"server {config.name!r} is already registered for tenant {tenant!r}")
+        handle = ServerHandle(config, tenant, user, self)
+        servers[config.name] = handle
+        log.info("registered server %s for tenant %s: %s", config.name, tenant, config.redacted())
+        if connect:
+            await handle.connection()
+        return handle
+
+    async def register_many(
+        self, configs: Mapping[str, ServerConfig] | Iterable[ServerConfig], *, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        items = configs.values() if isinstance(configs, Mapping) else configs
+        for cfg in items:
+            if cfg.enabled:
+                await self.ensure_registered(cfg, tenant=tenant)
+
+    async def unregister(self, name: str, *, tenant: str = DEFAULT_TENANT, user: str | None = None) -> bool:
+        """Remove a server and close its connection. False when it was not registered."""
+        servers = self._servers.get((tenant, user), {})
+        handle = servers.pop(name, None)
+        if handle is None:
+            return False
+        names = self._names.get((tenant, user))
+        if names is not None:
+            names.remove_server(name)
+        await handle.close()
+        self._metrics.remove_server(handle.label)
+        return True
+
+    async def ensure_registered(
+        self, config: ServerConfig, *, tenant: str = DEFAULT_TENANT, user: str | None = None
+    ) -> bool:
+        """Idempotent register: re-registers only when url/command/transport/headers changed.
+
+        Returns True when something was (re)registered."""
+        existing = self._servers.get((tenant, user), {}).get(config.name)
+        if existing is not None:
+            if existing.config.connection_key() == config.connection_key():
+                return False
+            await self.unregister(config.name, tenant=tenant, user=user)
+        await self.register(config, tenant=tenant, user=user)
+        return True
+
+    def servers(self, *, tenant: str = DEFAULT_TENANT, user: str | None = None) -> dict[str, ServerHandle]:
+        """The servers visible to (tenant, user): the user's own shadow the tenant's."""
+        merged = dict(self._servers.get((tenant, None), {}))
+        if user is not None:
+            merged.update(self._servers.get((tenant, user), {}))
+        return merged
+
+    def tenants(self) -> list[str]:
+        return sorted({t for t, _ in self._servers})
+
+    def server(self, name: str, *, tenant: str = DEFAULT_TENANT, user: str | None = None) -> ServerHandle:
+        if user is not None:
+            h = self._servers.get((tenant, user), {}).get(name)
+            if h is not None:
+                return h
+        h = self._servers.get((tenant, None), {}).get(name)
+        if h is None:
+            known = ", ".join(sorted(self.servers(tenant=tenant, user=user))) or "none"
+            raise ServerNotFoundError(f"no server {name!r} for tenant {tenant!r} (registered: {known})")
+        return h
+
+    async def test_connection(
+        self, target: str | ServerConfig, *, tenant: str = DEFAULT_TENANT, user: str | None = None
+    ) -> dict[str, Any]:
+        """Open a fresh connection, list tools, close. Never raises: reports ``ok`` and ``error``."""
+        config = target if isinstance(target, ServerConfig) else self.server(target, tenant=tenant, user=user).config
+        start = time.perf_counter()
+        conn = make_connection(config)
+        report: dict[str, Any] = {"name": config.name, "transport": config.transport}
+        try:
+            await conn.start()
+            connected = time.perf_counter()
+            tools = await conn.request("tools/list", timeout=config.connect_timeout)
+            done = time.perf_counter()
+            report.update(
+                ok=True,
+                protocol=conn.identity.protocol,
+                server_info={"name": conn.identity.name, "version": conn.identity.version},
+                connect_ms=round((connected - start) * 1000, 2),
+                list_ms=round((done - connected) * 1000, 2),
+                latency_ms=round((done - start) * 1000, 2),
+                tool_count=len(tools.get("tools") or []),
+                error=None,
+            )
+        except Exception as exc:
+            report.update(ok=False, error=f"{type(exc).__name__}: {exc}",
+                          latency_ms=round((time.perf_counter() - start) * 1000, 2), tool_count=0)
+        finally:
+            await conn.close()
+        return report
+
+    # -- catalogue (HUB-7, HUB-8) -------------------------------------------------------
+    async def list_tools(
+        self,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        user: str | None = None,
+        server: str | None = None,
+        refresh: bool = False,
+    ) -> list[dict[str, Any]]:
+        """MCP tool definitions of every server (or one), each with ``name`` namespaced.
+
+        The original names are kept in ``_server`` and ``_tool``. A server that cannot
+        be reached is skipped with a warning: one dead server never hides the others."""
+        handles = [self.server(server, tenant=tenant, user=user)] if server else list(
+            self.servers(tenant=tenant, user=user).values()
+        )
+        names = self._name_map(tenant, user)
+        results = await asyncio.gather(*(h.list("tools", refresh=refresh) for h in handles), return_exceptions=True)
+        out: list[dict[str, Any]] = []
+        for handle, tools in zip(handles, results, strict=True):
+            if isinstance(tools, BaseException):
+                if server is not None:
+                    raise tools
+                log.warning("listing tools of %s failed: %s", handle.name, tools)
+                continue
+            for tool in tools:
+                exposed = names.add(handle.name, tool["name"])
+                out.append({**tool, "name": exposed, "_server": handle.name, "_tool": tool["name"]})
+        return out
+
+    async def list_catalog(
+        self, kind: str, *, tenant: str = DEFAULT_TENANT, user: str | None = None, server: str | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``resources``, ``resource_templates`` or ``prompts`` of every server, by server."""
+        handles = [self.server(server, tenant=tenant, user=user)] if server else list(
+            self.servers(tenant=tenant, user=user).values()
+        )
+        results = await asyncio.gather(*(h.list(kind) for h in handles), return_exceptions=True)
+        return {h.name: ([] if isinstance(r, BaseException) else r) for h, r in zip(handles, results, strict=True)}
+
+    async def read_resource(self, server: str, uri: str, *, tenant: str = DEFAULT_TENANT,
+                            user: str | None = None) -> dict[str, Any]:
+        return await self.server(server, tenant=tenant, user=user).request("resources/read", {"uri": uri})
+
+    async def get_prompt(self, server: str, name: str, arguments: dict[str, str] | None = None, *,
+                         tenant: str = DEFAULT_TENANT, user: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": name}
+        if arguments:
+            params["arguments"] = arguments
+        return await self.server(server, tenant=tenant, user=user).request("prompts/get", params)
+
+    async def to_openai_tools(self, *, tenant: str = DEFAULT_TENANT, user: str | None = None,
+                              server: str | None = None) -> list[dict[str, Any]]:
+        """OpenAI function-tool definitions; names map back with :meth:`resolve`."""
+        return [openai_tool(t, t["name"]) for t in await self.list_tools(tenant=tenant, user=user, server=server)]
+
+    async def to_anthropic_tools(self, *, tenant: str = DEFAULT_TENANT, user: str | None = None,
+                                 server: str | None = None) -> list[dict[str, Any]]:
+        return [anthropic_tool(t, t["name"]) for t in await self.list_tools(tenant=tenant, user=user, server=server)]
+
+    def resolve(self, exposed: str, *, tenant: str = DEFAULT_TENANT, user: str | None = None) -> tuple[str, str]:
+        """(server, tool) for a namespaced name produced by :meth:`list_tools`."""
+        return self._name_map(tenant, user).resolve(exposed)
+
+    def _name_map(self, tenant: str, user: str | None) -> ToolNameMap:
+        m = self._names.get((tenant, user))
+        if m is None:
+            m = self._names[(tenant, user)] = ToolNameMap()
+        return m
+
+    # -- calls (HUB-6) ------------------------------------------------------------------
+    async def call_tool(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        user: str | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        validate: bool = True,
+    ) -> ToolResult:
+        """Call one tool. A tool-reported error comes back as ``ToolResult(is_error=True)``;
+        everything else (unknown server/tool, bad arguments, timeout, open circuit, dead
+        server) raises a :class:`ToolmeshError` subclass."""
+        handle = self.server(server, tenant=tenant, user=user)
+        return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
+
+    async def call(self, exposed: str, arguments: dict[str, Any] | None = None, *,
+                   tenant: str = DEFAULT_TENANT, user: str | None = None, **kw: Any) -> ToolResult:
+        """Call by namespaced name (as given to a model)."""
+        server, tool = self.resolve(exposed, tenant=tenant, user=user)
+        return await self.call_tool(server, tool, arguments, tenant=tenant, user=user, **kw)
+
+    async def batch_call(
+        self,
+        tool_calls: Iterable[Any],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        user: str | None = None,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+    ) -> dict[str, ToolResult]:
+        """Run many calls concurrently (bounded); results keyed by ``tool_call_id`` in input order.
+
+        Accepts OpenAI ``tool_calls`` (``{"id", "function": {"name", "arguments": "<json>"}}``,
+        dicts or SDK objects), Anthropic ``tool_use`` blocks (``{"id", "name", "input"}``) and
+        plain ``{"id", "name", "arguments"}``. Never raises for a single call's failure."""
+        calls = [_normalise_call(c, i) for i, c in enumerate(tool_calls)]
+        sem = asyncio.Semaphore(concurrency or self.batch_concurrency)
+
+        async def run(call_id: str, name: str, args: Any) -> ToolResult:
+            start = time.perf_counter()
+            server, tool = "", name
+            async with sem:
+                try:
+                    server, tool = self.resolve(name, tenant=tenant, user=user)
+                    if isinstance(args, BaseException):
+                        raise args
+                    res = await self.call_tool(server, tool, args, tenant=tenant, user=user, timeout=timeout)
+                except (ToolmeshError, ValueError, LookupError, OSError) as exc:
+                    res = ToolResult.failure(server, tool, exc, (time.perf_counter() - start) * 1000)
+                except Exception as exc:
+                    log.exception("unexpected error in batch call %s", name)
+                    res = ToolResult.failure(server, tool, exc, (time.perf_counter() - start) * 1000)
+            res.call_id = call_id
+            res.arguments = args if isinstance(args, dict) else None
+            return res
+
+        results = await asyncio.gather(*(run(*c) for c in calls))
+        return {r.call_id or "": r for r in results}
+
+    # -- health, metrics, events (HUB-4, HUB-9) -----------------------------------------
+    def on_status_change(self, callback: StatusCallback) -> None:
+        """Register an async (or sync) callback for server status changes."""
+        self._status_callbacks.append(callback)
+        for servers in self._servers.values():
+            for h in servers.values():
+                h.health.add_listener(callback)
+
+    def _new_health(self, config: ServerConfig) -> HealthTracker:
+        hc = config.health
+        tracker = HealthTracker(
+            config.name,
+            min_requests=min(hc.min_requests, hc.window),
+            warning_error_rate=max(hc.warning_error_rate, 1e-9),
+            critical_error_rate=max(hc.critical_error_rate, hc.warning_error_rate, 1e-9),
+            window=hc.window,
+        )
+        for cb in self._status_callbacks:
+            tracker.add_listener(cb)
+        return tracker
+
+    def _on_circuit_change(self, breaker: Any, old: Any, new: Any) -> None:
+        log.warning("circuit %s: %s -> %s", breaker.name, old, new)
+
+    def _on_catalog_changed(self, handle: ServerHandle) -> None:
+        log.info("catalogue of %s changed", handle.name)
+
+    def status(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """One snapshot per registered server (all tenants unless one is named)."""
+        out: list[dict[str, Any]] = []
+        for (t, _u), servers in self._servers.items():
+            if tenant is None or t == tenant:
+                out.extend(h.snapshot() for h in servers.values())
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        """Per tool and per server: calls, successes, failures, timeouts, latency percentiles,
+        cache and session stats (HUB-9)."""
+        snap = self._metrics.snapshot()
+        snap["health"] = {
+            f"{h.tenant}/{h.name}": h.health.snapshot() for servers in self._servers.values() for h in servers.values()
+        }
+        snap["catalog"] = {
+            f"{h.tenant}/{h.name}": h.catalog.stats() for servers in self._servers.values() for h in servers.values()
+        }
+        return snap
+
+    # -- lifecycle (HUB-3) --------------------------------------------------------------
+    def _ensure_janitor(self) -> None:
+        if self._janitor is None or self._janitor.done():
+            self._janitor = asyncio.get_running_loop().create_task(self._sweep_idle(), name="toolmesh-janitor")
+
+    async def _sweep_idle(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(self._janitor_interval)
+            await self.close_idle()
+
+    async def close_idle(self, now: float | None = None) -> int:
+        """Close connections idle for longer than their server's ``idle_ttl``; returns how many."""
+        now = time.monotonic() if now is None else now
+        closed = 0
+        for servers in list(self._servers.values()):
+            for h in list(servers.values()):
+                ttl = h.config.idle_ttl
+                if ttl is not None and h.conn is not None and h.limiter.in_flight == 0 and now - h.last_used > ttl:
+                    await h.drop()
+                    closed += 1
+        return closed
+
+    async def aclose(self) -> None:
+        """Close every connection (and stop every spawned process)."""
+        self.closed = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._janitor
+        handles = [h for servers in self._servers.values() for h in servers.values()]
+        await asyncio.gather(*(h.close() for h in handles), return_exceptions=True)
+
+    async def __aenter__(self) -> Hub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _normalise_call(call: Any, index: int) -> tuple[str, str, Any]:
+    """(call_id, exposed_name, arguments-or-error) from any supported tool-call shape."""
+    get = call.get if isinstance(call, dict) else (lambda k, d=None: getattr(call, k, d))
+    call_id = get("id") or get("tool_call_id") or f"call_{index}"
+    fn = get("function")
+    if fn is not None:
+        fget = fn.get if isinstance(fn, dict) else (lambda k, d=None: getattr(fn, k, d))
+        name, raw = fget("name"), fget("arguments")
+    else:
+        name = get("name")
+        raw = get("input") if get("input") is not None else get("arguments")
+    if not isinstance(name, str) or not name:
+        return str(call_id), "", InvalidArgumentsError(f"tool call {call_id!r} has no function name")
+    args: Any
+    if raw is None or raw == "":
+        args = {}
+    elif isinstance(raw, str | bytes):
+        try:
+            args = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            args = InvalidArgumentsError(f"arguments of tool call {call_id!r} are not valid JSON: {exc}")
+    else:
+        args = raw
+    if not isinstance(args, dict | BaseException):
+        args = InvalidArgumentsError(f"arguments of tool call {call_id!r} must be a JSON object")
+    return str(call_id), name, args
+
+
+__all__ = ["DEFAULT_TENANT", "ConnectionFailedError", "Hub"]
