@@ -1,0 +1,283 @@
+"""Streamable HTTP frontend as a raw ASGI handler (both protocol eras on one endpoint).
+
+2026-07-28: every POST is self-contained (per-request ``_meta`` envelope, routing headers
+checked). Handshake era: ``initialize`` opens a session (``Mcp-Session-Id``), later POSTs
+must carry it (unknown → 404), DELETE ends it, GET (server→client stream) → 405.
+Responses are JSON unless the request emits notifications (progress, logs) and the client
+accepts ``text/event-stream``: then the notifications and the result go out as SSE.
+A client that disconnects mid-request cancels the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS as MODERN_VERSIONS
+
+from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
+from toolmesh.servers.guard import Guard
+from toolmesh.servers.state import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MODERN_HTTP_STATUS,
+    PARSE_ERROR,
+    RATE_LIMITED,
+    REQUEST_CANCELLED,
+    Conn,
+    RpcError,
+)
+
+logger = logging.getLogger("toolmesh.servers.http")
+
+Scope = dict[str, Any]
+ASGIReceive = Any
+ASGISend = Any
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
+_PV_KEY = "io.modelcontextprotocol/protocolVersion"
+_NO_ENVELOPE = (
+    "params._meta must be an object carrying the required 'io.modelcontextprotocol/protocolVersion' "
+    "and 'io.modelcontextprotocol/clientCapabilities' envelope keys"
+)
+#: After this long a still-running request starts watching for the client going away.
+_WATCH_AFTER = 0.2
+
+
+async def respond(send: ASGISend, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a complete JSON (or empty) response."""
+    headers = list(_JSON) if body else []
+    headers.append((b"content-length", str(len(body)).encode()))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: ASGIReceive, limit: int) -> bytes | None:
+    """The request body, or ``None`` when it exceeds ``limit`` bytes."""
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body if len(body) <= limit else None
+    parts = [body]
+    size = len(body)
+    while msg.get("more_body"):
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class _Stream:
+    """The per-request notification channel: switches the response to SSE on first use."""
+
+    __slots__ = ("extra", "send", "sse_ok", "started")
+
+    def __init__(self, send: ASGISend, sse_ok: bool, extra: list[tuple[bytes, bytes]]) -> None:
+        self.send = send
+        self.sse_ok = sse_ok
+        self.extra = extra
+        self.started = False
+
+    async def notify(self, message: dict[str, Any]) -> None:
+        if not self.sse_ok:
+            return  # JSON-only client: notifications have nowhere to go
+        if not self.started:
+            self.started = True
+            await self.send({"type": "http.response.start", "status": 200, "headers": _SSE + self.extra})
+        await self.send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
+
+
+def sse_event(message: Any) -> bytes:
+    """One SSE ``message`` event carrying a JSON-RPC message."""
+    return b"event: message\ndata: " + encode(message) + b"\n\n"
+
+
+class _Watch:
+    """Cancels the request task if the client disconnects (armed only for slow requests)."""
+
+    __slots__ = ("disconnected", "receive", "target", "task", "timer")
+
+    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any]) -> None:
+        self.receive = receive
+        self.target = target
+        self.disconnected = False
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._arm)
+
+    def _arm(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                self.disconnected = True
+                self.target.cancel()
+                return
+
+    def stop(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class StreamableHttp:
+    """ASGI handler for the MCP endpoint; mount it at one path."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        guard: Guard,
+        *,
+        max_sessions: int = 10_000,
+        session_idle_timeout: float = 1800.0,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.guard = guard
+        self.sessions: dict[str, Conn] = {}
+        self.max_sessions = max_sessions
+        self.idle_timeout = session_idle_timeout
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if (denied := self.guard.check_origin(headers)) is not None:
+            await respond(send, 403, encode(error_response(None, INVALID_REQUEST, denied)))
+            return
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send, headers)
+        elif method == "DELETE":
+            sid = headers.get("mcp-session-id")
+            conn = self.sessions.pop(sid, None) if sid else None
+            if conn is None:
+                await respond(send, 404 if sid else 400, b"")
+                return
+            conn.cancel_all()
+            self.guard.release()
+            await respond(send, 200, b"")
+        else:
+            await respond(send, 405, b"", [(b"allow", b"POST, DELETE")])
+
+    async def _post(self, scope: Scope, receive: ASGIReceive, send: ASGISend, headers: dict[str, str]) -> None:
+        ctype = headers.get("content-type", "")
+        if not ctype.startswith("application/json"):
+            await respond(
+                send, 415, encode(error_response(None, INVALID_REQUEST, "Content-Type must be application/json"))
+            )
+            return
+        body = await read_body(receive, self.guard.max_body)
+        if body is None:
+            await respond(send, 413, encode(error_response(None, INVALID_REQUEST, "Request body too large")))
+            return
+        try:
+            msg = decode(body)
+        except RpcError as exc:
+            await respond(send, 400, encode(error_response(None, PARSE_ERROR, exc.message)))
+            return
+        modern = False
+        if type(msg) is dict:
+            params = msg.get("params")
+            meta = params.get("_meta") if type(params) is dict else None
+            modern = type(meta) is dict and _PV_KEY in meta
+        extra: list[tuple[bytes, bytes]] = []
+        conn: Conn | None = None
+        if not modern and headers.get("mcp-protocol-version") in MODERN_VERSIONS:
+            # The header claims the stateless era but the body carries no envelope.
+            if type(msg) is dict and "id" not in msg and isinstance(msg.get("method"), str):
+                await respond(send, 202, b"")
+                return
+            if type(msg) is dict and isinstance(msg.get("method"), str) and type(msg.get("id")) in (str, int):
+                err = error_response(msg["id"], INVALID_PARAMS, _NO_ENVELOPE)
+            else:
+                err = error_response(None, INVALID_REQUEST, "Body must be a single JSON-RPC request or notification")
+            await respond(send, 400, encode(err))
+            return
+        if not modern:
+            found = await self._session(msg, headers, scope, send, extra)
+            if found is None:
+                return
+            conn = found
+        if type(msg) is dict and "id" not in msg:  # notification (or a stray response)
+            await self.dispatcher.handle(msg, conn, headers=headers)
+            await respond(send, 202, b"", extra)
+            return
+        accept = headers.get("accept", "")
+        stream = _Stream(send, "text/event-stream" in accept, extra)
+        task = asyncio.current_task()
+        assert task is not None
+        watch = _Watch(receive, task)
+        try:
+            response = await self.dispatcher.handle(
+                msg, conn, stream.notify, headers=headers if modern else None, client=_client(scope)
+            )
+        except asyncio.CancelledError:
+            if watch.disconnected:
+                task.uncancel()
+                return  # nobody is listening any more
+            raise
+        finally:
+            watch.stop()
+        if response is None:  # cancelled by notifications/cancelled: a reply is still owed
+            response = error_response(
+                (type(msg) is dict and msg.get("id")) or None, REQUEST_CANCELLED, "Request cancelled"
+            )
+        if stream.started:
+            await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
+            return
+        status = 200
+        if type(response) is dict and "error" in response:
+            code = response["error"]["code"]
+            if code == RATE_LIMITED:
+                status = 429
+                retry = response["error"].get("data", {}).get("retryAfter", 1)
+                extra = [*extra, (b"retry-after", str(max(1, round(retry))).encode())]
+            elif modern:
+                status = MODERN_HTTP_STATUS.get(code, 200)
+        await respond(send, status, encode(response), extra)
+
+    async def _session(
+        self, msg: Any, headers: dict[str, str], scope: Scope, send: ASGISend, extra: list[tuple[bytes, bytes]]
+    ) -> Conn | None:
+        """The handshake-era session of this POST (created by ``initialize``); answers errors itself."""
+        sid = headers.get("mcp-session-id")
+        now = time.monotonic()
+        if type(msg) is dict and msg.get("method") == "initialize" and not sid:
+            if len(self.sessions) >= self.max_sessions:
+                self._expire(now)
+            if len(self.sessions) >= self.max_sessions or not self.guard.acquire():
+                await respond(send, 503, encode(error_response(msg.get("id"), INVALID_REQUEST, "Too many sessions")))
+                return None
+            sid = uuid.uuid4().hex
+            conn = Conn(f"session:{sid}")
+            self.sessions[sid] = conn
+        elif not sid:
+            await respond(send, 400, encode(error_response(None, INVALID_REQUEST, "Bad Request: Missing session ID")))
+            return None
+        else:
+            found = self.sessions.get(sid)
+            if found is None:
+                await respond(send, 404, encode(error_response(None, INVALID_REQUEST, "Session not found")))
+                return None
+            conn = found
+        conn.last_seen = now
+        extra.append((b"mcp-session-id", sid.encode()))
+        return conn
+
+    def _expire(self, now: float) -> None:
+        for sid in [s for s, c in self.sessions.items() if now - c.last_seen > self.idle_timeout and not c.inflight]:
+            del self.sessions[sid]
+            self.guard.release()
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "-"

@@ -1,0 +1,293 @@
+"""MCP method implementations over an SDK ``MCPServer``'s public async API.
+
+Each handler takes a :class:`Req` and returns the JSON-ready ``result`` (or raises
+:class:`~toolmesh.servers.state.RpcError`). Envelope handling lives in ``dispatch.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedResourceError,
+    UnexpectedToolError,
+)
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from pydantic import BaseModel
+
+from toolmesh.servers.policy import ServerPolicy
+from toolmesh.servers.reqcontext import Notify, RequestInfo, RequestSession
+from toolmesh.servers.state import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    LOG_LEVELS,
+    REQUEST_TIMEOUT,
+    Conn,
+    RpcError,
+)
+
+logger = logging.getLogger("toolmesh.servers")
+
+_DUMP = {"by_alias": True, "exclude_none": True, "mode": "json"}
+
+
+class Req:
+    """One inbound request as the method handlers see it."""
+
+    __slots__ = ("conn", "headers", "id", "meta", "method", "modern", "notify", "params", "version")
+
+    def __init__(
+        self,
+        rid: Any,
+        method: str,
+        params: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+        version: str,
+        modern: bool,
+        conn: Conn | None,
+        notify: Notify | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.id = rid
+        self.method = method
+        self.params = params
+        self.meta = meta
+        self.version = version
+        self.modern = modern
+        self.conn = conn
+        self.notify = notify
+        self.headers = headers
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Wire form of an SDK result model."""
+    out: dict[str, Any] = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return out
+
+
+class McpMethods:
+    """Handlers for the MCP methods, bound to one ``MCPServer``."""
+
+    def __init__(self, server: MCPServer[Any], policy: ServerPolicy | None) -> None:
+        self.server = server
+        self.policy = policy
+        self.lifespan_state: Any = {}
+        low = server._lowlevel_server
+        self.server_info: dict[str, Any] = low.server_info.model_dump(by_alias=True, mode="json", exclude_none=True)
+        caps = dump(low.get_capabilities())
+        self.modern_caps = caps
+        # Handshake-era clients may call logging/setLevel, which we serve.
+        self.legacy_caps = {**caps, "logging": {}}
+        self._tools_key: tuple[int, ...] | None = None
+        self._tools_fragment: orjson.Fragment | None = None
+        # Tools that never look at their Context share one (building a pydantic model per call costs).
+        self._bare_ctx: Context[Any, Any] = Context(mcp_server=server, subscriptions=server._subscriptions)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def initialize(self, req: Req) -> dict[str, Any]:
+        requested = req.params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        if req.conn is not None:
+            req.conn.version = version
+            req.conn.client_caps = req.params.get("capabilities")
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": self.legacy_caps,
+            "serverInfo": self.server_info,
+        }
+        if self.server.instructions:
+            result["instructions"] = self.server.instructions
+        return result
+
+    async def discover(self, req: Req) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": self.modern_caps,
+        }
+        if self.server.instructions:
+            result["instructions"] = self.server.instructions
+        return result
+
+    async def ping(self, req: Req) -> dict[str, Any]:
+        return {}
+
+    async def set_level(self, req: Req) -> dict[str, Any]:
+        level = req.params.get("level")
+        if level not in LOG_LEVELS:
+            raise RpcError(INVALID_PARAMS, f"Unknown logging level: {level!r}")
+        if req.conn is not None:
+            req.conn.log_level = LOG_LEVELS.index(level)
+        return {}
+
+    # -- tools -----------------------------------------------------------------------------------
+    async def tools_list(self, req: Req) -> dict[str, Any]:
+        tools = getattr(self.server._tool_manager, "_tools", None)
+        key = tuple(map(id, tools.values())) if isinstance(tools, dict) else None
+        if key is None or key != self._tools_key or self._tools_fragment is None:
+            listed = [dump(t) for t in await self.server.list_tools()]
+            self._tools_fragment = orjson.Fragment(orjson.dumps(listed))
+            self._tools_key = key
+        return {"tools": self._tools_fragment}
+
+    async def tools_call(self, req: Req) -> dict[str, Any]:
+        params = req.params
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "tools/call: 'name' must be a string")
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        elif not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "tools/call: 'arguments' must be an object")
+        tool = self.server._tool_manager.get_tool(name)
+        if tool is None:
+            # Spec (2025-11-25 and later): an unknown tool is a protocol error, not a tool result.
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
+        needs_ctx = tool.context_kwarg is not None or bool(getattr(tool, "resolved_params", None))
+        ctx = self.context(req) if needs_ctx else self._bare_ctx
+        policy = self.policy
+        if policy is None:
+            return await self._run_tool(name, arguments, ctx)
+        timeout = policy.timeout_for(name)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if timeout is None:
+                result = await self._run_tool(name, arguments, ctx)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._run_tool(name, arguments, ctx)
+                except TimeoutError:
+                    outcome = "timeout"
+                    raise RpcError(REQUEST_TIMEOUT, "Request timed out", {"tool": name, "timeout": timeout}) from None
+            if result.get("isError"):
+                outcome = "error"
+            return result
+        except BaseException:
+            if outcome == "ok":
+                outcome = "error"
+            raise
+        finally:
+            policy.metrics_for(name).record(time.perf_counter() - started, outcome)  # type: ignore[arg-type]
+
+    async def _run_tool(self, name: str, arguments: dict[str, Any], ctx: Context[Any, Any]) -> dict[str, Any]:
+        # Mirrors MCPServer._handle_call_tool: MCPError passes through, anything else is an isError result.
+        try:
+            result = await self.server.call_tool(name, arguments, ctx)
+        except MCPError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ToolError) and not isinstance(exc, UnexpectedToolError):
+                logger.info("Tool %r failed: %r", name, str(exc))
+            else:
+                logger.exception("Tool %r raised an unexpected exception", name)
+            return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
+        return dump(result)
+
+    # -- resources -------------------------------------------------------------------------------
+    async def resources_list(self, req: Req) -> dict[str, Any]:
+        return {"resources": [dump(r) for r in await self.server.list_resources()]}
+
+    async def templates_list(self, req: Req) -> dict[str, Any]:
+        return {"resourceTemplates": [dump(t) for t in await self.server.list_resource_templates()]}
+
+    async def resources_read(self, req: Req) -> dict[str, Any]:
+        uri = req.params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(INVALID_PARAMS, "resources/read: 'uri' must be a string")
+        try:
+            results = await self.server.read_resource(uri, self.context(req))
+        except ResourceError as err:
+            if isinstance(err, UnexpectedResourceError):
+                logger.exception("Resource %r raised an unexpected exception", uri)
+            code = INVALID_PARAMS if isinstance(err, ResourceNotFoundError) else INTERNAL_ERROR
+            raise RpcError(code, str(err), {"uri": uri}) from None
+        if isinstance(results, BaseModel):  # InputRequiredResult (2026-07-28 multi-round-trip)
+            return dump(results)
+        contents: list[dict[str, Any]] = []
+        for item in results:
+            entry: dict[str, Any] = {"uri": uri}
+            if isinstance(item.content, bytes):
+                entry["blob"] = base64.b64encode(item.content).decode()
+                entry["mimeType"] = item.mime_type or "application/octet-stream"
+            else:
+                entry["text"] = item.content
+                entry["mimeType"] = item.mime_type or "text/plain"
+            if item.meta:
+                entry["_meta"] = item.meta
+            contents.append(entry)
+        return {"contents": contents}
+
+    # -- prompts ---------------------------------------------------------------------------------
+    async def prompts_list(self, req: Req) -> dict[str, Any]:
+        return {"prompts": [dump(p) for p in await self.server.list_prompts()]}
+
+    async def prompts_get(self, req: Req) -> dict[str, Any]:
+        name = req.params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "prompts/get: 'name' must be a string")
+        arguments = req.params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "prompts/get: 'arguments' must be an object")
+        if self.server._prompt_manager.get_prompt(name) is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}", {"prompt": name})
+        try:
+            result = await self.server.get_prompt(name, arguments, self.context(req))
+        except ValueError as exc:  # MCPServer wraps render failures (missing arguments...) in ValueError
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        return dump(result)
+
+    # -- anything else the SDK server registered (completion/complete, extension methods) -------
+    async def lowlevel(self, req: Req) -> dict[str, Any]:
+        entry = self.server._lowlevel_server.get_request_handler(req.method)
+        if entry is None:
+            raise RpcError(-32601, "Method not found", req.method)
+        typed = entry.params_type.model_validate(req.params, by_name=False)
+        result = await entry.handler(self.context(req).request_context, typed)
+        if isinstance(result, BaseModel):
+            return dump(result)
+        return dict(result or {})
+
+    # -- context ---------------------------------------------------------------------------------
+    def context(self, req: Req) -> Context[Any, Any]:
+        """An SDK ``Context`` whose session writes progress/logs to this request's channel."""
+        meta = req.meta
+        token = meta.get("progressToken") if meta is not None else None
+        if isinstance(token, bool) or not isinstance(token, str | int):
+            token = None
+        if req.modern:
+            wanted = meta.get(LOG_LEVEL_META_KEY) if meta is not None else None
+            min_log = LOG_LEVELS.index(wanted) if wanted in LOG_LEVELS else None
+            caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if meta is not None else None
+        else:
+            min_log = req.conn.log_level if req.conn is not None else 0
+            caps = req.conn.client_caps if req.conn is not None else None
+        session = RequestSession(
+            req.notify, request_id=req.id, progress_token=token, min_log_level=min_log, client_capabilities=caps
+        )
+        rc: ServerRequestContext[Any, Any] = ServerRequestContext(
+            session=session,  # type: ignore[arg-type]  # duck-typed stand-in for ServerSession
+            lifespan_context=self.lifespan_state,
+            protocol_version=req.version,
+            method=req.method,
+            params=req.params,
+            request_id=req.id,
+            meta=meta,  # type: ignore[arg-type]
+            request=RequestInfo(req.headers),
+        )
+        return Context(request_context=rc, mcp_server=self.server, subscriptions=self.server._subscriptions)
