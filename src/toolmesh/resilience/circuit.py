@@ -1,0 +1,340 @@
+"""Circuit breakers (HUB-5): stop calling a server or tool that keeps failing, probe it later.
+
+States::
+
+    closed --(failure_threshold consecutive failures)--> open
+    open --(reset_timeout elapsed; next allow())--> half-open (that caller is the probe)
+    half-open --probe succeeds--> closed        half-open --probe fails--> open (timer reset)
+
+Failures are counted as *consecutive* failures: any success resets the count. This is O(1)
+per call with no allocation, and it is the signal a breaker needs ("the server is down now").
+A rate of errors over a window is the job of :class:`toolmesh.observability.health.HealthTracker`.
+
+Only one probe is let through in half-open; other callers fail fast until its verdict. A probe
+whose caller neither reports success nor failure (cancelled, or a non-failure exception such
+as bad arguments) releases the slot; if a caller never reports at all, another probe is allowed
+after ``probe_timeout``.
+
+All methods are plain synchronous code meant for a single event loop: no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from toolmesh.errors import (
+    CircuitOpenError,
+    ConcurrencyLimitError,
+    ConfigError,
+    InvalidArgumentsError,
+    McpRemoteError,
+    ProtocolError,
+    ServerNotFoundError,
+    ToolNotFoundError,
+)
+from toolmesh.observability.dispatch import notify
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitState",
+    "FailurePredicate",
+    "StateChangeCallback",
+    "default_is_failure",
+]
+
+log = logging.getLogger("toolmesh.resilience")
+
+T = TypeVar("T")
+
+
+class CircuitState(StrEnum):
+    """State of a circuit breaker (the value is what snapshots and dashboards show)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+#: Decides whether an exception counts against the circuit.
+FailurePredicate = Callable[[BaseException], bool]
+#: ``cb(breaker, old_state, new_state)``; may be ``async def`` (then it is scheduled, not awaited).
+StateChangeCallback = Callable[["CircuitBreaker", CircuitState, CircuitState], Any]
+
+# Mistakes of the caller or local refusals: the server is not at fault.
+_NOT_FAILURES = (
+    InvalidArgumentsError,
+    ToolNotFoundError,
+    ServerNotFoundError,
+    CircuitOpenError,
+    ConcurrencyLimitError,
+    ConfigError,
+)
+# Connection failures (ConnectionError is an OSError), timeouts, garbage from the peer.
+_FAILURES = (OSError, TimeoutError, ProtocolError)
+
+
+def default_is_failure(exc: BaseException) -> bool:
+    """Default classification: connection failures, timeouts, protocol garbage and remote
+    internal errors (JSON-RPC -32603 / -32001) count; client mistakes, local refusals,
+    cancellation and unknown exceptions do not. A tool's own ``isError`` result is not an
+    exception at all, so it never counts."""
+    if isinstance(exc, _NOT_FAILURES):
+        return False
+    if isinstance(exc, McpRemoteError):
+        return exc.code in (-32603, -32001)
+    return isinstance(exc, _FAILURES)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop (sync use)
+        return None
+
+
+class CircuitBreaker:
+    """A circuit breaker for one server or one (server, tool).
+
+    Use either the explicit protocol (``allow()`` then ``record_success()`` /
+    ``record_failure()`` / ``release()``), ``async with breaker:``, or ``await breaker.call(fn)``.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_opened_at",
+        "_probe_started",
+        "_probe_task",
+        "_probing",
+        "_state",
+        "failure_threshold",
+        "fallback",
+        "is_failure",
+        "name",
+        "on_state_change",
+        "opens",
+        "probe_timeout",
+        "reset_timeout",
+        "total_failures",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        is_failure: FailurePredicate = default_is_failure,
+        on_state_change: StateChangeCallback | None = None,
+        fallback: Callable[[CircuitOpenError], Any] | None = None,
+        probe_timeout: float | None = None,
+    ) -> None:
+        """Create a closed breaker.
+
+        Args:
+            name: names the circuit in errors and snapshots (e.g. ``"inventory"`` or
+                ``"inventory/check_stock"``).
+            failure_threshold: consecutive failures that open the circuit (>= 1).
+            reset_timeout: seconds the circuit stays open before one probe is allowed.
+            clock: monotonic clock in seconds (inject a fake one in tests).
+            is_failure: which exceptions count as failures (see :func:`default_is_failure`).
+            on_state_change: called on every transition; an async callback is scheduled.
+            fallback: default for :meth:`call` when the circuit is open: called with the
+                :class:`CircuitOpenError`, its (awaited, if awaitable) result is returned.
+            probe_timeout: after this many seconds without a verdict a half-open probe is
+                presumed lost and another is allowed (default: ``reset_timeout``).
+        """
+        if failure_threshold < 1:
+            raise ValueError("failure_threshold must be >= 1")
+        if reset_timeout < 0:
+            raise ValueError("reset_timeout must be >= 0")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self.probe_timeout = reset_timeout if probe_timeout is None else probe_timeout
+        self.is_failure = is_failure
+        self.on_state_change = on_state_change
+        self.fallback = fallback
+        self._clock = clock
+        self._state = CircuitState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self._probe_started = 0.0
+        self._probe_task: asyncio.Task[Any] | None = None
+        #: Lifetime counters (for snapshots and metrics).
+        self.opens = 0
+        self.total_failures = 0
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """Current state; an open circuit whose timeout has elapsed reports (and becomes) half-open."""
+        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+            self._transition(CircuitState.HALF_OPEN)
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures since the last success (0 after closing)."""
+        return self._failures
+
+    def retry_after(self) -> float | None:
+        """Seconds until an open circuit lets a probe through; 0 when calls may go now;
+        ``None`` while a half-open probe is in flight (the wait depends on its outcome)."""
+        state = self.state
+        if state is CircuitState.OPEN:
+            return max(0.0, self._opened_at + self.reset_timeout - self._clock())
+        if state is CircuitState.HALF_OPEN and self._probing:
+            return None
+        return 0.0
+
+    def _transition(self, new: CircuitState) -> None:
+        old = self._state
+        if old is new:
+            return
+        self._state = new
+        if new is CircuitState.OPEN:
+            self._opened_at = self._clock()
+            self.opens += 1
+            log.warning("circuit %s opened after %d failures", self.name, self._failures)
+        elif new is CircuitState.CLOSED:
+            log.info("circuit %s closed", self.name)
+        if new is not CircuitState.HALF_OPEN:
+            self._probing = False
+            self._probe_task = None
+        if self.on_state_change is not None:
+            notify(self.on_state_change, self, old, new)
+
+    # -- call protocol ---------------------------------------------------------------------
+
+    def allow(self) -> None:
+        """Admit a call or raise :class:`CircuitOpenError` (with ``retry_after`` seconds).
+
+        In half-open the first caller becomes the probe; the others are refused until the
+        probe reports."""
+        state = self._state
+        if state is CircuitState.CLOSED:
+            return
+        now = self._clock()
+        if state is CircuitState.OPEN:
+            remaining = self._opened_at + self.reset_timeout - now
+            if remaining > 0:
+                raise CircuitOpenError(
+                    f"circuit {self.name!r} is open after {self._failures} consecutive failures; "
+                    f"retry in {remaining:.2f}s",
+                    retry_after=remaining,
+                )
+            self._transition(CircuitState.HALF_OPEN)
+        if self._probing and now - self._probe_started < self.probe_timeout:
+            raise CircuitOpenError(
+                f"circuit {self.name!r} is half-open and its probe call is in flight",
+                retry_after=None,
+            )
+        self._probing = True
+        self._probe_started = now
+        self._probe_task = _current_task()
+
+    def record_success(self) -> None:
+        """Report a successful call: resets the failure count; closes a half-open circuit.
+        A late success while open (a call admitted before it opened) is ignored."""
+        self._failures = 0
+        if self._state is CircuitState.HALF_OPEN:
+            self._transition(CircuitState.CLOSED)
+
+    def record_failure(self) -> None:
+        """Report a failed call: may open a closed circuit; re-opens a half-open one."""
+        self._failures += 1
+        self.total_failures += 1
+        state = self._state
+        if state is CircuitState.CLOSED:
+            if self._failures >= self.failure_threshold:
+                self._transition(CircuitState.OPEN)
+        elif state is CircuitState.HALF_OPEN:
+            self._transition(CircuitState.OPEN)
+        # OPEN: a late failure of a call admitted before opening; the timer is not extended.
+
+    def release(self) -> None:
+        """Report a call that ended without a verdict (cancelled, or an exception that is not a
+        failure). If it was the half-open probe, the probe slot is freed for the next caller."""
+        if self._probing and self._state is CircuitState.HALF_OPEN and self._probe_task is _current_task():
+            self._probing = False
+            self._probe_task = None
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Classify ``exc`` with ``is_failure`` and report it as failure or :meth:`release`."""
+        if isinstance(exc, Exception) and self.is_failure(exc):
+            self.record_failure()
+        else:
+            self.release()
+
+    async def __aenter__(self) -> CircuitBreaker:
+        self.allow()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.record_success()
+        else:
+            self.record_exception(exc)
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        fallback: Callable[[CircuitOpenError], T | Awaitable[T]] | None = None,
+    ) -> T:
+        """Run ``await fn()`` through the breaker.
+
+        When the circuit is open and a fallback is configured (argument, else the breaker's
+        ``fallback``), return ``fallback(error)`` (awaited if awaitable) instead of raising.
+        Failures of ``fn`` itself are re-raised, never replaced by the fallback."""
+        try:
+            self.allow()
+        except CircuitOpenError as err:
+            fb = fallback if fallback is not None else self.fallback
+            if fb is None:
+                raise
+            result = fb(err)
+            if inspect.isawaitable(result):
+                result = await result
+            return cast(T, result)
+        try:
+            value = await fn()
+        except BaseException as exc:
+            self.record_exception(exc)
+            raise
+        self.record_success()
+        return value
+
+    def reset(self) -> None:
+        """Force the circuit closed (admin action)."""
+        self._failures = 0
+        self._transition(CircuitState.CLOSED)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable view for admin API, dashboard and metrics."""
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "consecutive_failures": self._failures,
+            "failure_threshold": self.failure_threshold,
+            "reset_timeout": self.reset_timeout,
+            "retry_after": self.retry_after(),
+            "probe_in_flight": self._probing,
+            "opens": self.opens,
+            "total_failures": self.total_failures,
+        }
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._state.value}, failures={self._failures})"
