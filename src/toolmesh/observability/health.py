@@ -34,6 +34,11 @@ class HealthStatus(StrEnum):
     ERROR = "error"
 
 
+_ACTIVE = HealthStatus.ACTIVE
+_DEGRADED = HealthStatus.DEGRADED
+_ERROR = HealthStatus.ERROR
+
+
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
     """A status change of one server; ``at`` is on the tracker's clock."""
@@ -112,7 +117,7 @@ class HealthTracker:
         self._window_errors = 0
         self._listeners: list[HealthListener] = []
         self.latency = LatencyStats(latency_window)
-        self.status = HealthStatus.ACTIVE
+        self.status = _ACTIVE
         self.requests = 0
         self.errors = 0
         self.timeouts = 0
@@ -164,20 +169,21 @@ class HealthTracker:
         self._window_errors += err
         pos += 1
         self._pos = 0 if pos == self.window else pos
-        if self._window_count >= self.min_requests or self.status is not HealthStatus.ACTIVE:
+        # Healthy fast path: active with no error in the window cannot change status.
+        if self.status is not _ACTIVE or (self._window_errors and self._window_count >= self.min_requests):
             self._update(now)
 
     def _update(self, now: float) -> None:
         if self._window_count < self.min_requests:
-            new = HealthStatus.ACTIVE
+            new = _ACTIVE
         else:
             rate = self._window_errors / self._window_count
             if rate >= self.critical_error_rate:
-                new = HealthStatus.ERROR
+                new = _ERROR
             elif rate >= self.warning_error_rate:
-                new = HealthStatus.DEGRADED
+                new = _DEGRADED
             else:
-                new = HealthStatus.ACTIVE
+                new = _ACTIVE
         old = self.status
         if new is old:
             return

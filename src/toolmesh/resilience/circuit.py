@@ -62,6 +62,11 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half-open"
 
 
+# Module constants: enum attribute access costs ~5x a global lookup on the hot path.
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+
 #: Decides whether an exception counts against the circuit.
 FailurePredicate = Callable[[BaseException], bool]
 #: ``cb(breaker, old_state, new_state)``; may be ``async def`` (then it is scheduled, not awaited).
@@ -164,7 +169,7 @@ class CircuitBreaker:
         self.on_state_change = on_state_change
         self.fallback = fallback
         self._clock = clock
-        self._state = CircuitState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
@@ -179,8 +184,8 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """Current state; an open circuit whose timeout has elapsed reports (and becomes) half-open."""
-        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.reset_timeout:
-            self._transition(CircuitState.HALF_OPEN)
+        if self._state is _OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+            self._transition(_HALF_OPEN)
         return self._state
 
     @property
@@ -192,9 +197,9 @@ class CircuitBreaker:
         """Seconds until an open circuit lets a probe through; 0 when calls may go now;
         ``None`` while a half-open probe is in flight (the wait depends on its outcome)."""
         state = self.state
-        if state is CircuitState.OPEN:
+        if state is _OPEN:
             return max(0.0, self._opened_at + self.reset_timeout - self._clock())
-        if state is CircuitState.HALF_OPEN and self._probing:
+        if state is _HALF_OPEN and self._probing:
             return None
         return 0.0
 
@@ -203,13 +208,13 @@ class CircuitBreaker:
         if old is new:
             return
         self._state = new
-        if new is CircuitState.OPEN:
+        if new is _OPEN:
             self._opened_at = self._clock()
             self.opens += 1
             log.warning("circuit %s opened after %d failures", self.name, self._failures)
-        elif new is CircuitState.CLOSED:
+        elif new is _CLOSED:
             log.info("circuit %s closed", self.name)
-        if new is not CircuitState.HALF_OPEN:
+        if new is not _HALF_OPEN:
             self._probing = False
             self._probe_task = None
         if self.on_state_change is not None:
@@ -223,10 +228,10 @@ class CircuitBreaker:
         In half-open the first caller becomes the probe; the others are refused until the
         probe reports."""
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             return
         now = self._clock()
-        if state is CircuitState.OPEN:
+        if state is _OPEN:
             remaining = self._opened_at + self.reset_timeout - now
             if remaining > 0:
                 raise CircuitOpenError(
@@ -234,7 +239,7 @@ class CircuitBreaker:
                     f"retry in {remaining:.2f}s",
                     retry_after=remaining,
                 )
-            self._transition(CircuitState.HALF_OPEN)
+            self._transition(_HALF_OPEN)
         if self._probing and now - self._probe_started < self.probe_timeout:
             raise CircuitOpenError(
                 f"circuit {self.name!r} is half-open and its probe call is in flight",
@@ -248,25 +253,25 @@ class CircuitBreaker:
         """Report a successful call: resets the failure count; closes a half-open circuit.
         A late success while open (a call admitted before it opened) is ignored."""
         self._failures = 0
-        if self._state is CircuitState.HALF_OPEN:
-            self._transition(CircuitState.CLOSED)
+        if self._state is _HALF_OPEN:
+            self._transition(_CLOSED)
 
     def record_failure(self) -> None:
         """Report a failed call: may open a closed circuit; re-opens a half-open one."""
         self._failures += 1
         self.total_failures += 1
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             if self._failures >= self.failure_threshold:
-                self._transition(CircuitState.OPEN)
-        elif state is CircuitState.HALF_OPEN:
-            self._transition(CircuitState.OPEN)
+                self._transition(_OPEN)
+        elif state is _HALF_OPEN:
+            self._transition(_OPEN)
         # OPEN: a late failure of a call admitted before opening; the timer is not extended.
 
     def release(self) -> None:
         """Report a call that ended without a verdict (cancelled, or an exception that is not a
         failure). If it was the half-open probe, the probe slot is freed for the next caller."""
-        if self._probing and self._state is CircuitState.HALF_OPEN and self._probe_task is _current_task():
+        if self._probing and self._state is _HALF_OPEN and self._probe_task is _current_task():
             self._probing = False
             self._probe_task = None
 
@@ -320,7 +325,7 @@ class CircuitBreaker:
     def reset(self) -> None:
         """Force the circuit closed (admin action)."""
         self._failures = 0
-        self._transition(CircuitState.CLOSED)
+        self._transition(_CLOSED)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable view for admin API, dashboard and metrics."""

@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 from toolmesh.errors import CircuitOpenError
 from toolmesh.resilience.circuit import (
     CircuitBreaker,
+    CircuitState,
     FailurePredicate,
     StateChangeCallback,
     default_is_failure,
@@ -19,6 +20,7 @@ from toolmesh.resilience.circuit import (
 __all__ = ["CircuitGuard", "CircuitRegistry"]
 
 T = TypeVar("T")
+_CLOSED = CircuitState.CLOSED
 
 
 class CircuitGuard:
@@ -39,6 +41,8 @@ class CircuitGuard:
 
     def allow(self) -> None:
         """Admit a call or raise :class:`CircuitOpenError` naming the open circuit."""
+        if self.server._state is _CLOSED and self.tool._state is _CLOSED:
+            return  # the common case, without two method calls
         self.server.allow()
         try:
             self.tool.allow()
@@ -48,8 +52,13 @@ class CircuitGuard:
 
     def record_success(self) -> None:
         """Report success to both breakers."""
-        self.tool.record_success()
-        self.server.record_success()
+        tool, server = self.tool, self.server
+        if tool._state is _CLOSED and server._state is _CLOSED:
+            tool._failures = 0
+            server._failures = 0
+            return
+        tool.record_success()
+        server.record_success()
 
     def record_failure(self) -> None:
         """Report a failure to both breakers."""
