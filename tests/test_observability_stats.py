@@ -6,6 +6,8 @@ import random
 import statistics
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolmesh.observability import LatencyStats
 from toolmesh.observability.stats import percentile
@@ -99,3 +101,21 @@ def test_percentile_edges() -> None:
     assert percentile([1.0, 2.0], 0.0) == 1.0
     assert percentile([1.0, 2.0], 1.0) == 2.0
     assert percentile([1.0, 3.0], 0.5) == 2.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    window=st.integers(min_value=1, max_value=50),
+    values=st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=200),
+    q=st.floats(min_value=0, max_value=1),
+)
+def test_property_window_and_quantiles(window: int, values: list[float], q: float) -> None:
+    stats = LatencyStats(window=window)
+    for v in values:
+        stats.record(v)
+    recent = values[-window:]
+    assert stats.sorted_window() == sorted(recent)
+    (got,) = stats.quantiles(q)
+    assert got == pytest.approx(reference(recent, q), rel=1e-9, abs=1e-9)
+    assert min(recent) <= got <= max(recent)
+    assert stats.count == len(values)

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolmesh.errors import (
     CircuitOpenError,
@@ -330,3 +332,47 @@ def test_guard_does_not_leak_server_probe_when_tool_is_open() -> None:
     reg.guard("s", "u").allow()
     with pytest.raises(CircuitOpenError):
         reg.guard("s", "v").allow()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    threshold=st.integers(min_value=1, max_value=4),
+    ops=st.lists(st.sampled_from(["allow", "success", "failure", "tick", "state"]), max_size=60),
+)
+def test_property_matches_reference_model(threshold: int, ops: list[str]) -> None:
+    """Random operation sequences against an independent model of the state machine."""
+    b, clock = make(threshold=threshold, reset=3.0, probe_timeout=1e9)
+    state, failures, opened_at, probing = "closed", 0, 0.0, False
+
+    def lazy() -> None:
+        nonlocal state, probing
+        if state == "open" and clock.now - opened_at >= 3.0:
+            state, probing = "half-open", False
+
+    for op in ops:
+        if op == "tick":
+            clock.now += 1.0
+        elif op == "state":
+            lazy()
+            assert b.state.value == state
+        elif op == "allow":
+            lazy()
+            refused = state == "open" or (state == "half-open" and probing)
+            if state == "half-open" and not probing:
+                probing = True
+            try:
+                b.allow()
+                assert not refused
+            except CircuitOpenError:
+                assert refused
+        elif op == "success":
+            failures = 0
+            if state == "half-open":
+                state, probing = "closed", False
+            b.record_success()
+        else:
+            failures += 1
+            if (state == "closed" and failures >= threshold) or state == "half-open":
+                state, opened_at, probing = "open", clock.now, False
+            b.record_failure()
+        assert b.consecutive_failures == failures
