@@ -224,6 +224,16 @@ class Hub:
         """(server, tool) for a namespaced name produced by :meth:`list_tools`."""
         return self._name_map(tenant, user).resolve(exposed)
 
+    async def resolve_async(
+        self, exposed: str, *, tenant: str = DEFAULT_TENANT, user: str | None = None
+    ) -> tuple[str, str]:
+        """Like :meth:`resolve`, but lists the tools first when the name is not known yet."""
+        found = self._name_map(tenant, user).get(exposed)
+        if found is None:
+            await self.list_tools(tenant=tenant, user=user)
+            found = self._name_map(tenant, user).resolve(exposed)
+        return found
+
     def _name_map(self, tenant: str, user: str | None) -> ToolNameMap:
         m = self._names.get((tenant, user))
         if m is None:
@@ -252,7 +262,7 @@ class Hub:
     async def call(self, exposed: str, arguments: dict[str, Any] | None = None, *,
                    tenant: str = DEFAULT_TENANT, user: str | None = None, **kw: Any) -> ToolResult:
         """Call by namespaced name (as given to a model)."""
-        server, tool = self.resolve(exposed, tenant=tenant, user=user)
+        server, tool = await self.resolve_async(exposed, tenant=tenant, user=user)
         return await self.call_tool(server, tool, arguments, tenant=tenant, user=user, **kw)
 
     async def batch_call(
@@ -277,7 +287,7 @@ class Hub:
             server, tool = "", name
             async with sem:
                 try:
-                    server, tool = self.resolve(name, tenant=tenant, user=user)
+                    server, tool = await self.resolve_async(name, tenant=tenant, user=user)
                     if isinstance(args, BaseException):
                         raise args
                     res = await self.call_tool(server, tool, args, tenant=tenant, user=user, timeout=timeout)

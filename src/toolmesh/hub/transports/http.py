@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 from mcp.shared.inbound import encode_header_value
 
-from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError
+from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError, ToolmeshError
 from toolmesh.hub.transports.base import MODERN, Connection, Pending
-from toolmesh.hub.transports.sse_parse import iter_sse
+from toolmesh.hub.transports.sse_parse import EventTooLarge, iter_sse
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -77,13 +77,23 @@ class HttpConnection(Connection):
                 if status == 200 and ctype.startswith("text/event-stream"):
                     return await self._read_stream(resp, msg.get("id"), pending)
                 body = await resp.read()
+                if status == 404 and self.session_id is not None:
+                    self._raise_for_status(status, body)
                 if status == 200 or (ctype.startswith("application/json") and body):
                     if self.session_id is None and "Mcp-Session-Id" in resp.headers:
                         self.session_id = resp.headers["Mcp-Session-Id"]
                     return self._parse_body(body, msg, status)
                 self._raise_for_status(status, body)
+        except ToolmeshError:
+            raise  # our own errors (some subclass OSError) pass through unchanged
+        except aiohttp.ClientConnectorError as exc:
+            err = ConnectionFailedError(f"server {self.config.name!r}: cannot connect: {exc}")
+            err.before_send = True  # type: ignore[attr-defined]
+            raise err from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectionFailedError(f"server {self.config.name!r}: HTTP request failed: {exc}") from exc
+        except EventTooLarge as exc:
+            raise ProtocolError(f"server {self.config.name!r}: {exc}") from exc
         return None
 
     def _parse_body(self, body: bytes, msg: dict[str, Any], status: int) -> dict[str, Any] | None:

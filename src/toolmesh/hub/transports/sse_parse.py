@@ -1,4 +1,8 @@
-"""Minimal incremental parser for ``text/event-stream`` bodies (WHATWG rules)."""
+"""Minimal incremental parser for ``text/event-stream`` bodies (WHATWG rules).
+
+Reads raw chunks rather than ``readline()`` because aiohttp caps line length
+(512 KiB) and a single ``data:`` line may carry a multi-megabyte tool result.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import StreamReader
+
+#: Largest single event accepted; beyond this the stream is treated as broken.
+MAX_EVENT = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -15,18 +22,39 @@ class SseEvent:
     id: str | None
 
 
+class EventTooLarge(ValueError):
+    """An SSE event exceeded :data:`MAX_EVENT` bytes."""
+
+
 async def iter_sse(content: StreamReader) -> AsyncIterator[SseEvent]:
     """Yield events as they arrive; comments and retry fields are skipped."""
     event = "message"
     data: list[str] = []
     eid: str | None = None
+    buf = bytearray()
+    eof = False
     while True:
-        raw = await content.readline()
-        if not raw:
-            if data:
-                yield SseEvent(event, "\n".join(data), eid)
-            return
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        nl = buf.find(b"\n")
+        if nl < 0:
+            if eof:
+                if buf:
+                    nl = len(buf)
+                    buf.extend(b"\n")
+                else:
+                    if data:
+                        yield SseEvent(event, "\n".join(data), eid)
+                    return
+            else:
+                chunk = await content.readany()
+                if not chunk:
+                    eof = True
+                else:
+                    buf.extend(chunk)
+                    if len(buf) > MAX_EVENT:
+                        raise EventTooLarge(f"SSE event larger than {MAX_EVENT} bytes")
+                continue
+        line = buf[:nl].decode("utf-8", errors="replace").rstrip("\r")
+        del buf[: nl + 1]
         if not line:
             if data:
                 yield SseEvent(event, "\n".join(data), eid)
