@@ -1,0 +1,22 @@
+"""What the five demo servers share: the server class they are built on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server import MCPServer
+
+
+def new_server(name: str, instructions: str) -> MCPServer[Any]:
+    """A named demo server: a ``toolmesh.servers.ToolServer`` (SDK ``MCPServer`` + policy) when available."""
+    try:
+        from toolmesh.servers.policy import ToolServer
+    except ImportError:  # toolmesh.servers not importable: the plain SDK server does the job
+        return MCPServer(name=f"toolmesh-demo-{name}", instructions=instructions, version="1.0", log_level="WARNING")
+    return ToolServer(
+        name=f"toolmesh-demo-{name}",
+        instructions=instructions,
+        version="1.0",
+        log_level="WARNING",
+        max_execution_time=10.0,
+    )
