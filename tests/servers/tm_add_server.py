@@ -11,6 +11,7 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 
 from toolmesh.servers import ToolServer, serve
 
@@ -20,6 +21,7 @@ server = ToolServer(
     max_execution_time=5.0 if policy else None,
     rate_limit=5.0 if "--rate" in sys.argv else None,
     rate_burst=5 if "--rate" in sys.argv else None,
+    max_connections=1 if "--one-conn" in sys.argv else None,
 )
 MARKER = os.environ.get("TM_CANCEL_MARKER")
 
@@ -47,8 +49,16 @@ async def slow(steps: int, delay: float, ctx: Context) -> str:
 
 @server.tool()
 def boom() -> str:
-    """Always fails."""
-    raise ValueError("kaboom")
+    """Always fails (an anticipated ToolError, whose text reaches the client)."""
+    raise ToolError("kaboom")
+
+
+@server.tool()
+async def chatty(ctx: Context) -> str:
+    """Logs at two levels."""
+    await ctx.debug("fine detail")
+    await ctx.warning("careful")
+    return "said"
 
 
 @server.tool(timeout=0.3)

@@ -33,7 +33,9 @@ class WebSocketFrontend:
             await send({"type": "websocket.close", "code": 1008})
             return
         if not self.guard.acquire():
-            await send({"type": "websocket.close", "code": _TRY_AGAIN_LATER})
+            # Accept then close, so the client sees the reason (1013) rather than a bare 403.
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": _TRY_AGAIN_LATER, "reason": "too many connections"})
             return
         try:
             offered = scope.get("subprotocols") or []
