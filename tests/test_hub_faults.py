@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SERVERS, ServerProcess, children_of_self, fixture_stdio_args, free_port, open_fds
 
+from conftest import SERVERS, ServerProcess, children_of_self, fixture_stdio_args, free_port, open_fds
 from toolmesh.errors import (
     CircuitOpenError,
     ConnectionFailedError,

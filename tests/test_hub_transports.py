@@ -6,8 +6,8 @@ import shutil
 import sys
 
 import pytest
-from conftest import NPM_BIN, ServerProcess, fixture_stdio_args
 
+from conftest import NPM_BIN, ServerProcess, fixture_stdio_args
 from toolmesh.errors import InvalidArgumentsError, ToolNotFoundError
 from toolmesh.hub import Hub, ServerConfig
 

@@ -1,0 +1,268 @@
+"""The ``toolmesh`` command line (IF-2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolmesh import __version__
+from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, emit_json, fail, load, run_async
+from toolmesh.errors import (
+    ConfigError,
+    InvalidArgumentsError,
+    ServerNotFoundError,
+    ToolmeshError,
+    ToolNotFoundError,
+)
+
+app = typer.Typer(
+    name="toolmesh",
+    help="A production runtime for LLM tool calling over MCP.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+servers_app = typer.Typer(help="Configured MCP servers: list, status, test.", no_args_is_help=True)
+tools_app = typer.Typer(help="Tools of the configured servers.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks against peer libraries (same run, ratios).", no_args_is_help=True)
+app.add_typer(servers_app, name="servers")
+app.add_typer(tools_app, name="tools")
+app.add_typer(bench_app, name="bench")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML/TOML toolmesh config or mcpServers JSON (default: bundled demo)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"toolmesh {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """toolmesh: hub, agent runtime and gateway for MCP tools."""
+
+
+# -- servers --------------------------------------------------------------------------
+async def _check_all(cfg_servers: dict[str, Any], check: bool) -> list[dict[str, Any]]:
+    from toolmesh.hub import Hub
+
+    hub = Hub()
+    try:
+        rows: list[dict[str, Any]] = []
+        enabled = [c for c in cfg_servers.values() if c.enabled]
+        reports = {}
+        if check:
+            import asyncio
+
+            results = await asyncio.gather(*(hub.test_connection(c) for c in enabled))
+            reports = {r["name"]: r for r in results}
+        for c in cfg_servers.values():
+            row: dict[str, Any] = {"name": c.name, "transport": c.transport}
+            if not c.enabled:
+                row["status"] = "disabled"
+            elif not check:
+                row["status"] = "unchecked"
+            else:
+                r = reports[c.name]
+                row["status"] = "active" if r["ok"] else "error"
+                row.update({k: r.get(k) for k in ("protocol", "tool_count", "latency_ms", "error")})
+            rows.append(row)
+        return rows
+    finally:
+        await hub.aclose()
+
+
+@servers_app.command("list")
+def servers_list(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="connect to each server to report status")] = True,
+) -> None:
+    """List configured servers with their transport and status (active / error / disabled)."""
+    cfg = load(config, as_json=as_json)
+    rows = run_async(_check_all(cfg.servers, check))
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "transport", "status", "protocol", "tools", "latency ms", "error")
+    for r in rows:
+        style = {"active": "green", "error": "red"}.get(r["status"], "yellow")
+        table.add_row(r["name"], r["transport"], f"[{style}]{r['status']}[/]", str(r.get("protocol") or ""),
+                      str(r.get("tool_count") or ""), str(r.get("latency_ms") or ""), str(r.get("error") or ""))
+    Console().print(table)
+
+
+@servers_app.command("status")
+def servers_status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Connect to every server and report protocol, tool count and latency."""
+    servers_list(config=config, as_json=as_json, check=True)
+
+
+@servers_app.command("test")
+def servers_test(
+    name: Annotated[str, typer.Argument(help="server name")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Test one server's connection (latency, tool count); exit 1 when it fails."""
+    cfg = load(config, as_json=as_json)
+    if name not in cfg.servers:
+        fail(f"no server {name!r} in the configuration (have: {', '.join(cfg.servers) or 'none'})", as_json=as_json)
+
+    async def go() -> dict[str, Any]:
+        from toolmesh.hub import Hub
+
+        async with Hub() as hub:
+            return await hub.test_connection(cfg.servers[name])
+
+    report = run_async(go())
+    if as_json:
+        emit_json(report)
+    else:
+        for k, v in report.items():
+            typer.echo(f"{k:>12}: {v}")
+    raise typer.Exit(EXIT_OK if report["ok"] else EXIT_FAILED)
+
+
+# -- tools ----------------------------------------------------------------------------
+@tools_app.command("list")
+def tools_list(
+    config: ConfigOpt = None,
+    server: Annotated[str | None, typer.Option("--server", "-s", help="only this server")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="openai | anthropic | mcp")] = "mcp",
+    as_json: JsonOpt = False,
+) -> None:
+    """List tool definitions, namespaced per server, in OpenAI, Anthropic or MCP format."""
+    if fmt not in ("openai", "anthropic", "mcp"):
+        fail(f"--format must be openai, anthropic or mcp, not {fmt!r}", as_json=as_json)
+    cfg = load(config, as_json=as_json)
+    if server is not None and server not in cfg.servers:
+        fail(f"no server {server!r} in the configuration (have: {', '.join(cfg.servers) or 'none'})", as_json=as_json)
+
+    async def go() -> list[dict[str, Any]]:
+        from toolmesh.hub import Hub
+
+        async with Hub() as hub:
+            await hub.register_many(cfg.servers)
+            if fmt == "openai":
+                return await hub.to_openai_tools(server=server)
+            if fmt == "anthropic":
+                return await hub.to_anthropic_tools(server=server)
+            return [{k: v for k, v in t.items() if not k.startswith("_")}
+                    for t in await hub.list_tools(server=server)]
+
+    try:
+        tools = run_async(go())
+    except ToolmeshError as exc:
+        fail(str(exc), code=EXIT_FAILED, as_json=as_json)
+    if as_json:
+        emit_json(tools)
+        return
+    for t in tools:
+        name = t.get("name") or t.get("function", {}).get("name")
+        desc = t.get("description") or t.get("function", {}).get("description") or ""
+        typer.echo(f"{name:40} {desc.splitlines()[0] if desc else ''}")
+
+
+# -- call -----------------------------------------------------------------------------
+@app.command("call")
+def call(
+    server: Annotated[str, typer.Argument(help="server name")],
+    tool: Annotated[str, typer.Argument(help="tool name (as the server names it)")],
+    arguments: Annotated[str, typer.Argument(help="arguments as a JSON object")] = "{}",
+    config: ConfigOpt = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", "-t", help="seconds")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Call one tool. Exit 0 when ok, 1 when the tool (or server) failed, 2 for usage errors."""
+    try:
+        args = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        fail(f"arguments are not valid JSON: {exc}", as_json=as_json)
+    if not isinstance(args, dict):
+        fail("arguments must be a JSON object", as_json=as_json)
+    if timeout is not None and timeout <= 0:
+        fail("--timeout must be positive", as_json=as_json)
+    cfg = load(config, as_json=as_json)
+    if server not in cfg.servers:
+        fail(f"no server {server!r} in the configuration (have: {', '.join(cfg.servers) or 'none'})", as_json=as_json)
+
+    async def go() -> dict[str, Any]:
+        from toolmesh.hub import Hub
+
+        async with Hub() as hub:
+            await hub.register(cfg.servers[server])
+            result = await hub.call_tool(server, tool, args, timeout=timeout)
+            return result.to_dict()
+
+    try:
+        out = run_async(go())
+    except (ToolNotFoundError, InvalidArgumentsError, ServerNotFoundError, ConfigError) as exc:
+        fail(str(exc), as_json=as_json, error_type=type(exc).__name__)
+    except ToolmeshError as exc:
+        fail(str(exc), code=EXIT_FAILED, as_json=as_json, error_type=type(exc).__name__,
+             content=[], structured=None, latency_ms=None)
+    if as_json:
+        emit_json(out)
+    else:
+        from toolmesh.hub.render import result_to_text
+
+        typer.echo(result_to_text({"content": out["content"], "structuredContent": out["structured"],
+                                   "isError": not out["ok"]}))
+        typer.echo(f"({out['latency_ms']} ms)", err=True)
+    raise typer.Exit(EXIT_OK if out["ok"] else EXIT_FAILED)
+
+
+# -- demo / bench ---------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the demo's YAML config and exit")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the reference scenario on the bundled demo servers."""
+    from toolmesh.cli import demo as demo_mod
+
+    if print_config:
+        typer.echo(demo_mod.config_yaml(), nl=False)
+        return
+    raise typer.Exit(run_async(demo_mod.run(as_json=as_json)))
+
+
+@bench_app.command("hub")
+def bench_hub(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    calls: Annotated[int | None, typer.Option("--calls", help="calls per measurement")] = None,
+) -> None:
+    """Hub vs the official SDK vs FastMCP: sequential HTTP/stdio and 64 concurrent callers."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if calls is not None:
+        argv += ["--calls", str(calls)]
+    raise typer.Exit(run_bench("hub", argv))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
+
