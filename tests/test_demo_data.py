@@ -76,6 +76,8 @@ def test_documented_price_gold_save20_guangzhou(data: DemoData) -> None:
     assert (q["list_price"], q["final_price"], q["total_discount"]) == (5999.0, 5294.1, 704.9)
     assert "Final price ¥5,294.10" in q["explanation"]
     assert quote(data, "SKU-1001", "gold", "save20", "Guangzhou", 1)["final_price"] == 5294.1
+    assert q["points_earned"] == 7941
+    assert quote(data, "SKU-1001", "gold", "SAVE20", "北京", 1)["final_price"] == 5394.1
 
 
 def test_regional_campaign_needs_a_guangdong_city(data: DemoData) -> None:

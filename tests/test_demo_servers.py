@@ -144,3 +144,33 @@ async def test_all_servers_on_consecutive_ports(home: Path) -> None:
                 assert r.structured_content is not None and r.structured_content[key] == expected
     finally:
         sp.stop()
+
+
+async def test_search_pickup_and_orders(home: Path) -> None:
+    async with stdio("catalog", home) as client:
+        r = await client.call_tool("search_products", {"query": "Lumina 手机", "max_price": 4000, "limit": 3})
+        found = r.structured_content
+        assert found is not None and found["category"] == "phones" and 3 == found["count"] <= found["total"]
+        assert all(p["brand"] == "Lumina" and p["price"] <= 4000 for p in found["results"])
+        ratings = [p["rating"] for p in found["results"]]
+        assert ratings == sorted(ratings, reverse=True)
+        r = await client.call_tool("search_products", {"query": "", "category": "tablet"})
+        assert r.structured_content is not None and r.structured_content["total"] == 30
+        r = await client.call_tool("search_products", {"category": "spaceships"})
+        assert r.is_error and "Unknown category" in r.content[0].text  # type: ignore[union-attr]
+    async with stdio("inventory", home) as client:
+        r = await client.call_tool("store_pickup", {"sku": "SKU-1001", "city": "Guangzhou"})
+        pickup = r.structured_content
+        assert pickup is not None and pickup["available_stores"] == 2
+        assert [s["pickup_available"] for s in pickup["stores"]] == [True, True, False]
+        r = await client.call_tool("check_stock", {"sku": "SKU-1001", "city": "广州", "warehouse": "广州番禺仓"})
+        one = r.structured_content
+        assert one is not None and one["total_quantity"] == 0 and one["status"] == "out_of_stock"
+        assert one["warehouses"][0]["restock_date"] == "2026-11-23"
+    async with stdio("logistics", home) as client:
+        r = await client.call_tool("get_order", {"order_id": "ORD-100001"})
+        order = r.structured_content
+        assert order is not None and order["user_id"] == "U123456" and order["tracking_number"] == "SF1234567890"
+        assert order["items"] and order["paid"] == round(order["subtotal"] - order["discount"], 2)
+        r = await client.call_tool("track_shipment", {"tracking_number": "XX000"})
+        assert r.is_error and "Unknown tracking number" in r.content[0].text  # type: ignore[union-attr]

@@ -216,7 +216,6 @@ def _orders(
 ) -> tuple[list[tuple[object, ...]], ...]:
     pct = {lv[0]: lv[3] for lv in cd.LEVELS}
     city_zh = {c[0]: c[2] for c in cd.CITIES}
-    base = datetime(2026, 10, 20, 8, 0)
     orders: list[tuple[object, ...]] = []
     items: list[tuple[object, ...]] = []
     ships: list[tuple[object, ...]] = []
@@ -225,7 +224,10 @@ def _orders(
         oid = f"ORD-{100001 + n}"
         user = users[0] if n == 0 else rng.choice(users)
         uid, level, city = str(user[0]), str(user[2]), str(user[3])
-        created = datetime(2026, 11, 18, 21, 14) if n == 0 else base + timedelta(minutes=rng.randint(0, 44_400))
+        # 45 % of orders fall in the last three days (the peak), so some are still unpaid or in transit
+        recent = rng.random() < 0.45
+        age_min = rng.randint(10, 72 * 60) if recent else rng.randint(72 * 60, 32 * 24 * 60)
+        created = datetime(2026, 11, 18, 21, 14) if n == 0 else cd.NOW - timedelta(minutes=age_min)
         subtotal = 0.0
         for li in range(1, rng.randint(1, 3) + 1):
             p = rng.choice(products)

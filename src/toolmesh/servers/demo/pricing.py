@@ -108,7 +108,14 @@ def quote(data: DemoData, sku: str, level: str, coupon: str | None, city: str | 
     if lv["discount_percent"]:
         pct = lv["discount_percent"]
         fen = (running * round(pct * 100) + 5000) // 10000
-        apply("level", level, f"{level.capitalize()} member", lv["name_zh"], f"{pct:g}% off", fen)
+        apply(
+            "level",
+            level,
+            f"{level.upper() if level == 'vip' else level.capitalize()} member",
+            lv["name_zh"],
+            f"{pct:g}% off",
+            fen,
+        )
     for camp in data.campaigns:
         if not camp["starts"] <= data.today <= camp["ends"]:
             continue
