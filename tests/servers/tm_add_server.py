@@ -13,7 +13,7 @@ import sys
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from toolmesh.servers import ToolServer, serve
+from toolmesh.servers import ToolServer
 
 policy = "--policy" in sys.argv
 server = ToolServer(
@@ -87,4 +87,4 @@ def greet(name: str) -> str:
 if __name__ == "__main__":
     transport = sys.argv[1] if len(sys.argv) > 1 else "stdio"
     port = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 8000
-    serve(server, transport, port=port)  # type: ignore[arg-type]
+    server.run(transport, port=port)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import orjson
 from mcp.server import MCPServer
 from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import decode_header_value
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.methods import CACHEABLE_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -241,8 +242,6 @@ class Dispatcher(McpMethods):
             if key is not None:
                 value = params.get(key)
                 if value is not None and headers.get("mcp-name") != value:
-                    from mcp.shared.inbound import decode_header_value
-
                     if decode_header_value(headers.get("mcp-name")) != value:
                         raise RpcError(HEADER_MISMATCH, f"mcp-name header does not match the body's {key!r}")
         if type(version) is not str:

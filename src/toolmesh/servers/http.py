@@ -146,6 +146,7 @@ class StreamableHttp:
         self.sessions: dict[str, Conn] = {}
         self.max_sessions = max_sessions
         self.idle_timeout = session_idle_timeout
+        self._swept = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -251,7 +252,7 @@ class StreamableHttp:
         sid = headers.get("mcp-session-id")
         now = time.monotonic()
         if type(msg) is dict and msg.get("method") == "initialize" and not sid:
-            if len(self.sessions) >= self.max_sessions:
+            if len(self.sessions) >= self.max_sessions or now - self._swept > 60.0:
                 self._expire(now)
             if len(self.sessions) >= self.max_sessions or not self.guard.acquire():
                 await respond(send, 503, encode(error_response(msg.get("id"), INVALID_REQUEST, "Too many sessions")))
@@ -273,6 +274,8 @@ class StreamableHttp:
         return conn
 
     def _expire(self, now: float) -> None:
+        # Sessions whose client vanished without DELETE; swept at most once a minute (on initialize).
+        self._swept = now
         for sid in [s for s, c in self.sessions.items() if now - c.last_seen > self.idle_timeout and not c.inflight]:
             del self.sessions[sid]
             self.guard.release()
