@@ -121,6 +121,8 @@ def test_cache_falls_back_to_memory_when_home_is_unwritable(tmp_path: Path, monk
     mem = DemoData(_connect(SQL_PATH.read_bytes()))
     assert mem.product("SKU-1001")["price"] == 5999.0
     monkeypatch.setenv("TOOLMESH_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "demo").mkdir(parents=True)
+    (tmp_path / "home" / "demo" / "demo-0000000000000000.db").write_bytes(b"stale")
     cached = DemoData(_connect(SQL_PATH.read_bytes()))
     files = list((tmp_path / "home" / "demo").iterdir())
     assert len(files) == 1 and files[0].suffix == ".db"

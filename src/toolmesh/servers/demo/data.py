@@ -52,6 +52,9 @@ def _connect(sql: bytes) -> sqlite3.Connection:
                 build.executescript(sql.decode("utf-8"))
                 build.close()
                 os.replace(tmp, path)  # atomic: concurrent starters never see a half-built file
+                for stale in path.parent.glob("demo-*.db"):  # caches of older demo.sql versions
+                    if stale != path:
+                        stale.unlink(missing_ok=True)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
