@@ -104,16 +104,16 @@ def sse_event(message: Any) -> bytes:
 class _Watch:
     """Cancels the request task if the client disconnects (armed only for slow requests)."""
 
-    __slots__ = ("disconnected", "receive", "target", "task", "timer")
+    __slots__ = ("disconnected", "receive", "started", "target", "task")
 
-    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any]) -> None:
+    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any], now: float) -> None:
         self.receive = receive
         self.target = target
+        self.started = now
         self.disconnected = False
         self.task: asyncio.Task[None] | None = None
-        self.timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._arm)
 
-    def _arm(self) -> None:
+    def arm(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -125,9 +125,40 @@ class _Watch:
                 return
 
     def stop(self) -> None:
-        self.timer.cancel()
         if self.task is not None:
             self.task.cancel()
+
+
+class _Watchdog:
+    """One periodic task arms the disconnect watch of requests running past ``_WATCH_AFTER``.
+
+    Cheaper than a timer per request: the fast path is a set add and discard.
+    """
+
+    def __init__(self) -> None:
+        self.active: set[_Watch] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, receive: ASGIReceive, target: asyncio.Task[Any]) -> _Watch:
+        loop = asyncio.get_running_loop()
+        w = _Watch(receive, target, loop.time())
+        self.active.add(w)
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        return w
+
+    def done(self, w: _Watch) -> None:
+        self.active.discard(w)
+        w.stop()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.active:
+            await asyncio.sleep(_WATCH_AFTER / 2)
+            limit = loop.time() - _WATCH_AFTER
+            for w in list(self.active):
+                if w.task is None and w.started <= limit:
+                    w.arm()
 
 
 class StreamableHttp:
@@ -147,6 +178,7 @@ class StreamableHttp:
         self.max_sessions = max_sessions
         self.idle_timeout = session_idle_timeout
         self._swept = time.monotonic()
+        self._watchdog = _Watchdog()
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -215,7 +247,7 @@ class StreamableHttp:
         stream = _Stream(send, "text/event-stream" in accept, extra)
         task = asyncio.current_task()
         assert task is not None
-        watch = _Watch(receive, task)
+        watch = self._watchdog.watch(receive, task)
         try:
             response = await self.dispatcher.handle(
                 msg, conn, stream.notify, headers=headers if modern else None, client=_client(scope)
@@ -226,7 +258,7 @@ class StreamableHttp:
                 return  # nobody is listening any more
             raise
         finally:
-            watch.stop()
+            self._watchdog.done(watch)
         if response is None:  # cancelled by notifications/cancelled: a reply is still owed
             response = error_response(
                 (type(msg) is dict and msg.get("id")) or None, REQUEST_CANCELLED, "Request cancelled"
