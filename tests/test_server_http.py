@@ -211,8 +211,8 @@ async def test_tool_timeout(srv: Srv) -> None:
 
 async def _wait_marker(marker: Path) -> str:
     for _ in range(200):
-        if marker.exists():  # noqa: ASYNC240 - a tiny local file
-            return marker.read_text()  # noqa: ASYNC240
+        if marker.exists():
+            return marker.read_text()
         await asyncio.sleep(0.05)
     return ""
 

@@ -41,7 +41,7 @@ async def slow(steps: int, delay: float, ctx: Context) -> str:
             await ctx.report_progress(i + 1, steps, f"step {i + 1}")
     except asyncio.CancelledError:
         if MARKER:
-            with open(MARKER, "w") as fh:  # noqa: ASYNC230
+            with open(MARKER, "w") as fh:
                 fh.write("cancelled")
         raise
     return f"done {steps}"

@@ -144,13 +144,13 @@ class Dispatcher(McpMethods):
         elif type(params) is not dict:
             return error_response(rid, INVALID_PARAMS, "params must be an object")
         try:
-            req = self._route(rid, method, params, conn, notify, headers)
             policy = self.policy
             if policy is not None and policy.limiter is not None:
                 wait = policy.limiter.acquire(conn.client_key if conn is not None else (client or "-"))
                 if wait:
                     policy.rate_limited += 1
                     raise RpcError(RATE_LIMITED, "Rate limit exceeded", {"retryAfter": round(wait, 3)})
+            req = self._route(rid, method, params, conn, notify, headers)
             if conn is None:
                 result = await req.handler(req.req)
             else:

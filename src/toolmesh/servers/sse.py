@@ -108,6 +108,10 @@ class LegacySse:
         if scope["method"] != "POST":
             await respond(send, 405, b"", [(b"allow", b"POST")])
             return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if (denied := self.guard.check_origin(headers)) is not None:
+            await respond(send, 403, encode(error_response(None, INVALID_REQUEST, denied)))
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         sid = (query.get("session_id") or [""])[0]
         session = self.sessions.get(sid)
