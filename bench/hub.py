@@ -1,0 +1,388 @@
+"""The Hub benchmark (``toolmesh bench hub``): toolmesh vs the official MCP SDK vs FastMCP.
+
+One run, one process tree. Every server is its own subprocess (HTTP on a free loopback port,
+or a stdio child of the client); the three clients live in this process on one event loop
+(uvloop when installed, for every client alike). Scenarios, all protocol 2026-07-28:
+
+* ``http_seq``: sequential awaited ``call_tool("add")`` over Streamable HTTP, each client
+  against its own library's best server;
+* ``http_seq_sdk_server``: the same, every client against the official SDK's server;
+* ``stdio_seq``: sequential calls over stdio, each client against its own library's server;
+* ``concurrent``: 64 tasks sharing one client for a fixed duration, own HTTP server.
+
+Sequential pairs are measured in interleaved rounds (random order each round) after a
+warm-up, so drift and noise hit every peer alike. Every answer is checked (the sum must be
+right); wrong answers and exceptions are counted as ``errors``, never as calls.
+
+    .venv/bin/python bench/hub.py [--json] [--quick] [--calls N] [--duration S] [--loop uvloop|asyncio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
+import peers
+
+LIBS = ("toolmesh", "sdk", "fastmcp")
+CONCURRENCY = 64
+TARGETS = {"http_seq": 5.0, "stdio_seq": 2.0, "concurrent_calls_per_s": 3000.0}
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Sample:
+    """Latencies (seconds) of the successful calls of one (scenario, client) pair."""
+
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+    first_error: str | None = None
+
+    def leaf(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        n = len(lat)
+        return {
+            "calls_per_s": round(n / self.elapsed, 1) if self.elapsed > 0 else 0.0,
+            "p50_ms": round(_rank(lat, 0.50) * 1000, 3),
+            "p99_ms": round(_rank(lat, 0.99) * 1000, 3),
+            "calls": n,
+            "errors": self.errors,
+            **({"first_error": self.first_error} if self.first_error else {}),
+        }
+
+    def fail(self, exc: BaseException | str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _rank(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+async def _sequential(client: Any, n: int, sample: Sample, start: int) -> None:
+    call, clock = client.call, time.perf_counter
+    lat = sample.latencies
+    t_begin = clock()
+    for i in range(start, start + n):
+        t0 = clock()
+        try:
+            got = await call(i, 1)
+        except Exception as exc:
+            sample.fail(exc)
+            continue
+        t1 = clock()
+        if got == i + 1:
+            lat.append(t1 - t0)
+        else:
+            sample.fail(f"wrong sum: add({i}, 1) returned {got!r}")
+    sample.elapsed += clock() - t_begin
+
+
+async def _concurrent(client: Any, duration: float, sample: Sample | None) -> None:
+    """``CONCURRENCY`` tasks calling until ``duration`` is up; ``sample=None`` is a warm-up."""
+    call, clock = client.call, time.perf_counter
+    scratch = Sample()
+    target = sample if sample is not None else scratch
+    lat = target.latencies
+    deadline = clock() + duration
+
+    async def worker(k: int) -> None:
+        i = k * 10_000_000
+        while clock() < deadline:
+            i += 1
+            t0 = clock()
+            try:
+                got = await call(i, 1)
+            except Exception as exc:
+                target.fail(exc)
+                continue
+            t1 = clock()
+            if got == i + 1:
+                lat.append(t1 - t0)
+            else:
+                target.fail(f"wrong sum: add({i}, 1) returned {got!r}")
+
+    t_begin = clock()
+    await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
+    target.elapsed += clock() - t_begin
+
+
+def _section(samples: dict[str, Sample | None], skipped: dict[str, str], keys: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for lib in keys:
+        s = samples.get(lib)
+        out[lib] = s.leaf() if s is not None else None
+        if lib in skipped and s is None:
+            out[f"{lib}_skipped"] = skipped[lib]
+    tm = out.get("toolmesh")
+    for lib in keys[1:]:
+        peer = out.get(lib)
+        ok = tm and peer and peer["calls_per_s"] > 0
+        out[f"ratio_vs_{lib}"] = round(tm["calls_per_s"] / peer["calls_per_s"], 2) if ok else None  # type: ignore[index]
+    return out
+
+
+async def run(
+    quick: bool = False,
+    *,
+    calls: int | None = None,
+    duration: float | None = None,
+    rounds: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Run every scenario once and return the result object (see the module docstring).
+
+    ``calls`` sequential calls per (scenario, client) pair (default 3000, quick 300), split
+    into ``rounds`` interleaved rounds; ``duration`` seconds of 64-way concurrent load per
+    client (default 10, quick 2). Servers are stopped before this returns, even on error."""
+    n = calls if calls is not None else (300 if quick else 3000)
+    conc_s = duration if duration is not None else (2.0 if quick else 10.0)
+    n_rounds = max(1, min(n, rounds if rounds is not None else (2 if quick else 3)))
+    warmup = min(100, max(10, n // 3)) if quick or calls is not None else 100
+    rng = random.Random(seed)
+    fm_client_skip, fm_server_skip = peers.fastmcp_status()
+    started = time.perf_counter()
+    load_before = _loadavg()
+
+    libs_http = [lib for lib in LIBS if not (lib == "fastmcp" and fm_server_skip)]
+    servers = {lib: peers.HttpServer(lib) for lib in libs_http}
+    opened: list[Any] = []
+    try:
+        for srv in servers.values():
+            srv.start()
+        # Stdio children start while the HTTP servers boot.
+        pairs: dict[tuple[str, str], Any] = {}  # (scenario, lib) -> client
+        skipped: dict[str, dict[str, str]] = {"http_seq": {}, "http_seq_sdk_server": {}, "stdio_seq": {}}
+
+        async def open_pair(key: tuple[str, str], factory: Callable[..., Any], **kw: Any) -> None:
+            _log(f"connecting {key[1]} client ({key[0]})")
+            client = await factory(**kw)
+            opened.append(client)
+            pairs[key] = client
+
+        for lib in LIBS:
+            if lib == "fastmcp" and (fm_client_skip or fm_server_skip):
+                skipped["stdio_seq"][lib] = fm_client_skip or fm_server_skip or ""
+                continue
+            await open_pair(("stdio_seq", lib), peers.CLIENTS[lib].open, stdio_args=peers.server_args(lib, "stdio"))
+        for srv in servers.values():
+            await srv.wait_ready()
+        for lib in LIBS:
+            if lib == "fastmcp" and (fm_client_skip or fm_server_skip):
+                skipped["http_seq"][lib] = fm_client_skip or fm_server_skip or ""
+            else:
+                await open_pair(("http_seq", lib), peers.CLIENTS[lib].open, url=servers[lib].url)
+            if lib == "sdk":
+                pairs[("http_seq_sdk_server", lib)] = pairs[("http_seq", lib)]  # the same pair
+            elif lib == "fastmcp" and fm_client_skip:
+                skipped["http_seq_sdk_server"][lib] = fm_client_skip
+            else:
+                await open_pair(("http_seq_sdk_server", lib), peers.CLIENTS[lib].open, url=servers["sdk"].url)
+
+        distinct = {id(c): c for c in pairs.values()}  # http_seq/sdk is http_seq_sdk_server/sdk
+        by_client = {cid: Sample() for cid in distinct}
+        _log(f"warm-up: {warmup} calls per pair ({len(distinct)} pairs)")
+        for client in distinct.values():
+            await _sequential(client, warmup, Sample(), 0)
+        per_round = [n // n_rounds + (1 if r < n % n_rounds else 0) for r in range(n_rounds)]
+        done = warmup
+        for r, count in enumerate(per_round):
+            order = list(distinct.items())
+            rng.shuffle(order)
+            _log(f"sequential round {r + 1}/{n_rounds}: {count} calls per pair")
+            for cid, client in order:
+                await _sequential(client, count, by_client[cid], done)
+            done += count
+        samples = {key: by_client[id(c)] for key, c in pairs.items()}
+
+        conc: dict[str, Sample] = {}
+        conc_libs = ["toolmesh", "sdk"]
+        _log(f"concurrent: {CONCURRENCY} tasks, {conc_s:g}s per client")
+        for lib in conc_libs:
+            await _concurrent(pairs[("http_seq", lib)], min(1.0, conc_s / 2), None)
+            conc[lib] = Sample()
+        for _ in range(2):
+            rng.shuffle(conc_libs)
+            for lib in conc_libs:
+                await _concurrent(pairs[("http_seq", lib)], conc_s / 2, conc[lib])
+    finally:
+        for client in reversed(opened):
+            try:
+                await client.aclose()
+            except Exception as exc:  # a failing close must not keep servers alive
+                _log(f"closing {client.library} client failed: {exc!r}")
+        peers.kill_all()
+
+    def pick(scenario: str) -> dict[str, Sample | None]:
+        return {lib: samples.get((scenario, lib)) for lib in LIBS}
+
+    result: dict[str, Any] = {
+        "http_seq": _section(pick("http_seq"), skipped["http_seq"], LIBS),
+        "http_seq_sdk_server": _section(pick("http_seq_sdk_server"), skipped["http_seq_sdk_server"], LIBS),
+        "stdio_seq": _section(pick("stdio_seq"), skipped["stdio_seq"], LIBS),
+        "concurrent": _section({k: conc.get(k) for k in ("toolmesh", "sdk")}, {}, ("toolmesh", "sdk")),
+    }
+    errors = sum(s.errors for s in by_client.values()) + sum(s.errors for s in conc.values())
+    result["errors"] = errors
+    result["targets"] = _targets(result)
+    loop = asyncio.get_running_loop()
+    result["meta"] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "protocol": peers.PROTOCOL,
+        "client_event_loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
+        "sequential_calls_per_pair": n,
+        "warmup_calls": warmup,
+        "rounds": n_rounds,
+        "concurrency": CONCURRENCY,
+        "concurrent_seconds_per_client": conc_s,
+        "servers": {
+            "toolmesh": "toolmesh.servers.serve (uvicorn+httptools, uvloop); stdio: serve(..., 'stdio')",
+            "sdk": "MCPServer.streamable_http_app(stateless_http=True, json_response=True) on uvicorn; "
+            "stdio: mcp.run('stdio')",
+            "fastmcp": "FastMCP.http_app(stateless_http=True, json_response=True) on uvicorn; "
+            "stdio: run('stdio')",
+        },
+        # Other work on the machine skews absolute figures (ratios much less: pairs are interleaved).
+        "loadavg_1m_before_after": [load_before, _loadavg()],
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "versions": peers.versions(),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    return result
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        return None
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+    http = result["http_seq"]["ratio_vs_sdk"]
+    stdio = result["stdio_seq"]["ratio_vs_sdk"]
+    tm_conc = result["concurrent"]["toolmesh"]
+    conc = tm_conc["calls_per_s"] if tm_conc else None
+    return {
+        "http_seq_ratio_vs_sdk": {"target": TARGETS["http_seq"], "reached": http,
+                                  "met": http is not None and http >= TARGETS["http_seq"]},
+        "stdio_seq_ratio_vs_sdk": {"target": TARGETS["stdio_seq"], "reached": stdio,
+                                   "met": stdio is not None and stdio >= TARGETS["stdio_seq"]},
+        "concurrent_calls_per_s": {"target": TARGETS["concurrent_calls_per_s"], "reached": conc,
+                                   "met": conc is not None and conc >= TARGETS["concurrent_calls_per_s"]},
+    }
+
+
+def render(result: dict[str, Any]) -> None:
+    """Print ``result`` as readable tables (rich) on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    meta = result["meta"]
+    titles = {
+        "http_seq": "Streamable HTTP, sequential, each client → its own library's server",
+        "http_seq_sdk_server": "Streamable HTTP, sequential, every client → the official SDK's server",
+        "stdio_seq": "stdio, sequential, each client → its own library's server",
+        "concurrent": f"Streamable HTTP, {meta['concurrency']} concurrent callers, own server",
+    }
+    for key, title in titles.items():
+        section = result[key]
+        table = Table(title=title, title_justify="left")
+        for col in ("client", "calls/s", "p50 ms", "p99 ms", "calls", "errors", "toolmesh ×"):
+            table.add_column(col, justify="left" if col == "client" else "right")
+        for lib in LIBS:
+            if lib not in section:
+                continue
+            leaf = section[lib]
+            if leaf is None:
+                table.add_row(lib, "—", "—", "—", "—", "—", section.get(f"{lib}_skipped", "skipped")[:40])
+                continue
+            ratio = section.get(f"ratio_vs_{lib}")
+            table.add_row(lib, f"{leaf['calls_per_s']:,.0f}", f"{leaf['p50_ms']:.2f}", f"{leaf['p99_ms']:.2f}",
+                          str(leaf["calls"]), str(leaf["errors"]), f"{ratio:.2f}×" if ratio else "")
+        console.print(table)
+    for name, t in result["targets"].items():
+        mark = "[green]met[/]" if t["met"] else "[red]missed[/]"
+        console.print(f"target {name}: {t['reached']} vs ≥ {t['target']:g}: {mark}")
+    console.print(f"errors: {result['errors']}; client loop: {meta['client_event_loop']}; "
+                  f"{meta['sequential_calls_per_pair']} calls/pair; wall {meta['wall_s']} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry: ``--json`` prints one JSON object on stdout (progress goes to stderr)."""
+    parser = argparse.ArgumentParser(prog="toolmesh bench hub", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~30 s)")
+    parser.add_argument("--calls", type=int, default=None, help="sequential calls per client/server pair")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of concurrent load per client")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the interleaving order")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop of the client process (uvloop falls back to asyncio if missing)")
+    args = parser.parse_args(argv)
+    if args.calls is not None and args.calls < 1:
+        parser.error("--calls must be >= 1")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Not a KeyboardInterrupt: cancelling the clients mid-call can hang their close. Stop
+        # every server right here (HTTP servers and the clients' stdio children) and leave.
+        _log(f"interrupted by signal {signum}: stopping servers")
+        peers.kill_all()
+        peers.kill_children()
+        os._exit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, on_signal)
+        except ValueError:  # not the main thread: the caller handles signals
+            break
+    coro = run(args.quick, calls=args.calls, duration=args.duration, seed=args.seed)
+    try:
+        if args.loop == "uvloop":
+            try:
+                import uvloop
+            except ImportError:
+                _log("uvloop not installed: using asyncio's loop")
+                result = asyncio.run(coro)
+            else:
+                result = uvloop.run(coro)
+        else:
+            result = asyncio.run(coro)
+    finally:
+        peers.kill_all()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        render(result)
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

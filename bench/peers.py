@@ -1,0 +1,264 @@
+"""Peers of the Hub benchmark: server subprocesses and one thin adapter per client library.
+
+Every adapter exposes ``await call(a, b) -> int`` (the sum read from the tool's structured
+result, so the benchmark can check each answer) and ``await aclose()``. Adapters must be opened
+and closed in the same task: the SDK and FastMCP clients hold anyio cancel scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVERS = Path(__file__).resolve().parent / "servers"
+PY = sys.executable
+PROTOCOL = "2026-07-28"
+#: Quiet peers: FastMCP logs every stdio start at INFO level.
+CHILD_ENV = {**os.environ, "FASTMCP_LOG_LEVEL": "WARNING", "FASTMCP_SHOW_SERVER_BANNER": "false"}
+
+#: Every server subprocess this process started, killed by :func:`kill_all` (also at exit).
+_PROCS: list[subprocess.Popen[bytes]] = []
+
+
+def server_args(lib: str, transport: str, *extra: str) -> list[str]:
+    """Command-line arguments (after the interpreter) of one peer server script."""
+    return [str(SERVERS / f"{lib}_server.py"), transport, *extra]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # Linux only: the child gets SIGTERM if the bench process dies without cleaning up.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class HttpServer:
+    """One peer HTTP server running as a subprocess on a free loopback port."""
+
+    lib: str
+    extra: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [PY, *server_args(self.lib, "http", str(self.port), *self.extra)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env=CHILD_ENV,
+            start_new_session=True,  # Ctrl-C reaches only the bench; it then stops the servers
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        _PROCS.append(self.proc)
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the port accepts connections (the process imports for a few seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.lib} server exited with {self.proc.returncode}: {self.stderr_tail()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.lib} server not ready after {timeout}s: {self.stderr_tail()}") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    def stderr_tail(self) -> str:
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        data: bytes = self.log.read()
+        return data.decode(errors="replace")[-2000:]
+
+
+def kill_all() -> None:
+    """Stop every server subprocess still running: SIGTERM, then SIGKILL after 3 s."""
+    for proc in _PROCS:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+    deadline = time.monotonic() + 3.0
+    for proc in _PROCS:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _PROCS.clear()
+
+
+def kill_children() -> None:
+    """SIGKILL every direct child of this process (the stdio servers the clients spawned). Linux only."""
+    me = str(os.getpid())
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            # Fields after the ")" closing the command name: state, ppid, ...
+            fields = stat.rsplit(b")", 1)[-1].split()
+            if len(fields) > 1 and fields[1].decode() == me:
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), signal.SIGKILL)
+
+
+# -- client adapters ---------------------------------------------------------------------------
+
+
+def _sum_of(structured: Any) -> Any:
+    return structured.get("result") if isinstance(structured, dict) else None
+
+
+class ToolmeshClient:
+    """toolmesh ``Hub`` with one registered server."""
+
+    library = "toolmesh"
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+
+    @classmethod
+    async def open(cls, url: str | None = None, stdio_args: list[str] | None = None) -> ToolmeshClient:
+        from toolmesh.hub import Hub, ServerConfig
+
+        hub = Hub()
+        if url is not None:
+            cfg = ServerConfig(name="b", url=url, protocol=PROTOCOL)
+        else:
+            cfg = ServerConfig(name="b", command=PY, args=stdio_args or [], env=CHILD_ENV, protocol=PROTOCOL)
+        await hub.register(cfg, connect=True)
+        return cls(hub)
+
+    async def call(self, a: int, b: int) -> int:
+        r = await self._hub.call_tool("b", "add", {"a": a, "b": b})
+        if not r.ok:
+            raise RuntimeError(r.error)
+        return _sum_of(r.structured)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        await self._hub.aclose()
+
+
+class _StackClient:
+    """A client library whose client is an async context manager (SDK, FastMCP)."""
+
+    library = ""
+
+    def __init__(self, client: Any, stack: contextlib.AsyncExitStack) -> None:
+        self._client = client
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class SdkClient(_StackClient):
+    """The official SDK's ``mcp.Client``."""
+
+    library = "sdk"
+
+    @classmethod
+    async def open(cls, url: str | None = None, stdio_args: list[str] | None = None) -> SdkClient:
+        from mcp import Client, StdioServerParameters
+
+        target: Any = url
+        if url is None:
+            target = StdioServerParameters(command=PY, args=stdio_args or [], env=CHILD_ENV)
+        stack = contextlib.AsyncExitStack()
+        client = await stack.enter_async_context(Client(target, mode=PROTOCOL))
+        return cls(client, stack)
+
+    async def call(self, a: int, b: int) -> int:
+        r = await self._client.call_tool("add", {"a": a, "b": b})
+        if r.is_error:
+            raise RuntimeError(str(r.content))
+        return _sum_of(r.structured_content)  # type: ignore[no-any-return]
+
+
+class FastmcpClient(_StackClient):
+    """FastMCP 4.x ``fastmcp.Client``."""
+
+    library = "fastmcp"
+
+    @classmethod
+    async def open(cls, url: str | None = None, stdio_args: list[str] | None = None) -> FastmcpClient:
+        from fastmcp import Client
+        from fastmcp.client.transports import StdioTransport
+
+        target: Any = url if url is not None else StdioTransport(PY, stdio_args or [], env=CHILD_ENV)
+        stack = contextlib.AsyncExitStack()
+        client = await stack.enter_async_context(Client(target, mode=PROTOCOL))
+        return cls(client, stack)
+
+    async def call(self, a: int, b: int) -> int:
+        # raise_on_error=True (the default) raises on isError; ``data`` is shaped by the output
+        # schema, so read the wire-level structured content like for the other clients.
+        r = await self._client.call_tool("add", {"a": a, "b": b})
+        return _sum_of(r.structured_content)  # type: ignore[no-any-return]
+
+
+CLIENTS: dict[str, Any] = {"toolmesh": ToolmeshClient, "sdk": SdkClient, "fastmcp": FastmcpClient}
+
+
+def fastmcp_status() -> tuple[str | None, str | None]:
+    """Why the FastMCP client and server cannot be used (None when they can)."""
+    try:
+        import fastmcp
+        from fastmcp.client.transports import StdioTransport  # noqa: F401
+    except ImportError as exc:
+        reason = f"fastmcp not installed ({exc}); install the 'bench' extra"
+        return reason, reason
+    try:
+        fastmcp.FastMCP  # noqa: B018 - lazy import of the server part
+    except ImportError as exc:
+        return None, f"FastMCP server part not installed: {exc}"
+    return None, None
+
+
+def versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in ("toolmesh", "mcp", "fastmcp-slim", "fastmcp", "uvicorn", "uvloop", "httptools"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
