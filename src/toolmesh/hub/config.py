@@ -75,6 +75,15 @@ class ServerConfig(BaseModel):
             raise ValueError("server names may not contain whitespace or '/'")
         return v
 
+    @field_validator("headers", "env")
+    @classmethod
+    def _no_line_breaks(cls, v: dict[str, str]) -> dict[str, str]:
+        # Header values are written verbatim onto the wire: CR/LF would smuggle headers.
+        for key, value in v.items():
+            if any(c in key or c in value for c in "\r\n\0"):
+                raise ValueError(f"{key!r}: names and values may not contain line breaks or NUL")
+        return v
+
     @model_validator(mode="after")
     def _infer_transport(self) -> ServerConfig:
         given = [k for k in ("command", "url", "server") if getattr(self, k) is not None]

@@ -35,7 +35,7 @@ class SseConnection(StreamConnection):
 
     async def _read_loop(self) -> None:
         try:
-            async for ev in iter_sse(self._resp.content):
+            async for ev in iter_sse(self._resp.content.readany):
                 if ev.event == "endpoint":
                     if not self._endpoint_ready.done():
                         self._endpoint_ready.set_result(urljoin(str(self.config.url), ev.data.strip()))

@@ -6,10 +6,8 @@ Reads raw chunks rather than ``readline()`` because aiohttp caps line length
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-
-from aiohttp import StreamReader
 
 #: Largest single event accepted; beyond this the stream is treated as broken.
 MAX_EVENT = 64 * 1024 * 1024
@@ -26,8 +24,11 @@ class EventTooLarge(ValueError):
     """An SSE event exceeded :data:`MAX_EVENT` bytes."""
 
 
-async def iter_sse(content: StreamReader) -> AsyncIterator[SseEvent]:
-    """Yield events as they arrive; comments and retry fields are skipped."""
+async def iter_sse(read_chunk: Callable[[], Awaitable[bytes]]) -> AsyncIterator[SseEvent]:
+    """Yield events as they arrive; comments and retry fields are skipped.
+
+    ``read_chunk`` returns the next piece of the body, ``b""`` at the end
+    (aiohttp's ``content.readany`` or :meth:`fasthttp.Response.read_chunk`)."""
     event = "message"
     data: list[str] = []
     eid: str | None = None
@@ -45,7 +46,7 @@ async def iter_sse(content: StreamReader) -> AsyncIterator[SseEvent]:
                         yield SseEvent(event, "\n".join(data), eid)
                     return
             else:
-                chunk = await content.readany()
+                chunk = await read_chunk()
                 if not chunk:
                     eof = True
                 else:
