@@ -273,3 +273,35 @@ async def test_test_connection_reports_latency_and_tools(fixture_http: ServerPro
         assert ok["ok"] and ok["tool_count"] >= 8 and ok["latency_ms"] > 0 and ok["protocol"] == "2026-07-28"
         bad = await hub.test_connection(ServerConfig(name="x", url=f"http://127.0.0.1:{free_port()}/mcp"))
         assert not bad["ok"] and "ConnectionFailedError" in bad["error"]
+
+
+async def test_open_circuit_returns_configured_fallback() -> None:
+    async with Hub() as hub:
+        await hub.register(ServerConfig(name="down", url=f"http://127.0.0.1:{free_port()}/mcp", retries=0,
+                                        circuit={"failure_threshold": 2, "reset_timeout": 60,
+                                                 "fallback": "Inventory is unavailable right now; say so."}))
+        for _ in range(2):
+            with pytest.raises(ConnectionFailedError):
+                await hub.call_tool("down", "check_stock", {}, validate=False)
+        r = await hub.call_tool("down", "check_stock", {}, validate=False)
+        assert not r.ok and r.is_error and r.error_type == "CircuitOpenError"
+        assert r.text == "Inventory is unavailable right now; say so."
+
+
+async def test_tenant_concurrency_bound() -> None:
+    async with Hub(tenant_concurrency=3) as hub:
+        await hub.register(stdio_config("a", max_concurrency=10), tenant="t")
+        await hub.register(stdio_config("b", max_concurrency=10), tenant="t")
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            for _ in range(100):
+                peak = max(peak, hub._tenant_limits["t"].in_flight)
+                await asyncio.sleep(0.005)
+
+        calls = [hub.call_tool("a" if i % 2 else "b", "sleep", {"seconds": 0.05}, tenant="t") for i in range(12)]
+        await hub.call_tool("a", "add", {"a": 1, "b": 1}, tenant="t")
+        results = await asyncio.gather(watch(), *calls)
+        assert all(r.ok for r in results[1:])
+        assert peak == 3

@@ -20,6 +20,9 @@ class CircuitConfig(BaseModel):
 
     failure_threshold: int = Field(5, ge=1)
     reset_timeout: float = Field(30.0, gt=0)
+    fallback: str | None = Field(
+        None, description="text returned as the tool's (error) result while the circuit is open, instead of raising"
+    )
 
 
 class HealthConfig(BaseModel):

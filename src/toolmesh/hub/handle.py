@@ -216,7 +216,17 @@ class ServerHandle:
             raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
         start = time.perf_counter()
         guard = self.guard(tool)
-        guard.allow()  # fail fast when open
+        try:
+            guard.allow()  # fail fast when open
+        except CircuitOpenError as exc:
+            fallback = self.config.circuit.fallback
+            if fallback is None:
+                raise
+            return ToolResult(
+                server=self.name, tool=tool, ok=False, is_error=True,
+                content=[{"type": "text", "text": fallback}], error=str(exc), error_type="CircuitOpenError",
+                latency_ms=(time.perf_counter() - start) * 1000.0, attempts=0,
+            )
         definition: dict[str, Any] | None = None
         try:
             if validate:

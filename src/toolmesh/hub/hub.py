@@ -37,6 +37,7 @@ from toolmesh.hub.transports import make_connection
 from toolmesh.hub.transports.base import ProgressCallback
 from toolmesh.observability.health import HealthEvent, HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
+from toolmesh.resilience.limits import ConcurrencyLimiter
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -49,7 +50,13 @@ _Key = tuple[str, str | None]  # (tenant, user)
 class Hub:
     """Connects many MCP servers per tenant and calls their tools fast and safely."""
 
-    def __init__(self, *, janitor_interval: float = 30.0, batch_concurrency: int = 32) -> None:
+    def __init__(
+        self, *, janitor_interval: float = 30.0, batch_concurrency: int = 32, tenant_concurrency: int = 512
+    ) -> None:
+        """``tenant_concurrency`` bounds the calls in flight per tenant across all its servers
+        (each server is bounded by its own ``max_concurrency`` too)."""
+        self.tenant_concurrency = tenant_concurrency
+        self._tenant_limits: dict[str, ConcurrencyLimiter] = {}
         self._servers: dict[_Key, dict[str, ServerHandle]] = {}
         self._names: dict[_Key, ToolNameMap] = {}
         self._status_callbacks: list[StatusCallback] = []
@@ -257,7 +264,11 @@ class Hub:
         everything else (unknown server/tool, bad arguments, timeout, open circuit, dead
         server) raises a :class:`ToolmeshError` subclass."""
         handle = self.server(server, tenant=tenant, user=user)
-        return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
+        limiter = self._tenant_limits.get(tenant)
+        if limiter is None:
+            limiter = self._tenant_limits[tenant] = ConcurrencyLimiter(self.tenant_concurrency, name=f"tenant {tenant}")
+        async with limiter:
+            return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
 
     async def call(self, exposed: str, arguments: dict[str, Any] | None = None, *,
                    tenant: str = DEFAULT_TENANT, user: str | None = None, **kw: Any) -> ToolResult:
