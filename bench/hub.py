@@ -30,7 +30,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,26 +45,43 @@ def _log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-@dataclass
 class Sample:
     """Latencies (seconds) of the successful calls of one (scenario, client) pair."""
 
-    latencies: list[float] = field(default_factory=list)
-    elapsed: float = 0.0
-    errors: int = 0
-    first_error: str | None = None
+    # A plain class, not a dataclass: `toolmesh bench` may load this file without registering
+    # it in sys.modules, which @dataclass needs.
+    __slots__ = ("client_cpu", "elapsed", "errors", "first_error", "latencies", "machine_cpu", "server_cpu")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+        self.errors = 0
+        self.first_error: str | None = None
+        self.client_cpu = 0.0  # CPU seconds of this (client) process while measuring
+        self.server_cpu: float | None = 0.0  # CPU seconds of the server process, None when unknown
+        self.machine_cpu: float | None = 0.0  # CPU seconds of every process on the machine
 
     def leaf(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         n = len(lat)
+        server_cpu = self.server_cpu if n and self.server_cpu is not None else None
         return {
             "calls_per_s": round(n / self.elapsed, 1) if self.elapsed > 0 else 0.0,
             "p50_ms": round(_rank(lat, 0.50) * 1000, 3),
             "p99_ms": round(_rank(lat, 0.99) * 1000, 3),
             "calls": n,
             "errors": self.errors,
+            "client_cpu_us_per_call": round(self.client_cpu / n * 1e6, 1) if n else None,
+            "server_cpu_us_per_call": round(server_cpu / n * 1e6, 1) if server_cpu is not None else None,
+            # >0.1 here means other work competed for the cores during this measurement.
+            "other_processes_cores": self._others(),
             **({"first_error": self.first_error} if self.first_error else {}),
         }
+
+    def _others(self) -> float | None:
+        if self.machine_cpu is None or self.server_cpu is None or self.elapsed <= 0:
+            return None
+        return round(max(0.0, self.machine_cpu - self.client_cpu - self.server_cpu) / self.elapsed, 2)
 
     def fail(self, exc: BaseException | str) -> None:
         self.errors += 1
@@ -80,9 +96,33 @@ def _rank(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-async def _sequential(client: Any, n: int, sample: Sample, start: int) -> None:
+class _Cpu:
+    """CPU seconds used by this process and a server process over one measured block."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.pid = server_pid
+        self.client0 = time.process_time()
+        self.server0 = peers.cpu_seconds(server_pid)
+        self.machine0 = peers.machine_busy_seconds()
+
+    def stop(self, sample: Sample) -> None:
+        sample.client_cpu += time.process_time() - self.client0
+        server1 = peers.cpu_seconds(self.pid)
+        machine1 = peers.machine_busy_seconds()
+        if self.machine0 is None or machine1 is None or sample.machine_cpu is None:
+            sample.machine_cpu = None
+        else:
+            sample.machine_cpu += machine1 - self.machine0
+        if self.server0 is None or server1 is None or sample.server_cpu is None:
+            sample.server_cpu = None
+        else:
+            sample.server_cpu += server1 - self.server0
+
+
+async def _sequential(client: Any, n: int, sample: Sample, start: int, server_pid: int | None = None) -> None:
     call, clock = client.call, time.perf_counter
     lat = sample.latencies
+    cpu = _Cpu(server_pid)
     t_begin = clock()
     for i in range(start, start + n):
         t0 = clock()
@@ -97,9 +137,10 @@ async def _sequential(client: Any, n: int, sample: Sample, start: int) -> None:
         else:
             sample.fail(f"wrong sum: add({i}, 1) returned {got!r}")
     sample.elapsed += clock() - t_begin
+    cpu.stop(sample)
 
 
-async def _concurrent(client: Any, duration: float, sample: Sample | None) -> None:
+async def _concurrent(client: Any, duration: float, sample: Sample | None, server_pid: int | None = None) -> None:
     """``CONCURRENCY`` tasks calling until ``duration`` is up; ``sample=None`` is a warm-up."""
     call, clock = client.call, time.perf_counter
     scratch = Sample()
@@ -123,9 +164,11 @@ async def _concurrent(client: Any, duration: float, sample: Sample | None) -> No
             else:
                 target.fail(f"wrong sum: add({i}, 1) returned {got!r}")
 
+    cpu = _Cpu(server_pid)
     t_begin = clock()
     await asyncio.gather(*(worker(k) for k in range(CONCURRENCY)))
     target.elapsed += clock() - t_begin
+    cpu.stop(target)
 
 
 def _section(samples: dict[str, Sample | None], skipped: dict[str, str], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -158,7 +201,7 @@ async def run(
     client (default 10, quick 2). Servers are stopped before this returns, even on error."""
     n = calls if calls is not None else (300 if quick else 3000)
     conc_s = duration if duration is not None else (2.0 if quick else 10.0)
-    n_rounds = max(1, min(n, rounds if rounds is not None else (2 if quick else 3)))
+    n_rounds = max(1, min(n, rounds if rounds is not None else (2 if quick else 5)))
     warmup = min(100, max(10, n // 3)) if quick or calls is not None else 100
     rng = random.Random(seed)
     fm_client_skip, fm_server_skip = peers.fastmcp_status()
@@ -205,6 +248,13 @@ async def run(
         _log(f"warm-up: {warmup} calls per pair ({len(distinct)} pairs)")
         for client in distinct.values():
             await _sequential(client, warmup, Sample(), 0)
+        server_pid: dict[int, int | None] = {}
+        for (scenario, lib), client in pairs.items():
+            if scenario == "stdio_seq":
+                server_pid[id(client)] = peers.stdio_server_pid(lib)
+            else:
+                proc = servers["sdk" if scenario == "http_seq_sdk_server" else lib].proc
+                server_pid[id(client)] = proc.pid if proc is not None else None
         per_round = [n // n_rounds + (1 if r < n % n_rounds else 0) for r in range(n_rounds)]
         done = warmup
         for r, count in enumerate(per_round):
@@ -212,7 +262,7 @@ async def run(
             rng.shuffle(order)
             _log(f"sequential round {r + 1}/{n_rounds}: {count} calls per pair")
             for cid, client in order:
-                await _sequential(client, count, by_client[cid], done)
+                await _sequential(client, count, by_client[cid], done, server_pid[cid])
             done += count
         samples = {key: by_client[id(c)] for key, c in pairs.items()}
 
@@ -225,7 +275,8 @@ async def run(
         for _ in range(2):
             rng.shuffle(conc_libs)
             for lib in conc_libs:
-                await _concurrent(pairs[("http_seq", lib)], conc_s / 2, conc[lib])
+                client = pairs[("http_seq", lib)]
+                await _concurrent(client, conc_s / 2, conc[lib], server_pid[id(client)])
     finally:
         for client in reversed(opened):
             try:
@@ -295,42 +346,6 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def render(result: dict[str, Any]) -> None:
-    """Print ``result`` as readable tables (rich) on stdout."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    meta = result["meta"]
-    titles = {
-        "http_seq": "Streamable HTTP, sequential, each client → its own library's server",
-        "http_seq_sdk_server": "Streamable HTTP, sequential, every client → the official SDK's server",
-        "stdio_seq": "stdio, sequential, each client → its own library's server",
-        "concurrent": f"Streamable HTTP, {meta['concurrency']} concurrent callers, own server",
-    }
-    for key, title in titles.items():
-        section = result[key]
-        table = Table(title=title, title_justify="left")
-        for col in ("client", "calls/s", "p50 ms", "p99 ms", "calls", "errors", "toolmesh ×"):
-            table.add_column(col, justify="left" if col == "client" else "right")
-        for lib in LIBS:
-            if lib not in section:
-                continue
-            leaf = section[lib]
-            if leaf is None:
-                table.add_row(lib, "—", "—", "—", "—", "—", section.get(f"{lib}_skipped", "skipped")[:40])
-                continue
-            ratio = section.get(f"ratio_vs_{lib}")
-            table.add_row(lib, f"{leaf['calls_per_s']:,.0f}", f"{leaf['p50_ms']:.2f}", f"{leaf['p99_ms']:.2f}",
-                          str(leaf["calls"]), str(leaf["errors"]), f"{ratio:.2f}×" if ratio else "")
-        console.print(table)
-    for name, t in result["targets"].items():
-        mark = "[green]met[/]" if t["met"] else "[red]missed[/]"
-        console.print(f"target {name}: {t['reached']} vs ≥ {t['target']:g}: {mark}")
-    console.print(f"errors: {result['errors']}; client loop: {meta['client_event_loop']}; "
-                  f"{meta['sequential_calls_per_pair']} calls/pair; wall {meta['wall_s']} s")
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: ``--json`` prints one JSON object on stdout (progress goes to stderr)."""
     parser = argparse.ArgumentParser(prog="toolmesh bench hub", description=__doc__.splitlines()[0])
@@ -373,14 +388,16 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(coro)
     finally:
         peers.kill_all()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if args.json:
         import orjson
 
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        render(result)
+        import report
+
+        report.render(result)
     return 1 if result["errors"] else 0
 
 

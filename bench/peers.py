@@ -120,23 +120,69 @@ def kill_all() -> None:
     _PROCS.clear()
 
 
-def kill_children() -> None:
-    """SIGKILL every direct child of this process (the stdio servers the clients spawned). Linux only."""
+def _children() -> list[tuple[int, str]]:
+    """(pid, command line) of every direct child of this process. Linux only (empty elsewhere)."""
     me = str(os.getpid())
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
+    found: list[tuple[int, str]] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
             # Fields after the ")" closing the command name: state, ppid, ...
             fields = stat.rsplit(b")", 1)[-1].split()
             if len(fields) > 1 and fields[1].decode() == me:
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry), signal.SIGKILL)
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    found.append((int(entry), fh.read().replace(b"\0", b" ").decode(errors="replace")))
+        except OSError:
+            continue
+    return found
+
+
+def kill_children() -> None:
+    """SIGKILL every direct child of this process (the stdio servers the clients spawned)."""
+    for pid, _ in _children():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stdio_server_pid(lib: str) -> int | None:
+    """The pid of the stdio child running ``lib``'s server script (for CPU accounting)."""
+    for pid, cmd in _children():
+        if f"{lib}_server.py stdio" in cmd:
+            return pid
+    return None
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine spent busy (every core summed), from /proc/stat."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK  # user..steal; guest time is already in user
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User+system CPU seconds used so far by ``pid`` (None when unknown or unreadable)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[-1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # -- client adapters ---------------------------------------------------------------------------
