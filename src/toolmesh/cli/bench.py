@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -27,5 +28,6 @@ def run_bench(name: str, argv: list[str]) -> int:
         typer.echo(f"error: no benchmark {name!r} in {where}", err=True)
         return 2
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)
     return int(module.main(argv))
