@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-from jsonschema import Draft202012Validator, validators
-
 from toolmesh.errors import (
     CircuitOpenError,
     ConnectionFailedError,
@@ -25,6 +23,7 @@ from toolmesh.errors import (
     ToolNotFoundError,
     ToolTimeoutError,
 )
+from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.catalog import Catalog
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.result import ToolResult
@@ -70,7 +69,7 @@ class ServerHandle:
         self.last_used = time.monotonic()
         self.connects = 0
         self.sessions_lost = 0
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[str, ArgumentValidator] = {}
         self.closed = False
 
     # -- connection -------------------------------------------------------------------
@@ -170,22 +169,8 @@ class ServerHandle:
         validator = self._validators.get(tool)
         if validator is None:
             schema = definition.get("inputSchema") or {"type": "object"}
-            cls = validators.validator_for(schema, default=Draft202012Validator)
-            try:
-                cls.check_schema(schema)
-                validator = cls(schema)
-            except Exception:
-                log.warning("server %s: tool %s has an invalid input schema; not validated", self.name, tool)
-                validator = False
-            self._validators[tool] = validator
-        if validator is False:
-            return
-        errors = list(validator.iter_errors(arguments))  # type: ignore[union-attr]
-        if errors:
-            msgs = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
-            raise InvalidArgumentsError(
-                f"arguments for {self.name}/{tool} violate its input schema: " + "; ".join(msgs), errors=msgs
-            )
+            validator = self._validators[tool] = ArgumentValidator(schema, f"{self.name}/{tool}")
+        validator(arguments)
 
     def guard(self, tool: str) -> CircuitGuard:
         guard = self._tool_circuits.get(tool)
