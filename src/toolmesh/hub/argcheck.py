@@ -58,13 +58,12 @@ def _compile_scalar(schema: Any) -> Check | None:
             if not names or any(n not in _TYPE_CHECKS for n in names):
                 return None
             fns = [_TYPE_CHECKS[n] for n in names]
-            checks.append(fns[0] if len(fns) == 1 else (lambda v, fns=fns: any(f(v) for f in fns)))
+            checks.append(fns[0] if len(fns) == 1 else _any_of(fns))
         elif key == "enum" and isinstance(value, list) and all(
             isinstance(x, str | int | float) and not isinstance(x, bool) for x in value
         ):
             # Restricted to strings and non-bool numbers: equality then matches JSON Schema's.
-            allowed = list(value)
-            checks.append(lambda v, allowed=allowed: not isinstance(v, bool) and v in allowed)
+            checks.append(_in_enum(list(value)))
         elif key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") and isinstance(
             value, int | float
         ) and not isinstance(value, bool):
@@ -75,20 +74,35 @@ def _compile_scalar(schema: Any) -> Check | None:
             subs = [_compile_scalar(s) for s in value]
             if any(s is None for s in subs):
                 return None
-            fns2 = [s for s in subs if s is not None]
-            checks.append(lambda v, fns2=fns2: any(f(v) for f in fns2))
+            checks.append(_any_of([s for s in subs if s is not None]))
         elif key == "items" and schema.get("type") == "array":
             sub = _compile_scalar(value)
             if sub is None:
                 return None
-            checks.append(lambda v, sub=sub: not isinstance(v, list) or all(sub(x) for x in v))
+            checks.append(_items(sub))
         else:
             return None
     if not checks:
         return lambda v: True
     if len(checks) == 1:
         return checks[0]
-    return lambda v: all(c(v) for c in checks)
+    return _all_of(checks)
+
+
+def _any_of(fns: list[Check]) -> Check:
+    return lambda v: any(f(v) for f in fns)
+
+
+def _all_of(fns: list[Check]) -> Check:
+    return lambda v: all(f(v) for f in fns)
+
+
+def _in_enum(allowed: list[Any]) -> Check:
+    return lambda v: not isinstance(v, bool) and v in allowed
+
+
+def _items(sub: Check) -> Check:
+    return lambda v: not isinstance(v, list) or all(sub(x) for x in v)
 
 
 def _bound(key: str, limit: float) -> Check:
@@ -123,10 +137,10 @@ def compile_fast(schema: Any) -> Check | None:
             continue
         if key == "properties" and isinstance(value, dict):
             for name, sub in value.items():
-                check = _compile_scalar(sub)
-                if check is None:
+                prop_check = _compile_scalar(sub)
+                if prop_check is None:
                     return None
-                props[name] = check
+                props[name] = prop_check
         elif key == "required" and isinstance(value, list) and all(isinstance(r, str) for r in value):
             required = list(value)
         elif key == "additionalProperties" and isinstance(value, bool):
@@ -164,7 +178,7 @@ class ArgumentValidator:
             cls = validators.validator_for(schema, default=Draft202012Validator)
             cls.check_schema(schema)
             self.full = cls(schema)
-        except Exception:  # noqa: BLE001 - a broken schema is the server's problem: do not block calls
+        except Exception:
             self.fast = None
 
     def __call__(self, arguments: dict[str, Any]) -> None:
