@@ -32,7 +32,7 @@ test: $(STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/toolmesh bench hub --json
+	$(VENV)/bin/toolmesh bench hub
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
