@@ -89,3 +89,62 @@ class McpRemoteError(ToolmeshError):
     def retryable(self) -> bool:  # type: ignore[override]
         # -32603 internal and -32001 (server-side timeout) may pass; client mistakes will not.
         return self.code in (-32603, -32001)
+
+
+# -- LLM layer and agent runtime ---------------------------------------------------------
+
+
+class LLMError(ToolmeshError):
+    """A model call failed. ``status`` is the provider's HTTP status when there was one."""
+
+    def __init__(self, message: str, *, provider: str | None = None, model: str | None = None,
+                 status: int | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        super().__init__(message)
+
+
+class RateLimitedError(LLMError):
+    """HTTP 429 (or a local rate limit): ``retry_after`` seconds, when known."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class ProviderUnavailableError(LLMError):
+    """5xx, connection failure or timeout talking to a model provider (fall back or retry)."""
+
+    retryable = True
+
+
+class ContextOverflowError(LLMError):
+    """The request does not fit the model's context window."""
+
+
+class UnknownModelError(LLMError, LookupError):
+    """No provider/deployment is configured for that model name."""
+
+
+class MalformedResponseError(LLMError):
+    """The provider answered something that is not a valid completion."""
+
+
+class BudgetExceededError(ToolmeshError):
+    """A token, step, cost or spend budget would be exceeded. ``report`` says what was used."""
+
+    def __init__(self, message: str, *, report: dict[str, object] | None = None) -> None:
+        self.report = report or {}
+        super().__init__(message)
+
+
+class RequestRejectedError(ToolmeshError):
+    """Input refused by a guard (prompt injection policy ``block``) or a per-user limit."""
+
+    def __init__(self, message: str, *, reason: str = "", retry_after: float | None = None) -> None:
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(message)
