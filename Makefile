@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
+# The first run builds llama-cpp-python from source (~5 min on 2 cores); pip's wheel cache makes later runs fast.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ EVERYTHING_VERSION := 2026.8.31
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[dev,bench,local]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
