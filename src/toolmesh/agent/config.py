@@ -1,0 +1,69 @@
+"""Agent settings (AGT-1..AGT-8), one validated model; loadable from the config file's ``agent:`` section."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BudgetConfig(BaseModel):
+    """Limits per run and per session; ``None`` means unlimited (AGT-4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=1, description="input + output tokens")
+    max_steps: int | None = Field(None, ge=1, description="model calls plus tool calls")
+    max_cost_usd: float | None = Field(None, gt=0)
+    warn_at: float = Field(0.7, gt=0, le=1, description="fraction of a limit that emits a warning event")
+
+
+class SpendLimits(BaseModel):
+    """Daily spend limits in USD per user and per tenant (AGT-4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_user_daily_usd: float | None = Field(None, gt=0)
+    per_tenant_daily_usd: float | None = Field(None, gt=0)
+
+
+class MemoryConfig(BaseModel):
+    """Summarise older turns when the conversation nears the context window (AGT-8)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    threshold: float = Field(0.7, gt=0, lt=1)
+    keep_last_messages: int = Field(6, ge=2)
+    summary_model: str | None = Field(None, description="model for summaries (default: the run's model)")
+    summary_max_tokens: int = Field(400, ge=32)
+
+
+class AgentConfig(BaseModel):
+    """How an agent run behaves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "auto"
+    system_prompt: str | None = None
+    mode: Literal["native", "react"] = "native"
+    scenario: str | None = Field(None, description="router scenario rule (e.g. 'peak')")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: int | None = Field(1024, ge=1)
+    # loop guards (AGT-3)
+    max_turns: int = Field(8, ge=1, description="model calls that may request tools")
+    max_tool_calls: int = Field(32, ge=1, description="tool calls per run")
+    max_repeats: int = Field(2, ge=1, description="identical (tool, arguments) calls allowed per run")
+    # tools (AGT-2)
+    max_parallel_tools: int = Field(8, ge=1)
+    tool_timeout: float = Field(15.0, gt=0)
+    tool_fallback: str = Field(
+        "The tool did not answer in time; answer with what you know and say this part is unavailable.",
+        description="tool result given to the model when a call fails to finish",
+    )
+    llm_timeout: float = Field(60.0, gt=0)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    session_budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    spend: SpendLimits = Field(default_factory=SpendLimits)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    guard_tool_output: bool = Field(True, description="scan tool outputs for injected instructions")

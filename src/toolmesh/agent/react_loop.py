@@ -1,0 +1,80 @@
+"""ReAct mode (AGT-5) for models without native tool calling: Thought / Action / Observation text."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from toolmesh.agent.events import AgentEvent, Final, ToolCallFinished, ToolCallStarted, Warning
+from toolmesh.agent.react import ReactAction, ReactError, ReactFinal, format_observation, parse_react, react_system_prompt
+from toolmesh.agent.toolexec import execute_tool_calls
+from toolmesh.errors import BudgetExceededError
+from toolmesh.llm import types as t
+
+if TYPE_CHECKING:
+    from toolmesh.agent.runtime import _Run
+
+
+async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[str, Any]]) -> AsyncIterator[AgentEvent]:
+    from toolmesh.agent.runtime import _budget_answer, _fallback_answer
+
+    cfg = run.cfg
+    names = {tool["function"]["name"] for tool in tools}
+    convo = [t.Message("system", react_system_prompt(tools)), *[m for m in messages if m.role != "system"]]
+    new_start = len(messages) - 1
+    answer: str | None = None
+    status = "completed"
+    try:
+        while run.turns < cfg.max_turns:
+            response = None
+            async for ev in run._call_model(convo, None, "none"):
+                if isinstance(ev, t.ChatResponse):
+                    response = ev
+                else:
+                    yield ev
+            assert response is not None
+            run.turns += 1
+            text = response.message.content or ""
+            step = parse_react(text, names)
+            if isinstance(step, ReactFinal):
+                answer = step.answer
+                break
+            convo.append(t.Message("assistant", text if not isinstance(step, ReactAction) else step.raw))
+            if isinstance(step, ReactError):
+                convo.append(t.Message("user", f"Observation: {step.message}"))
+                continue
+            assert isinstance(step, ReactAction)
+            call = t.ToolCall(f"react_{uuid.uuid4().hex[:8]}", step.tool, step.arguments)
+            stop = run._loop_guard([call])
+            if stop is not None:
+                status = stop
+                break
+            yield ToolCallStarted(call.id, call.name, call.arguments)
+            (record, result), = await execute_tool_calls(run, [call])
+            run.records.append(record)
+            yield ToolCallFinished(call.id, call.name, record.ok, record.latency_ms, result, record.error)
+            convo.append(t.Message("user", "Observation: " + format_observation(result, 4000)))
+        else:
+            status = "max_turns"
+        if not answer:
+            yield Warning(status, f"ReAct loop ended ({status}); asking for a final answer")
+            convo.append(t.Message("user", "Give your Final Answer now."))
+            response = None
+            async for ev in run._call_model(convo, None, "none"):
+                if isinstance(ev, t.ChatResponse):
+                    response = ev
+                else:
+                    yield ev
+            assert response is not None
+            step = parse_react(response.message.content or "", names)
+            answer = step.answer if isinstance(step, ReactFinal) else (response.message.content or "").strip()
+            if not answer:
+                answer = _fallback_answer([m for m in convo if m.role != "user" or True])
+    except BudgetExceededError as exc:
+        yield Warning("budget_exceeded", str(exc))
+        yield Final(run._result(_budget_answer(convo), "budget_exceeded", exc.report))
+        return
+    messages.append(t.Message("assistant", answer))
+    await run.agent.history.save(run.tenant, run.user, run.conversation, messages[new_start:])
+    yield Final(run._result(answer, status, None))  # type: ignore[arg-type]
