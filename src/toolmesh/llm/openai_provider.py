@@ -1,0 +1,344 @@
+"""OpenAI-compatible chat completions (LLM-1): OpenAI, DeepSeek, vLLM, llama.cpp server,
+Ollama, aggregators — any base URL — over the official ``openai`` SDK with its retries off.
+
+The SDK does the transport, auth and status errors; bodies are read raw and decoded with
+orjson, which keeps provider extras (``reasoning_content`` / ``reasoning``) and the rate-limit
+headers at hand and skips building SDK models on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
+
+import httpx2
+import openai
+import orjson
+
+from toolmesh.errors import (
+    ContextOverflowError,
+    LLMError,
+    MalformedResponseError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnknownModelError,
+)
+from toolmesh.llm.provider import Provider
+from toolmesh.llm.recover import recover_tool_calls
+from toolmesh.llm.types import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    Message,
+    ReasoningDelta,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+__all__ = ["OpenAIProvider", "error_for_status", "keep_headers", "parse_wait", "retry_after_from", "with_recovery"]
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "tool_calls": "tool_calls", "function_call": "tool_calls",
+                                    "length": "length", "content_filter": "content_filter"}
+_OVERFLOW_WORDS = ("context_length_exceeded", "maximum context length", "context length", "context window",
+                   "prompt is too long", "too many tokens", "exceeds the model's", "string_above_max_length")
+
+
+# -- helpers shared with the Anthropic provider --------------------------------------------
+
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3}
+
+
+def parse_wait(value: str, now: float) -> float | None:
+    """Seconds until a ``retry-after`` / ``*-reset-*`` moment: seconds (``"2"``), a Go duration
+    (``"1s"``, ``"6m0s"``, ``"20ms"``), an HTTP date or an RFC 3339 timestamp. Never negative."""
+    v = value.strip()
+    if _DURATION.fullmatch(v):
+        return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(v))
+    try:
+        secs = float(v)
+        return max(0.0, secs) if secs == secs else None
+    except ValueError:
+        pass
+    try:
+        return max(0.0, datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() - now)
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(v).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The response headers worth keeping: rate-limit state, ``retry-after``, request ids."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        k = k.lower()
+        if "ratelimit" in k or k.startswith("retry-after") or k in ("x-request-id", "request-id"):
+            out[k] = v
+    return out
+
+
+def retry_after_from(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait after a 429: ``retry-after-ms``, ``retry-after`` (seconds or HTTP date),
+    else the ``*-reset-*`` headers of the exhausted limits (all of them if none says 0 left)."""
+    h = {k.lower(): v for k, v in headers.items()}
+    now = time.time()
+    if "retry-after-ms" in h:
+        try:
+            return max(0.0, float(h["retry-after-ms"]) / 1000.0)
+        except ValueError:
+            pass
+    if "retry-after" in h:
+        secs = parse_wait(h["retry-after"], now)
+        if secs is not None:
+            return secs
+    exhausted: list[float] = []
+    every: list[float] = []
+    for k, v in h.items():
+        if "ratelimit" not in k or "reset" not in k:
+            continue
+        secs = parse_wait(v, now)
+        if secs is None:
+            continue
+        every.append(secs)
+        if h.get(k.replace("reset", "remaining")) == "0":
+            exhausted.append(secs)
+    chosen = exhausted or every
+    return max(chosen) if chosen else None
+
+
+def error_for_status(status: int, message: str, *, provider: str, model: str, code: str | None = None,
+                     headers: Mapping[str, str] | None = None) -> LLMError:
+    """The toolmesh error for an HTTP error status from a model API."""
+    text = f"{provider} {model}: HTTP {status}: {message}"
+    kw: dict[str, Any] = {"provider": provider, "model": model, "status": status}
+    lowered = f"{code or ''} {message}".lower()
+    if status == 429:
+        return RateLimitedError(text, retry_after=retry_after_from(headers or {}), **kw)
+    if status >= 500 or status == 408:
+        return ProviderUnavailableError(text, **kw)
+    if status in (400, 413, 422) and any(w in lowered for w in _OVERFLOW_WORDS):
+        return ContextOverflowError(text, **kw)
+    if status == 404 and ("model" in lowered or code == "model_not_found"):
+        return UnknownModelError(text, **kw)
+    return LLMError(text, **kw)
+
+
+def with_recovery(request: ChatRequest, message: Message) -> bool:
+    """Recover text-form tool calls into ``message`` when tools were offered and none came
+    back structured. True when calls were recovered."""
+    if message.tool_calls or not request.tools or not message.content or request.tool_choice == "none":
+        return False
+    calls, rest = recover_tool_calls(message.content, request.tools)
+    if not calls:
+        return False
+    message.tool_calls = calls
+    message.content = rest or None
+    return True
+
+
+def parse_arguments(call_id: str, name: str, raw: str) -> ToolCall:
+    """A ToolCall from the model's raw argument string (``parse_error`` when not a JSON object)."""
+    if not raw.strip():
+        return ToolCall(call_id, name, {}, raw)
+    try:
+        args = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return ToolCall(call_id, name, {}, raw, parse_error=f"arguments are not valid JSON: {e}")
+    if not isinstance(args, dict):
+        return ToolCall(call_id, name, {}, raw, parse_error="arguments are not a JSON object")
+    return ToolCall(call_id, name, args, raw)
+
+
+# -- the provider ----------------------------------------------------------------------------
+
+
+class OpenAIProvider(Provider):
+    """Chat completions against any OpenAI-compatible base URL.
+
+    ``api_key`` defaults to ``$OPENAI_API_KEY`` and then to a placeholder (local servers
+    need none). ``timeout`` is the default per-call timeout in seconds."""
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, name: str = "openai",
+                 default_headers: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        self.name = name
+        self.timeout = timeout
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            max_retries=0, timeout=timeout, default_headers=default_headers)
+        self._create = cast(Any, self._client.chat.completions.with_streaming_response).create
+
+    def _params(self, req: ChatRequest, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if req.tools:
+            body["tools"] = req.tools
+            body["tool_choice"] = req.tool_choice
+            if req.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = req.parallel_tool_calls
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.max_tokens is not None:
+            body["max_tokens"] = req.max_tokens
+        if req.stop:
+            body["stop"] = req.stop
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        body.update(req.extra)
+        # Everything but model/messages/stream rides in extra_body: no SDK-side transforms.
+        return {"model": req.model, "messages": [m.to_openai() for m in req.messages], "stream": stream,
+                "extra_body": body}
+
+    def _fail(self, e: Exception, model: str) -> LLMError:
+        if isinstance(e, openai.APIStatusError):
+            body = e.body if isinstance(e.body, dict) else {}
+            code = body.get("code")
+            return error_for_status(e.status_code, str(body.get("message") or e.message), provider=self.name,
+                                    model=model, code=code if isinstance(code, str) else None,
+                                    headers=e.response.headers)
+        if isinstance(e, openai.APIResponseValidationError):
+            return MalformedResponseError(f"{self.name} {model}: {e}", provider=self.name, model=model,
+                                          status=e.status_code)
+        what = "timed out" if isinstance(e, (openai.APITimeoutError, httpx2.TimeoutException)) else "unreachable"
+        return ProviderUnavailableError(f"{self.name} {model}: {what}: {e}", provider=self.name, model=model)
+
+    def _malformed(self, model: str, why: str, status: int = 200) -> MalformedResponseError:
+        return MalformedResponseError(f"{self.name} {model}: malformed response: {why}", provider=self.name,
+                                      model=model, status=status)
+
+    def _body_error(self, data: dict[str, Any], model: str) -> LLMError:
+        """A 200 whose body is an error object (some aggregators do this, also mid-stream)."""
+        err = data.get("error")
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        status = err.get("code") if isinstance(err.get("code"), int) else err.get("status", 500)
+        code = err.get("code") if isinstance(err.get("code"), str) else err.get("type")
+        return error_for_status(int(status) if isinstance(status, int) else 500, str(err.get("message", "")),
+                                provider=self.name, model=model, code=code, headers={})
+
+    async def complete(self, request: ChatRequest, *, timeout: float | None = None) -> ChatResponse:
+        model = request.model
+        t0 = time.perf_counter()
+        try:
+            async with self._create(**self._params(request, False), timeout=timeout or self.timeout) as raw:
+                ttft = (time.perf_counter() - t0) * 1000
+                headers = keep_headers(raw.headers)
+                status = raw.status_code
+                body = await raw.read()
+        except (openai.APIError, httpx2.HTTPError) as e:
+            raise self._fail(e, model) from e
+        latency = (time.perf_counter() - t0) * 1000
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise self._malformed(model, f"not JSON ({e})", status) from e
+        if not isinstance(data, dict):
+            raise self._malformed(model, "not a JSON object", status)
+        if "error" in data and not data.get("choices"):
+            raise self._body_error(data, model)
+        try:
+            choice = data["choices"][0]
+            msg = choice["message"]
+            calls = [parse_arguments(str(tc.get("id") or f"call_{i}"), tc["function"]["name"],
+                                     tc["function"].get("arguments") or "")
+                     for i, tc in enumerate(msg.get("tool_calls") or ())]
+            message = Message("assistant", msg.get("content"), calls,
+                              reasoning=msg.get("reasoning_content") or msg.get("reasoning"))
+            finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise self._malformed(model, f"missing {e}", status) from e
+        if with_recovery(request, message):
+            finish = "tool_calls"
+        return ChatResponse(message, _usage(data.get("usage")), str(data.get("model") or model), self.name,
+                            finish, latency, ttft, headers)
+
+    async def stream(self, request: ChatRequest, *, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
+        model = request.model
+        t0 = time.perf_counter()
+        ttft: float | None = None
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
+        usage: Usage | None = None
+        finish: FinishReason = "stop"
+        served_model = model
+        try:
+            async with self._create(**self._params(request, True), timeout=timeout or self.timeout) as raw:
+                headers = keep_headers(raw.headers)
+                async for line in raw.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, "event:" lines, ": keep-alive" comments
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    try:
+                        chunk = orjson.loads(payload)
+                    except orjson.JSONDecodeError as e:
+                        raise self._malformed(model, f"stream chunk is not JSON ({e})") from e
+                    if not isinstance(chunk, dict):
+                        raise self._malformed(model, "stream chunk is not an object")
+                    if "error" in chunk:
+                        raise self._body_error(chunk, model)
+                    if chunk.get("usage"):
+                        usage = _usage(chunk["usage"])
+                    served_model = chunk.get("model") or served_model
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        r = delta.get("reasoning_content") or delta.get("reasoning")
+                        if r:
+                            ttft = ttft or (time.perf_counter() - t0) * 1000
+                            reasoning.append(r)
+                            yield ReasoningDelta(r)
+                        c = delta.get("content")
+                        if c:
+                            ttft = ttft or (time.perf_counter() - t0) * 1000
+                            text.append(c)
+                            yield TextDelta(c)
+                        for pos, tc in enumerate(delta.get("tool_calls") or ()):
+                            ttft = ttft or (time.perf_counter() - t0) * 1000
+                            idx = tc.get("index", pos)
+                            fn = tc.get("function") or {}
+                            slot = calls.setdefault(idx, ["", ""])
+                            if tc.get("id") and not slot[0]:
+                                slot[0] = tc["id"]
+                            if fn.get("name") and not slot[1]:
+                                slot[1] = fn["name"]
+                            if fn.get("arguments"):
+                                slot.append(fn["arguments"])
+                            yield ToolCallDelta(idx, tc.get("id"), fn.get("name"), fn.get("arguments") or "")
+                        if choice.get("finish_reason"):
+                            finish = _FINISH.get(choice["finish_reason"], "stop")
+        except (openai.APIError, httpx2.HTTPError) as e:
+            raise self._fail(e, model) from e
+        tool_calls = [parse_arguments(s[0] or f"call_{i}", s[1], "".join(s[2:]))
+                      for i, s in sorted(calls.items())]
+        message = Message("assistant", "".join(text) or None, tool_calls, reasoning="".join(reasoning) or None)
+        if with_recovery(request, message):
+            finish = "tool_calls"
+            for i, call in enumerate(message.tool_calls):
+                yield ToolCallDelta(i, call.id, call.name, call.raw_arguments)
+        response = ChatResponse(message, usage or Usage(estimated=True), served_model, self.name, finish,
+                                (time.perf_counter() - t0) * 1000, ttft, headers)
+        yield StreamDone(response)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _usage(u: Any) -> Usage:
+    if not isinstance(u, dict):
+        return Usage(estimated=True)
+    pd = u.get("prompt_tokens_details") or {}
+    cd = u.get("completion_tokens_details") or {}
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0),
+                 int(pd.get("cached_tokens") or 0), int(cd.get("reasoning_tokens") or 0))
