@@ -1,0 +1,9 @@
+"""The embedded store (STO-1): SQLite-backed ledger, sessions, checkpoints, API keys and audit log."""
+
+from toolmesh.store.ledger import UsageLedger, UsageRecord
+from toolmesh.store.limits import UserLimits
+from toolmesh.store.sessions import Session, SessionStore, message_from_dict, message_to_dict
+from toolmesh.store.sqlite import Store, default_path
+
+__all__ = ["Session", "SessionStore", "Store", "UsageLedger", "UsageRecord", "UserLimits", "default_path",
+           "message_from_dict", "message_to_dict"]
