@@ -1,0 +1,650 @@
+"""Routing across model deployments (LLM-3): strategies, scenario rules, fallback, cooldown.
+
+Strategies order the candidate deployments of a request:
+
+* ``cost``: cheapest first, priced on this request's estimated input and output tokens;
+  unpriced models last.
+* ``latency``: lowest measured EWMA first — total latency for :meth:`Router.complete`,
+  time to first token for :meth:`Router.stream` — seeded from the registry's typical latency.
+* ``quality``: highest ``quality`` rank (models.yaml) first.
+* ``balanced``: ``0.4·quality + 0.3·cost + 0.3·latency`` (weights configurable), each
+  min-max normalised across the candidates (unpriced counts as the most expensive).
+
+Lower ``priority`` values are tried first whatever the strategy (0 = primary tier); ties are
+broken by a weighted random draw on ``weight``. Everything here is in memory: no I/O, and
+O(deployments) work per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from toolmesh.errors import (
+    ConfigError,
+    ContextOverflowError,
+    LLMError,
+    MalformedResponseError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    UnknownModelError,
+)
+from toolmesh.llm.models import ModelRegistry
+from toolmesh.llm.provider import Provider
+from toolmesh.llm.ratelimit import AdaptiveLimiter, KeyedLimits
+from toolmesh.llm.types import ChatRequest, ChatResponse, StreamDone, StreamEvent
+
+__all__ = ["STRATEGIES", "Attempt", "Deployment", "Router", "Rule", "attempts_of", "estimate_tokens"]
+
+log = logging.getLogger("toolmesh.llm.router")
+
+STRATEGIES = frozenset({"cost", "latency", "quality", "balanced"})
+_TYPICAL_OUTPUT = 256  # output tokens assumed for latency seeds and TPM/cost estimates
+_UNKNOWN_TTFT_MS = 1000.0
+_UNKNOWN_PER_TOKEN_MS = 30.0
+_INF = float("inf")
+
+
+@dataclass(eq=False, slots=True)
+class Deployment:
+    """One way to reach a model: a provider (endpoint + key) and the model id it is sent.
+
+    ``rpm``/``tpm``: the deployment's limits (``None``: learn from headers). ``priority``:
+    tier, lower first. ``weight``: share among otherwise equal deployments. ``timeout``:
+    seconds per attempt."""
+
+    name: str
+    model: str
+    provider: Provider
+    rpm: float | None = None
+    tpm: float | None = None
+    weight: float = 1.0
+    priority: int = 0
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A scenario's routing: a ``strategy`` and/or an explicit ``models`` list.
+
+    For ``model="auto"`` requests, ``models`` (model or deployment names) restricts and
+    orders the candidates; the strategy orders deployments within each listed model (or all
+    capable deployments when no list is given). For a named model only the strategy applies."""
+
+    strategy: str | None = None
+    models: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: Any, key: str = "rule") -> Rule:
+        """From ``"latency"``, ``{"strategy": "latency"}``, ``{"models": [...]}`` or a Rule."""
+        if isinstance(value, Rule):
+            return value
+        if isinstance(value, str):
+            value = {"strategy": value}
+        if not isinstance(value, Mapping):
+            raise ConfigError("expected a strategy name or a mapping with 'strategy' and/or 'models'", key=key)
+        unknown = set(value) - {"strategy", "models"}
+        if unknown:
+            raise ConfigError("unknown field (known: strategy, models)", key=f"{key}.{sorted(unknown)[0]}")
+        strategy = value.get("strategy")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})",
+                              key=f"{key}.strategy")
+        models = value.get("models") or ()
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError("expected a list of model or deployment names", key=f"{key}.models")
+        if strategy is None and not models:
+            raise ConfigError("a rule needs a strategy or a models list", key=key)
+        return cls(strategy, tuple(models))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One deployment tried for a request; ``error`` is ``None`` for the one that answered."""
+
+    deployment: str
+    model: str
+    error: str | None
+    latency_ms: float
+
+
+def attempts_of(exc: BaseException) -> tuple[Attempt, ...]:
+    """The attempts the router made before raising ``exc`` (empty if none were recorded)."""
+    return tuple(vars(exc).get("attempts", ()))
+
+
+_tools_chars: dict[int, tuple[object, int]] = {}
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """Input tokens, roughly: characters / 4 over messages, tool calls and tool schemas."""
+    chars = 0
+    for m in request.messages:
+        chars += 16 + (len(m.content) if m.content else 0)
+        for c in m.tool_calls:
+            chars += len(c.name) + (len(c.raw_arguments) or 32)
+    tools = request.tools
+    if tools:
+        hit = _tools_chars.get(id(tools))
+        if hit is None or hit[0] is not tools:
+            import orjson
+
+            if len(_tools_chars) >= 64:
+                _tools_chars.clear()
+            hit = (tools, len(orjson.dumps(tools)))  # keeps ``tools`` alive so its id stays unique
+            _tools_chars[id(tools)] = hit
+        chars += hit[1]
+    return chars // 4 + 1
+
+
+class _State:
+    """Per-deployment runtime state."""
+
+    __slots__ = ("consecutive", "context_window", "cooldown_reason", "cooldown_until", "dep", "failures",
+                 "in_price", "limiter", "measured", "model", "out_price", "quality", "successes", "tools_ok",
+                 "total_ms", "ttft_ms")
+
+    def __init__(self, dep: Deployment, registry: ModelRegistry, limiter: AdaptiveLimiter) -> None:
+        info = registry.get(dep.model)
+        self.dep = dep
+        self.model = info.name if info is not None else dep.model
+        self.limiter = limiter
+        self.in_price = info.input_price if info is not None else None
+        self.out_price = info.output_price if info is not None else None
+        self.quality = info.quality if info is not None else 0.0
+        self.context_window = info.context_window if info is not None else None
+        self.tools_ok = info is None or info.supports("tools")  # unknown models: assume capable
+        ttft = info.ttft_ms if info is not None and info.ttft_ms is not None else _UNKNOWN_TTFT_MS
+        per = info.per_token_ms if info is not None and info.per_token_ms is not None else _UNKNOWN_PER_TOKEN_MS
+        self.ttft_ms = ttft
+        self.total_ms = ttft + per * _TYPICAL_OUTPUT
+        self.measured = False
+        self.successes = 0
+        self.failures = 0
+        self.consecutive = 0
+        self.cooldown_until = 0.0
+        self.cooldown_reason = ""
+
+
+_FAIL_OVER = (RateLimitedError, ProviderUnavailableError, MalformedResponseError, ContextOverflowError,
+              UnknownModelError, TimeoutError)
+
+
+class Router:
+    """Chooses deployments per request and falls back along the candidate chain.
+
+    ``rules`` maps scenario names to :class:`Rule` values (or their dict/str forms);
+    ``"default"`` applies when no scenario is given. ``fallbacks`` maps a model name to the
+    models to try after its own deployments. ``estimate_tokens`` estimates a request's input
+    tokens (for TPM buckets and cost ranking). ``tenant_limits``/``user_limits`` are checked
+    before any deployment (users are keyed ``tenant/user``)."""
+
+    def __init__(
+        self,
+        deployments: Iterable[Deployment],
+        registry: ModelRegistry | None = None,
+        *,
+        strategy: str = "balanced",
+        rules: Mapping[str, Any] | None = None,
+        cooldown: float = 30.0,
+        failure_threshold: int = 2,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        estimate_tokens: Callable[[ChatRequest], int] = estimate_tokens,
+        tenant_limits: KeyedLimits | None = None,
+        user_limits: KeyedLimits | None = None,
+        balanced_weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
+        ewma_alpha: float = 0.3,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})",
+                              key="strategy")
+        self.registry = registry if registry is not None else ModelRegistry.load()
+        self.strategy = strategy
+        self.cooldown = cooldown
+        self.failure_threshold = max(1, failure_threshold)
+        self.tenant_limits = tenant_limits
+        self.user_limits = user_limits
+        self._estimate = estimate_tokens
+        self._weights = balanced_weights
+        self._alpha = ewma_alpha
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._states: list[_State] = []
+        self._by_name: dict[str, _State] = {}
+        for dep in deployments:
+            if dep.name in self._by_name:
+                raise ConfigError(f"duplicate deployment name {dep.name!r}", key="deployments")
+            if dep.weight <= 0 or dep.timeout <= 0:
+                raise ConfigError("weight and timeout must be > 0", key=f"deployments.{dep.name}")
+            lim = AdaptiveLimiter(dep.rpm, dep.tpm, name=dep.name, clock=clock, sleep=sleep)
+            st = _State(dep, self.registry, lim)
+            self._states.append(st)
+            self._by_name[dep.name] = st
+        self._by_model: dict[str, list[_State]] = {}
+        for st in self._states:
+            self._by_model.setdefault(st.model, []).append(st)
+        self._fallbacks = {self._canonical(k): tuple(v) for k, v in (fallbacks or {}).items()}
+        self._rules: dict[str, Rule] = {}
+        self._warned_scenarios: set[str] = set()
+        self._groups: dict[tuple[str, Rule, bool], tuple[tuple[_State, ...], ...]] = {}
+        if rules:
+            self.set_rules(rules)
+
+    # -- rules -----------------------------------------------------------------------------
+
+    @property
+    def rules(self) -> dict[str, Rule]:
+        """The current scenario rules (a copy)."""
+        return dict(self._rules)
+
+    def set_rules(self, rules: Mapping[str, Any]) -> None:
+        """Replace all scenario rules at run time (validated first; swapped atomically)."""
+        parsed = {str(name): Rule.parse(value, f"rules.{name}") for name, value in rules.items()}
+        for name, rule in parsed.items():
+            for m in rule.models:
+                if m not in self._by_name and self._canonical(m) not in self._by_model:
+                    raise ConfigError(f"no deployment serves {m!r}", key=f"rules.{name}.models")
+        self._groups = {}
+        self._rules = parsed
+
+    def set_rule(self, name: str, rule: Any | None) -> None:
+        """Add, replace or (with ``None``) remove one scenario rule at run time."""
+        rules: dict[str, Any] = dict(self._rules)
+        if rule is None:
+            rules.pop(name, None)
+        else:
+            rules[name] = rule
+        self.set_rules(rules)
+
+    def _rule(self, scenario: str | None) -> Rule:
+        rules = self._rules
+        if scenario is not None:
+            rule = rules.get(scenario)
+            if rule is not None:
+                return rule
+            if scenario not in self._warned_scenarios and len(self._warned_scenarios) < 1024:
+                self._warned_scenarios.add(scenario)
+                log.warning("no routing rule for scenario %r: using the default", scenario)
+        return rules.get("default") or Rule(self.strategy)
+
+    # -- candidates ------------------------------------------------------------------------
+
+    def _canonical(self, model: str) -> str:
+        info = self.registry.get(model)
+        return info.name if info is not None else model
+
+    def _resolve(self, name: str) -> list[_State]:
+        st = self._by_name.get(name)
+        if st is not None:
+            return [st] + [s for s in self._by_model[st.model] if s is not st]
+        return list(self._by_model.get(self._canonical(name), ()))
+
+    def _groups_for(self, model: str, rule: Rule, needs_tools: bool) -> tuple[tuple[_State, ...], ...]:
+        key = (model, rule, needs_tools)
+        groups = self._groups.get(key)
+        if groups is not None:
+            return groups
+        out: list[list[_State]] = []
+        if model == "auto":
+            if rule.models:
+                out = [self._resolve(m) for m in rule.models]
+            else:
+                out = [list(self._states)]
+            out = [[s for s in g if s.tools_ok or not needs_tools] for g in out]
+        else:
+            primary = self._resolve(model)
+            if not primary:
+                raise UnknownModelError(f"no deployment serves model {model!r}", model=model)
+            out = [primary[:1], primary[1:]] if model in self._by_name else [primary]  # a named one first
+            out += [self._resolve(m) for m in self._fallbacks.get(primary[0].model, ())]
+        seen: set[int] = set()
+        final: list[tuple[_State, ...]] = []
+        for g in out:
+            g = [s for s in g if id(s) not in seen and not seen.add(id(s))]  # type: ignore[func-returns-value]
+            if g:
+                final.append(tuple(g))
+        if not final:
+            raise UnknownModelError(f"no deployment serves model {model!r}"
+                                    + (" with tool support" if needs_tools else ""), model=model)
+        if len(self._groups) > 1024:
+            self._groups = {}
+        groups = self._groups[key] = tuple(final)
+        return groups
+
+    def candidates(self, request: ChatRequest, *, scenario: str | None = None, streaming: bool = False) -> list[str]:
+        """The deployment names this request would try, in order (for inspection and tests)."""
+        est_in = self._estimate(request)
+        return [s.dep.name for s in self._order(request, scenario, est_in, streaming)]
+
+    def _order(self, request: ChatRequest, scenario: str | None, est_in: int, streaming: bool) -> list[_State]:
+        rule = self._rule(scenario)
+        groups = self._groups_for(request.model, rule, bool(request.tools))
+        strategy = rule.strategy or self.strategy
+        est_out = request.max_tokens or _TYPICAL_OUTPUT
+        order: list[_State] = []
+        for g in groups:
+            order.extend(g if len(g) == 1 else self._rank(g, strategy, est_in, est_out, streaming))
+        return order
+
+    def _rank(self, group: Sequence[_State], strategy: str, est_in: int, est_out: int,
+              streaming: bool) -> list[_State]:
+        def cost(s: _State) -> float:
+            if s.in_price is None or s.out_price is None:
+                return _INF
+            return s.in_price * est_in + s.out_price * est_out
+
+        def latency(s: _State) -> float:
+            return s.ttft_ms if streaming else s.total_ms
+
+        score: Callable[[_State], float]
+        if strategy == "cost":
+            score = cost
+        elif strategy == "latency":
+            score = latency
+        elif strategy == "quality":
+            def score(s: _State) -> float:
+                return -s.quality
+        else:
+            score = _balanced(group, cost, latency, self._weights)
+        rnd = self._rng.random
+        keyed = [(s.dep.priority, score(s), -(rnd() ** (1.0 / s.dep.weight)), i) for i, s in enumerate(group)]
+        keyed.sort()
+        return [group[k[3]] for k in keyed]
+
+    # -- calling ---------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, *, scenario: str | None = None, tenant: str | None = None,
+                       user: str | None = None, timeout: float | None = None) -> ChatResponse:
+        """Complete ``request`` on the best available deployment, falling back on 429, 5xx,
+        timeouts, malformed answers and context overflow (to a larger window only).
+
+        Raises :class:`UnknownModelError` if nothing serves the model, else the last error
+        (its attempts in :func:`attempts_of`)."""
+        call = _Call(self, request, scenario, tenant, user, timeout, streaming=False)
+        await call.admit()
+        while True:
+            st, t = await call.next()
+            req = request if request.model == st.dep.model else replace(request, model=st.dep.model)
+            t0 = self._clock()
+            try:
+                async with asyncio.timeout(t):
+                    response = await st.dep.provider.complete(req, timeout=t)
+            except _FAIL_OVER as exc:
+                call.failed(st, exc, t0, t)
+                continue
+            except LLMError as exc:
+                raise call.failed(st, exc, t0, t, final=True) from None  # a bad request fails everywhere
+            except BaseException:
+                call.refund()
+                raise
+            call.succeeded(st, response, t0)
+            return response
+
+    async def stream(self, request: ChatRequest, *, scenario: str | None = None, tenant: str | None = None,
+                     user: str | None = None, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
+        """Stream ``request``; fallback happens only before the first event was yielded."""
+        call = _Call(self, request, scenario, tenant, user, timeout, streaming=True)
+        await call.admit()
+        loop = asyncio.get_running_loop()
+        while True:
+            st, t = await call.next()
+            req = request if request.model == st.dep.model else replace(request, model=st.dep.model)
+            t0 = self._clock()
+            deadline = loop.time() + t
+            agen = st.dep.provider.stream(req, timeout=t)
+            try:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        first = await anext(agen)
+                except StopAsyncIteration:
+                    call.failed(st, MalformedResponseError("empty stream", model=st.dep.model), t0, t)
+                    continue
+                except _FAIL_OVER as exc:
+                    call.failed(st, exc, t0, t)
+                    continue
+                except LLMError as exc:
+                    raise call.failed(st, exc, t0, t, final=True) from None
+                ttft = (self._clock() - t0) * 1000.0
+                yield first
+                event = first
+                while not isinstance(event, StreamDone):
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            event = await anext(agen)
+                    except StopAsyncIteration:
+                        break
+                    except (LLMError, TimeoutError) as exc:
+                        raise call.failed(st, exc, t0, t, final=True) from None
+                    yield event
+                if isinstance(event, StreamDone):
+                    call.succeeded(st, event.response, t0, ttft)
+                else:
+                    call.succeeded(st, None, t0, ttft)
+                return
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _record_latency(self, st: _State, ttft_ms: float | None, total_ms: float) -> None:
+        a = self._alpha
+        if not st.measured:
+            st.measured = True
+            st.total_ms = total_ms
+            st.ttft_ms = ttft_ms if ttft_ms is not None else total_ms
+            return
+        st.total_ms += a * (total_ms - st.total_ms)
+        if ttft_ms is not None:
+            st.ttft_ms += a * (ttft_ms - st.ttft_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-friendly state: per deployment counts, cooldown, latency EWMAs, limiter."""
+        now = self._clock()
+        deps = {}
+        for st in self._states:
+            left = st.cooldown_until - now
+            deps[st.dep.name] = {
+                "model": st.model, "successes": st.successes, "failures": st.failures,
+                "consecutive_failures": st.consecutive,
+                "cooldown_s": round(left, 3) if left > 0 else 0.0,
+                "cooldown_reason": st.cooldown_reason if left > 0 else None,
+                "ttft_ms": round(st.ttft_ms, 2), "latency_ms": round(st.total_ms, 2), "measured": st.measured,
+                "limits": st.limiter.state(),
+            }
+        rules = {n: {"strategy": r.strategy, "models": list(r.models)} for n, r in self._rules.items()}
+        return {"strategy": self.strategy, "rules": rules, "deployments": deps}
+
+    def limiter(self, deployment: str) -> AdaptiveLimiter:
+        """The adaptive limiter of a deployment."""
+        return self._by_name[deployment].limiter
+
+    async def aclose(self) -> None:
+        """Close every distinct provider."""
+        seen: set[int] = set()
+        for st in self._states:
+            p = st.dep.provider
+            if id(p) not in seen:
+                seen.add(id(p))
+                await p.aclose()
+
+
+def _balanced(group: Sequence[_State], cost: Callable[[_State], float], latency: Callable[[_State], float],
+              weights: tuple[float, float, float]) -> Callable[[_State], float]:
+    wq, wc, wl = weights
+    costs = [c for c in map(cost, group) if c != _INF]
+    lats = [latency(s) for s in group]
+    quals = [s.quality for s in group]
+    cmin, cspan = (min(costs), (max(costs) - min(costs)) or 1.0) if costs else (0.0, 1.0)
+    lmin, lspan = min(lats), (max(lats) - min(lats)) or 1.0
+    qmin, qspan = min(quals), (max(quals) - min(quals)) or 1.0
+
+    def score(s: _State) -> float:  # lower is better
+        c = cost(s)
+        cn = 1.0 if c == _INF else (c - cmin) / cspan
+        return wq * (1.0 - (s.quality - qmin) / qspan) + wc * cn + wl * (latency(s) - lmin) / lspan
+
+    return score
+
+
+class _Call:
+    """One request's walk along its candidate chain."""
+
+    __slots__ = ("attempts", "deadline", "est", "last_exc", "min_window", "order", "request", "router",
+                 "tenant", "user_key")
+
+    def __init__(self, router: Router, request: ChatRequest, scenario: str | None, tenant: str | None,
+                 user: str | None, timeout: float | None, *, streaming: bool) -> None:
+        self.router = router
+        self.request = request
+        est_in = router._estimate(request)
+        self.est = est_in + (request.max_tokens or _TYPICAL_OUTPUT)
+        self.order = router._order(request, scenario, est_in, streaming)  # UnknownModelError
+        self.deadline = None if timeout is None else router._clock() + timeout
+        self.tenant = tenant
+        self.user_key = None if user is None else f"{tenant or ''}/{user}"
+        self.attempts: list[Attempt] = []
+        self.last_exc: BaseException | None = None
+        self.min_window: int | None = None
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.router._clock()
+
+    async def admit(self) -> None:
+        """Tenant and user limits, before any deployment is chosen."""
+        r = self.router
+        if r.tenant_limits is not None and self.tenant is not None:
+            await r.tenant_limits.acquire(self.tenant, self.est, self._remaining())
+        if r.user_limits is not None and self.user_key is not None:
+            await r.user_limits.acquire(self.user_key, self.est, self._remaining())
+
+    def _reconcile_keys(self, actual: int) -> None:
+        r = self.router
+        if r.tenant_limits is not None and self.tenant is not None:
+            r.tenant_limits.reconcile(self.tenant, self.est, actual)
+        if r.user_limits is not None and self.user_key is not None:
+            r.user_limits.reconcile(self.user_key, self.est, actual)
+
+    def refund(self) -> None:
+        """The call was abandoned (cancelled): give the keyed token estimate back."""
+        self._reconcile_keys(0)
+
+    async def next(self) -> tuple[_State, float]:
+        """The next deployment to try (its limiter slot taken) and the attempt's timeout."""
+        clock = self.router._clock
+        now = clock()
+        best: _State | None = None
+        best_wait = _INF
+        cool_until, cool_reason = _INF, ""
+        for st in self.order:
+            if self.min_window is not None and (st.context_window is None or st.context_window <= self.min_window):
+                continue
+            if st.cooldown_until > now:
+                if st.cooldown_until < cool_until:
+                    cool_until, cool_reason = st.cooldown_until, st.cooldown_reason
+                continue
+            wait = st.limiter.time_until(self.est)
+            if wait <= 0:
+                best, best_wait = st, 0.0
+                break
+            if wait < best_wait:
+                best, best_wait = st, wait
+        if best is None:
+            raise self._exhausted(cool_until - now, cool_reason)
+        remaining = None if self.deadline is None else self.deadline - now
+        if best_wait > 0:
+            if remaining is not None and best_wait > remaining:
+                raise self._final(RateLimitedError(
+                    f"model {self.request.model!r}: every deployment is at its rate limit for "
+                    f"{best_wait:.3f}s more, past the request timeout", retry_after=best_wait))
+            await best.limiter.acquire(self.est, timeout=remaining)
+            remaining = self._remaining()
+        else:
+            best.limiter.try_acquire(self.est)
+        self.order.remove(best)
+        t = best.dep.timeout if remaining is None else min(best.dep.timeout, remaining)
+        if t <= 0:
+            raise self._final(ProviderUnavailableError(
+                f"model {self.request.model!r}: request timeout reached after {len(self.attempts)} attempt(s)",
+                model=self.request.model))
+        return best, t
+
+    def _exhausted(self, cool_left: float, reason: str) -> BaseException:
+        if self.last_exc is not None:
+            return self._final(self.last_exc)
+        what = f"model {self.request.model!r}: every deployment is cooling down"
+        if reason == "rate_limited":
+            return self._final(RateLimitedError(f"{what} after rate limiting", retry_after=cool_left))
+        return self._final(ProviderUnavailableError(f"{what} after failures (next in {cool_left:.1f}s)",
+                                                    model=self.request.model))
+
+    def _final(self, exc: BaseException) -> BaseException:
+        self._reconcile_keys(0)
+        vars(exc)["attempts"] = tuple(self.attempts)
+        if self.attempts:
+            exc.add_note("router attempts: " + "; ".join(f"{a.deployment} ({a.model}): {a.error}"
+                                                          for a in self.attempts))
+        return exc
+
+    def failed(self, st: _State, exc: BaseException, t0: float, timeout: float, *,
+               final: bool = False) -> BaseException:
+        """Record a failed attempt (cooldown, AIMD); returns the error to report."""
+        r = self.router
+        dep = st.dep
+        if isinstance(exc, TimeoutError):
+            exc = ProviderUnavailableError(f"deployment {dep.name!r} timed out after {timeout:.3g}s",
+                                           provider=dep.provider.name, model=dep.model)
+        self.attempts.append(Attempt(dep.name, st.model, f"{type(exc).__name__}: {exc}",
+                                     (r._clock() - t0) * 1000.0))
+        st.limiter.reconcile(self.est, 0)
+        if isinstance(exc, ContextOverflowError):
+            self.min_window = max(self.min_window or 0, st.context_window or 0)
+        elif isinstance(exc, RateLimitedError):
+            st.failures += 1
+            st.limiter.on_429(exc.retry_after)
+            _cool(st, r, exc.retry_after if exc.retry_after is not None else r.cooldown, "rate_limited")
+        elif isinstance(exc, ProviderUnavailableError | MalformedResponseError | UnknownModelError):
+            st.failures += 1
+            st.consecutive += 1
+            if st.consecutive >= r.failure_threshold or isinstance(exc, UnknownModelError):
+                _cool(st, r, r.cooldown, "unavailable")
+        self.last_exc = exc
+        return self._final(exc) if final else exc
+
+    def succeeded(self, st: _State, response: ChatResponse | None, t0: float, ttft_ms: float | None = None) -> None:
+        """Record success: counts, latency EWMA, limiter headers/usage, AIMD recovery."""
+        r = self.router
+        total = (r._clock() - t0) * 1000.0
+        st.successes += 1
+        st.consecutive = 0
+        lim = st.limiter
+        if response is not None:
+            if response.latency_ms > 0:
+                total = response.latency_ms
+            if response.ttft_ms is not None:
+                ttft_ms = response.ttft_ms
+            actual = response.usage.total_tokens
+            if actual:
+                lim.reconcile(self.est, actual)
+                self._reconcile_keys(actual)
+            if response.headers:
+                lim.observe(response.headers)
+        lim.on_success()
+        r._record_latency(st, ttft_ms, total)
+        self.attempts.append(Attempt(st.dep.name, st.model, None, total))
+
+
+def _cool(st: _State, r: Router, seconds: float, reason: str) -> None:
+    until = r._clock() + seconds
+    if until > st.cooldown_until:
+        st.cooldown_until = until
+        st.cooldown_reason = reason
