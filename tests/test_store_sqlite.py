@@ -167,3 +167,17 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
         await store.flush()
     with pytest.raises(RuntimeError, match="closed"):
         store.audit(**AUDIT)
+
+
+def test_unclosed_store_flushes_at_interpreter_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "exit.db"
+    code = ("import sys; from toolmesh.store import Store; s = Store(sys.argv[1], batch_interval=3000)\n"
+            "for i in range(300): s.audit(tenant='t', user='u', server='s', tool='x', arguments_hash='h',"
+            " status='ok', latency_ms=1)\n")
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True, timeout=60)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 300
+    conn.close()

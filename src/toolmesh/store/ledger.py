@@ -89,12 +89,13 @@ class UsageLedger:
         # Spend by rows of earlier epochs, loaded once per key.
         self._base: dict[tuple[str, str | None, str], float] = {}
         self._days: tuple[str, str] = ("", "")
+        self._today_start = 0.0  # Unix time of today's 00:00 UTC
 
-    def _recent_days(self) -> tuple[str, str]:
-        now = self._clock()
-        today = day_of(now)
-        if today != self._days[0]:
-            self._days = (today, day_of(now - 86400))
+    def _recent_days(self, now: float | None = None) -> tuple[str, str]:
+        now = self._clock() if now is None else now
+        if not 0.0 <= now - self._today_start < 86400.0:
+            self._today_start = now - now % 86400.0
+            self._days = (day_of(now), day_of(now - 86400.0))
             oldest = self._days[1]  # day rolled over: forget older running totals
             self._mine = {k: v for k, v in self._mine.items() if k[2] >= oldest}
             self._base = {k: v for k, v in self._base.items() if k[2] >= oldest}
@@ -103,34 +104,32 @@ class UsageLedger:
     def record(self, *, tenant: str, user: str, session: str | None, model: str, provider: str, usage: Usage,
                latency_ms: float, request_id: str | None = None, at: TimeArg = None) -> UsageRecord:
         """Record one completion (batched write; durable after ``store.flush()``/``aclose()``)."""
-        for name, value in (("tenant", tenant), ("user", user), ("model", model), ("provider", provider)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be str, not {type(value).__name__}")
-        for name, opt in (("session", session), ("request_id", request_id)):
-            if opt is not None and not isinstance(opt, str):
-                raise TypeError(f"{name} must be str or None, not {type(opt).__name__}")
-        if not isinstance(usage, Usage):
-            raise TypeError(f"usage must be toolmesh.llm.types.Usage, not {type(usage).__name__}")
-        for name, n in (("input_tokens", usage.input_tokens), ("output_tokens", usage.output_tokens),
-                        ("cached_input_tokens", usage.cached_input_tokens),
-                        ("reasoning_tokens", usage.reasoning_tokens)):
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ValueError(f"usage.{name} must be a non-negative int, not {n!r}")
-        if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not (
-                math.isfinite(latency_ms) and latency_ms >= 0):
-            raise ValueError(f"latency_ms must be a non-negative number, not {latency_ms!r}")
-        ts = self._clock() if at is None else _ts(at)
+        if not (type(tenant) is str and type(user) is str and type(model) is str and type(provider) is str
+                and (session is None or type(session) is str) and (request_id is None or type(request_id) is str)
+                and type(usage) is Usage and type(latency_ms) is float and 0.0 <= latency_ms < math.inf
+                and type(usage.input_tokens) is int and usage.input_tokens >= 0
+                and type(usage.output_tokens) is int and usage.output_tokens >= 0
+                and type(usage.cached_input_tokens) is int and usage.cached_input_tokens >= 0
+                and type(usage.reasoning_tokens) is int and usage.reasoning_tokens >= 0):
+            _check_record(tenant, user, session, model, provider, usage, latency_ms, request_id)  # slow path
+        now = self._clock()
+        ts = now if at is None else _ts(at)
+        days = self._recent_days(now)
+        since = ts - self._today_start
+        day = days[0] if 0.0 <= since < 86400.0 else days[1] if -86400.0 <= since < 0.0 else day_of(ts)
         cost = self._cost(model, usage)
-        day = day_of(ts)
-        self._store.enqueue(_INSERT, (ts, day, tenant, user, session, model, provider, usage.input_tokens,
-                                      usage.output_tokens, usage.cached_input_tokens, usage.reasoning_tokens,
-                                      int(usage.estimated), cost, int(cost is not None), float(latency_ms),
-                                      request_id, self._store.epoch))
-        if cost and day >= self._recent_days()[1]:  # ISO days compare as strings
-            for key in ((tenant, user, day), (tenant, None, day)):
-                self._mine[key] = self._mine.get(key, 0.0) + cost
-        return UsageRecord(ts, day, tenant, user, session, model, provider, usage, cost, cost is not None,
-                           float(latency_ms), request_id)
+        lat = float(latency_ms)
+        self._store.enqueue_trusted(_INSERT, (ts, day, tenant, user, session, model, provider, usage.input_tokens,
+                                              usage.output_tokens, usage.cached_input_tokens,
+                                              usage.reasoning_tokens, int(usage.estimated), cost,
+                                              int(cost is not None), lat, request_id, self._store.epoch))
+        if cost and day >= days[1]:  # ISO days compare as strings
+            mine = self._mine
+            k1, k2 = (tenant, user, day), (tenant, None, day)
+            mine[k1] = mine.get(k1, 0.0) + cost
+            mine[k2] = mine.get(k2, 0.0) + cost
+        return UsageRecord(ts, day, tenant, user, session, model, provider, usage, cost, cost is not None, lat,
+                           request_id)
 
     def _cost(self, model: str, usage: Usage) -> float | None:
         try:
@@ -141,6 +140,8 @@ class UsageLedger:
         usd = c.usd if c.priced else None
         if usd is None:
             return None
+        if type(usd) is float and 0.0 <= usd < math.inf:
+            return usd
         if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not math.isfinite(usd) or usd < 0:
             log.error("price(%s) returned an invalid cost %r; recorded as unpriced", model, usd)
             return None
@@ -233,6 +234,25 @@ class UsageLedger:
         return {"reference_model": reference_model, "requests": requests, "actual_usd": actual,
                 "reference_usd": reference if ref_priced else None,
                 "savings_usd": reference - actual if ref_priced else None, "unpriced_requests": unpriced}
+
+
+def _check_record(tenant: object, user: object, session: object, model: object, provider: object, usage: object,
+                  latency_ms: object, request_id: object) -> None:
+    for name, value in (("tenant", tenant), ("user", user), ("model", model), ("provider", provider)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    for name, opt in (("session", session), ("request_id", request_id)):
+        if opt is not None and not isinstance(opt, str):
+            raise TypeError(f"{name} must be str or None, not {type(opt).__name__}")
+    if not isinstance(usage, Usage):
+        raise TypeError(f"usage must be toolmesh.llm.types.Usage, not {type(usage).__name__}")
+    for name in ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"):
+        n = getattr(usage, name)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"usage.{name} must be a non-negative int, not {n!r}")
+    if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)) or not (
+            math.isfinite(latency_ms) and latency_ms >= 0):
+        raise ValueError(f"latency_ms must be a non-negative number, not {latency_ms!r}")
 
 
 def _ts(t: float | int | dt.datetime | dt.date) -> float:

@@ -154,7 +154,11 @@ class SessionStore:
     async def get(self, tenant: str, user: str, conversation: str) -> Session:
         """The session of (tenant, user, conversation): cached, loaded from disk, or new if none or expired."""
         key = _check_key(tenant, user, conversation)
-        s = self._cache.get(key) or self._alive.get(key)
+        s = self._cache.get(key)
+        if s is not None and not self._expired(s, self._clock()):
+            self._cache.move_to_end(key)
+            return s
+        s = s or self._alive.get(key)
         if s is not None:
             if not self._expired(s, self._clock()):
                 self._remember(s)

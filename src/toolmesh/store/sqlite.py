@@ -15,18 +15,22 @@ persist everything. A failing row is logged and skipped, never the batch around 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+
+from toolmesh.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Store", "default_path"]
 
@@ -35,85 +39,6 @@ T = TypeVar("T")
 SqlValue = None | int | float | str | bytes
 _SQL_TYPES = (type(None), int, float, str, bytes)
 
-# Schema migrations: index i brings user_version from i to i + 1. Append only.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE usage (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        day TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        user TEXT NOT NULL,
-        session TEXT,
-        model TEXT NOT NULL,
-        provider TEXT NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
-        cached_input_tokens INTEGER NOT NULL,
-        reasoning_tokens INTEGER NOT NULL,
-        estimated INTEGER NOT NULL,
-        cost_usd REAL,
-        priced INTEGER NOT NULL,
-        latency_ms REAL NOT NULL,
-        request_id TEXT,
-        epoch TEXT NOT NULL
-    );
-    CREATE INDEX usage_tenant_day ON usage(tenant, day, user);
-    CREATE INDEX usage_at ON usage(at);
-    CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        user TEXT NOT NULL,
-        conversation TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        UNIQUE (tenant, user, conversation)
-    );
-    CREATE INDEX sessions_updated ON sessions(updated_at);
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        data BLOB NOT NULL
-    );
-    CREATE INDEX messages_session ON messages(session_id, id);
-    CREATE TABLE session_archive (
-        id INTEGER PRIMARY KEY,
-        session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        archived_at REAL NOT NULL,
-        summary TEXT,
-        messages BLOB NOT NULL
-    );
-    CREATE INDEX session_archive_session ON session_archive(session_id);
-    CREATE TABLE checkpoints (
-        key TEXT NOT NULL PRIMARY KEY,
-        value BLOB NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE api_keys (
-        key_hash TEXT NOT NULL PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        name TEXT,
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    );
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        at REAL NOT NULL,
-        tenant TEXT NOT NULL,
-        user TEXT NOT NULL,
-        server TEXT NOT NULL,
-        tool TEXT NOT NULL,
-        arguments_hash TEXT NOT NULL,
-        status TEXT NOT NULL,
-        latency_ms REAL NOT NULL,
-        request_id TEXT,
-        error TEXT
-    );
-    CREATE INDEX audit_tenant_at ON audit(tenant, at);
-    """,
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 _AUDIT_SQL = ("INSERT INTO audit (at, tenant, user, server, tool, arguments_hash, status, latency_ms,"
               " request_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -127,6 +52,16 @@ def default_path() -> Path:
 
 class _Stop:
     pass
+
+
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    # A store left open at interpreter exit still writes what it acknowledged.
+    for store in list(_open_stores):
+        store.close()
 
 
 _WAKE = object()
@@ -164,6 +99,7 @@ class Store:
         self._open_error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="toolmesh-store", daemon=True)
         self._thread.start()
+        _open_stores.add(self)
 
     async def __aenter__(self) -> Store:
         await self.run(lambda conn: None)
@@ -189,7 +125,7 @@ class Store:
         for v in range(version, SCHEMA_VERSION):
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in _MIGRATIONS[v].split(";"):
+                for stmt in MIGRATIONS[v].split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version = {v + 1}")
@@ -295,9 +231,14 @@ class Store:
         """Queue a write for the next batch (validated now; persisted by ``flush``/``aclose`` at the latest)."""
         if self._closed:
             raise RuntimeError("store is closed")
-        p = _check_params(params)
+        self.enqueue_trusted(sql, _check_params(params))
+
+    def enqueue_trusted(self, sql: str, params: tuple[SqlValue, ...]) -> None:
+        """:meth:`enqueue` for parameters whose types the caller has already checked."""
+        if self._closed:
+            raise RuntimeError("store is closed")
         with self._lock:
-            self._pending.append((sql, p))
+            self._pending.append((sql, params))
             n = len(self._pending)
             if n == 1:
                 self._pending_since = time.monotonic()
