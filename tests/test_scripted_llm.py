@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -109,13 +108,12 @@ def test_script_typos_are_rejected() -> None:
 async def test_out_of_process_server(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps(RULES))
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", "0",
-                             "--rules", str(script), "--latency-ms", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", "0", "--rules", str(script),
+        "--latency-ms", "5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        base = line.strip()
+        base = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
         assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
         async with aiohttp.ClientSession() as s:
             _, r = await post(s, base + "/chat/completions",
@@ -125,4 +123,4 @@ async def test_out_of_process_server(tmp_path: Path) -> None:
                 assert (await st.json())["by_path"] == {"/v1/chat/completions": 1}
     finally:
         proc.terminate()
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
