@@ -496,3 +496,40 @@ async def test_measured_latency_reorders_the_latency_strategy(registry, fc):
 def test_duplicate_deployment_names(registry, fc):
     with pytest.raises(ConfigError):
         make_router(registry, fc, [Deployment("a", "gpt-4.1", FakeProvider("a"))] * 2)
+
+
+# -- integration: real OpenAI provider against the scripted server over a socket -------------------
+
+
+async def test_429_with_retry_after_falls_back_over_a_real_socket(registry):
+    from toolmesh.llm.openai_provider import OpenAIProvider
+    from toolmesh.testing.scripted_llm import ScriptedLLM
+
+    script = {"rules": [
+        {"when": {"model": "m-primary"},
+         "respond": {"status": 429, "error": "rate limited", "headers": {
+             "retry-after": "7", "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "7s"}}},
+        {"when": {"model": "m-backup"},
+         "respond": {"text": "from backup", "headers": {
+             "x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "3",
+             "x-ratelimit-reset-requests": "30s"}}},
+    ]}
+    async with ScriptedLLM(script) as srv:
+        primary, backup = OpenAIProvider(srv.base_url, "k"), OpenAIProvider(srv.base_url, "k")
+        r = Router([Deployment("primary", "m-primary", primary, rpm=600),
+                    Deployment("backup", "m-backup", backup)],
+                   registry, rules={"default": {"models": ["primary", "backup"]}})
+        try:
+            resp = await r.complete(req())
+            assert resp.message.content == "from backup"
+            snap = r.snapshot()["deployments"]
+            assert snap["primary"]["cooldown_reason"] == "rate_limited"
+            assert 5.0 < snap["primary"]["cooldown_s"] <= 7.0  # from Retry-After, not the 30 s default
+            assert snap["primary"]["limits"]["factor"] == 0.5
+            # the backup's headers taught its limiter: 3 left for 30 s, spread out
+            assert snap["backup"]["limits"]["requests_per_min"] == pytest.approx(6.0, rel=0.05)
+            events = [e async for e in r.stream(req())]  # primary cooling: straight to the backup
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "from backup"
+            assert [q.body["model"] for q in srv.requests] == ["m-primary", "m-backup", "m-backup"]
+        finally:
+            await r.aclose()
