@@ -136,6 +136,21 @@ async def test_text_form_tool_calls_recovered(kind: str, stream: bool) -> None:
 
 
 @kinds
+@modes
+async def test_connection_reused_across_calls(kind: str, stream: bool) -> None:
+    async with ScriptedLLM({"default": {"text": "ok"}}) as srv:
+        p = make(kind, srv)
+        for _ in range(4):
+            if stream:
+                assert [e async for e in p.stream(req())][-1].response.message.content == "ok"  # type: ignore[union-attr]
+            else:
+                assert (await p.complete(req())).message.content == "ok"
+        await p.aclose()
+        assert srv.counts[PATH[kind]] == 4
+        assert len(srv.peers) == 1  # keep-alive: streams are read to the end, not dropped
+
+
+@kinds
 async def test_malformed_arguments_reported(kind: str) -> None:
     script = [{"tool_calls": [{"name": "get_weather", "arguments": '{"city": "Par'}]}]
     resp, _, _ = await run(kind, script, req(tools=TOOLS), stream=True)

@@ -131,11 +131,14 @@ class AnthropicProvider(Provider):
         self._create = cast(Any, self._client.messages.with_raw_response).create
 
     def _params(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        params = to_anthropic(request)
+        body = to_anthropic(request)
+        body.update(request.extra)  # e.g. {"thinking": {...}}
+        # The body rides in extra_body (merged over the SDK's JSON), skipping the SDK's
+        # per-field TypedDict transform of every message (~1 ms a call, no change to the JSON).
+        params: dict[str, Any] = {"model": body.pop("model"), "max_tokens": body.pop("max_tokens"), "messages": (),
+                                  "extra_body": body}
         if stream:
             params["stream"] = True
-        if request.extra:
-            params["extra_body"] = dict(request.extra)  # e.g. {"thinking": {...}}
         return params
 
     def _fail(self, e: Exception, model: str) -> LLMError:

@@ -54,7 +54,7 @@ user messages of the conversation — echo it to detect history bleeding between
 ``n_user`` (number of user messages), ``n_tool`` (number of tool results), and regex groups.
 
 Introspection: ``srv.requests`` (every request: path, api, parsed body, headers, stream flag),
-``srv.counts`` (per path), ``srv.enqueue(...)``; over HTTP ``GET /_scripted/stats``,
+``srv.counts`` (per path), ``srv.peers`` (client connections), ``srv.enqueue(...)``; over HTTP ``GET /_scripted/stats``,
 ``GET /_scripted/requests``, ``POST /_scripted/enqueue`` (a JSON list), ``POST /_scripted/reset``.
 """
 
@@ -189,6 +189,8 @@ class ScriptedLLM:
         self.requests: list[RecordedRequest] = []
         #: Requests per path.
         self.counts: Counter[str] = Counter()
+        #: Client (host, port) pairs seen: one per TCP connection (keep-alive reuse shows here).
+        self.peers: set[tuple[str, int]] = set()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
 
@@ -253,6 +255,7 @@ class ScriptedLLM:
         """Forget the request log and counters (the script stays)."""
         self.requests.clear()
         self.counts.clear()
+        self.peers.clear()
 
     def _pick(self, api: str, body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, str]]:
         if self._queue:
@@ -308,6 +311,10 @@ class ScriptedLLM:
     async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
         raw = await request.read()
         self.counts[request.path] += 1
+        if request.transport is not None:
+            peer = request.transport.get_extra_info("peername")
+            if peer:
+                self.peers.add((str(peer[0]), int(peer[1])))
         try:
             body = orjson.loads(raw)
             if not isinstance(body, dict):
