@@ -13,6 +13,8 @@ clear message and a report).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -82,6 +84,29 @@ class Agent:
         self.spend = DailySpend(self.config.spend.per_user_daily_usd, self.config.spend.per_tenant_daily_usd)
         self._spend_seed = spend_seed
         self._session_budgets: dict[tuple[str, str, str], Budget] = {}
+        #: model -> (input-token ratio actual/estimated, largest output seen); learned from usage.
+        self._calibration: dict[str, tuple[float, int]] = {}
+        self._probe_locks: dict[str, asyncio.Lock] = {}
+
+    def calibration(self, model: str) -> tuple[float, int] | None:
+        return self._calibration.get(model)
+
+    def calibrate(self, model: str, estimated_in: int, usage: t.Usage) -> None:
+        """Learn how far the local count is from the provider's (conservatively: never shrink fast)."""
+        if usage.estimated or estimated_in <= 0:
+            return
+        ratio = max(usage.input_tokens / estimated_in, 0.1)
+        old = self._calibration.get(model)
+        if old is None:
+            self._calibration[model] = (ratio, usage.output_tokens)
+        else:
+            self._calibration[model] = (max(ratio, 0.7 * old[0] + 0.3 * ratio), max(old[1], usage.output_tokens))
+
+    def probe_lock(self, model: str) -> asyncio.Lock:
+        lock = self._probe_locks.get(model)
+        if lock is None:
+            lock = self._probe_locks[model] = asyncio.Lock()
+        return lock
 
     # -- public --------------------------------------------------------------------
     async def run(self, question: str, **kw: Any) -> RunResult:
@@ -274,15 +299,33 @@ class _Run:
     async def _call_model(
         self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice
     ) -> AsyncIterator[AgentEvent | t.ChatResponse]:
+        """One model call, charged to every budget. Until the model's token counts are calibrated
+        against reported usage, budget-limited calls to it run one at a time, so concurrent runs
+        can overshoot a limit by at most one in-flight call."""
+        agent, model = self.agent, self.cfg.model
+        if self.budgets.budgets and agent.calibration(model) is None:
+            async with agent.probe_lock(model):
+                if agent.calibration(model) is None:
+                    async for item in self._call_model_once(messages, tools, choice):
+                        yield item
+                    return
+        async for item in self._call_model_once(messages, tools, choice):
+            yield item
+
+    async def _call_model_once(
+        self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice
+    ) -> AsyncIterator[AgentEvent | t.ChatResponse]:
         agent, cfg = self.agent, self.cfg
         request = t.ChatRequest(
             model=cfg.model, messages=list(messages), tools=tools or None,
             tool_choice=choice if tools else "auto", temperature=cfg.temperature, max_tokens=cfg.max_output_tokens,
         )
         est_in = agent.count_tokens(cfg.model, request.messages, request.tools)
-        est_tokens = est_in + (cfg.max_output_tokens or 512)
-        est_cost = self._price(cfg.model, t.Usage(est_in, cfg.max_output_tokens or 512)) or 0.0
-        reservation = self.budgets.reserve(est_tokens, est_cost, 1)
+        ratio, seen_out = agent.calibration(cfg.model) or (1.0, 0)
+        reserve_in = int(est_in * ratio) + 1
+        reserve_out = cfg.max_output_tokens or max(seen_out, 1024)
+        est_cost = self._price(cfg.model, t.Usage(reserve_in, reserve_out)) or 0.0
+        reservation = self.budgets.reserve(reserve_in + reserve_out, est_cost, 1)
         try:
             response = None
             async for ev in _stream_llm(agent.llm, request, self):
@@ -301,6 +344,7 @@ class _Run:
         usage = response.usage
         if usage.total_tokens == 0:
             usage = t.Usage(est_in, agent.count_tokens(response.model, [response.message], None), estimated=True)
+        agent.calibrate(cfg.model, est_in, usage)
         cost = self._price(response.model, usage)
         self.usage = self.usage + usage
         if cost is None:
@@ -314,9 +358,11 @@ class _Run:
             yield Warning("budget", w)
         if agent.ledger is not None:
             try:
-                agent.ledger.record(tenant=self.tenant, user=self.user, session=self.conversation,
-                                    model=response.model, provider=response.provider, usage=usage,
-                                    latency_ms=response.latency_ms, request_id=self.run_id)
+                pending = agent.ledger.record(tenant=self.tenant, user=self.user, session=self.conversation,
+                                              model=response.model, provider=response.provider, usage=usage,
+                                              latency_ms=response.latency_ms, request_id=self.run_id)
+                if inspect.isawaitable(pending):
+                    await pending
             except Exception:
                 log.exception("usage ledger write failed")
         yield UsageUpdate(response.model, usage.input_tokens, usage.output_tokens, cost,
