@@ -27,6 +27,15 @@ class SpendLimits(BaseModel):
     per_tenant_daily_usd: float | None = Field(None, gt=0)
 
 
+class UserLimitsConfig(BaseModel):
+    """Per-user limits (AGT-6)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrent_runs: int = Field(4, ge=1)
+    requests_per_minute: int = Field(60, ge=1)
+
+
 class MemoryConfig(BaseModel):
     """Summarise older turns when the conversation nears the context window (AGT-8)."""
 
@@ -66,4 +75,5 @@ class AgentConfig(BaseModel):
     session_budget: BudgetConfig = Field(default_factory=BudgetConfig)
     spend: SpendLimits = Field(default_factory=SpendLimits)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    user_limits: UserLimitsConfig = Field(default_factory=UserLimitsConfig)
     guard_tool_output: bool = Field(True, description="scan tool outputs for injected instructions")

@@ -7,7 +7,15 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from toolmesh.agent.events import AgentEvent, Final, ToolCallFinished, ToolCallStarted, Warning
-from toolmesh.agent.react import ReactAction, ReactError, ReactFinal, format_observation, parse_react, react_system_prompt
+from toolmesh.agent.react import (
+    REACT_STOP,
+    ReactAction,
+    ReactError,
+    ReactFinal,
+    format_observation,
+    parse_react,
+    react_system_prompt,
+)
 from toolmesh.agent.toolexec import execute_tool_calls
 from toolmesh.errors import BudgetExceededError
 from toolmesh.llm import types as t
@@ -21,6 +29,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
 
     cfg = run.cfg
     names = {tool["function"]["name"] for tool in tools}
+    schemas = {tool["function"]["name"]: tool["function"].get("parameters") or {} for tool in tools}
     convo = [t.Message("system", react_system_prompt(tools)), *[m for m in messages if m.role != "system"]]
     new_start = len(messages) - 1
     answer: str | None = None
@@ -28,7 +37,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
     try:
         while run.turns < cfg.max_turns:
             response = None
-            async for ev in run._call_model(convo, None, "none"):
+            async for ev in run._call_model(convo, None, "none", list(REACT_STOP)):
                 if isinstance(ev, t.ChatResponse):
                     response = ev
                 else:
@@ -36,7 +45,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
             assert response is not None
             run.turns += 1
             text = response.message.content or ""
-            step = parse_react(text, names)
+            step = parse_react(text, names, schemas=schemas)
             if isinstance(step, ReactFinal):
                 answer = step.answer
                 break
@@ -45,16 +54,21 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
                 convo.append(t.Message("user", f"Observation: {step.message}"))
                 continue
             assert isinstance(step, ReactAction)
-            call = t.ToolCall(f"react_{uuid.uuid4().hex[:8]}", step.tool, step.arguments)
-            stop = run._loop_guard([call])
+            # actions listed together are independent: run them in parallel, observe in order
+            calls = [t.ToolCall(f"react_{uuid.uuid4().hex[:8]}", a.tool, a.arguments) for a in [step, *step.parallel]]
+            stop = run._loop_guard(calls)
             if stop is not None:
                 status = stop
                 break
-            yield ToolCallStarted(call.id, call.name, call.arguments)
-            (record, result), = await execute_tool_calls(run, [call])
-            run.records.append(record)
-            yield ToolCallFinished(call.id, call.name, record.ok, record.latency_ms, result, record.error)
-            convo.append(t.Message("user", "Observation: " + format_observation(result, 4000)))
+            for call in calls:
+                yield ToolCallStarted(call.id, call.name, call.arguments)
+            outcomes = await execute_tool_calls(run, calls)
+            observations = []
+            for call, (record, result) in zip(calls, outcomes, strict=True):
+                run.records.append(record)
+                yield ToolCallFinished(call.id, call.name, record.ok, record.latency_ms, result, record.error)
+                observations.append(format_observation(result, 4000))
+            convo.append(t.Message("user", "\n".join(f"Observation: {o}" for o in observations)))
         else:
             status = "max_turns"
         if not answer:
@@ -67,10 +81,12 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
                 else:
                     yield ev
             assert response is not None
-            step = parse_react(response.message.content or "", names)
+            step = parse_react(response.message.content or "", names, schemas=schemas)
             answer = step.answer if isinstance(step, ReactFinal) else (response.message.content or "").strip()
             if not answer:
-                answer = _fallback_answer([m for m in convo if m.role != "user" or True])
+                observed = [t.Message("tool", (m.content or "").removeprefix("Observation: "))
+                            for m in convo if m.role == "user" and (m.content or "").startswith("Observation: ")]
+                answer = _fallback_answer(observed)
     except BudgetExceededError as exc:
         yield Warning("budget_exceeded", str(exc))
         yield Final(run._result(_budget_answer(convo), "budget_exceeded", exc.report))

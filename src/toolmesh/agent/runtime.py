@@ -297,7 +297,8 @@ class _Run:
 
     # -- model calls -----------------------------------------------------------------
     async def _call_model(
-        self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice
+        self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice,
+        stop: list[str] | None = None,
     ) -> AsyncIterator[AgentEvent | t.ChatResponse]:
         """One model call, charged to every budget. Until the model's token counts are calibrated
         against reported usage, budget-limited calls to it run one at a time, so concurrent runs
@@ -306,19 +307,21 @@ class _Run:
         if self.budgets.budgets and agent.calibration(model) is None:
             async with agent.probe_lock(model):
                 if agent.calibration(model) is None:
-                    async for item in self._call_model_once(messages, tools, choice):
+                    async for item in self._call_model_once(messages, tools, choice, stop):
                         yield item
                     return
-        async for item in self._call_model_once(messages, tools, choice):
+        async for item in self._call_model_once(messages, tools, choice, stop):
             yield item
 
     async def _call_model_once(
-        self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice
+        self, messages: list[t.Message], tools: list[dict[str, Any]] | None, choice: t.ToolChoice,
+        stop: list[str] | None,
     ) -> AsyncIterator[AgentEvent | t.ChatResponse]:
         agent, cfg = self.agent, self.cfg
         request = t.ChatRequest(
             model=cfg.model, messages=list(messages), tools=tools or None,
             tool_choice=choice if tools else "auto", temperature=cfg.temperature, max_tokens=cfg.max_output_tokens,
+            stop=stop,
         )
         est_in = agent.count_tokens(cfg.model, request.messages, request.tools)
         ratio, seen_out = agent.calibration(cfg.model) or (1.0, 0)

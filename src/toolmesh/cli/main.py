@@ -228,6 +228,33 @@ def call(
     raise typer.Exit(EXIT_OK if out["ok"] else EXIT_FAILED)
 
 
+# -- chat -----------------------------------------------------------------------------
+@app.command("chat")
+def chat(
+    question: Annotated[str | None, typer.Argument(help="one question; omit for an interactive chat")] = None,
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="model or deployment name")] = None,
+    user: Annotated[str, typer.Option("--user", help="user id (sessions, limits, budgets)")] = "cli",
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    conversation: Annotated[str | None, typer.Option("--conversation", help="continue a conversation")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the agent: the model chooses tools, the Hub runs them in parallel, you get the answer."""
+    from toolmesh.cli.chat import run_chat
+
+    if question is not None and not question.strip():
+        fail("the question is empty", as_json=as_json)
+    cfg = load(config, as_json=as_json)
+    try:
+        code = run_async(run_chat(cfg, question, model=model, as_json=as_json, user=user, tenant=tenant,
+                                  conversation=conversation))
+    except ConfigError as exc:
+        fail(str(exc), as_json=as_json)
+    except ToolmeshError as exc:
+        fail(str(exc), code=EXIT_FAILED, as_json=as_json, error_type=type(exc).__name__)
+    raise typer.Exit(code)
+
+
 # -- demo / bench ---------------------------------------------------------------------
 @app.command("demo")
 def demo(

@@ -1,0 +1,159 @@
+"""Assemble a ready agent from one configuration file (IF-3): Hub, models, router, store, guard.
+
+Config sections used (all optional)::
+
+    servers: {...}                 # the Hub's servers (see README)
+    llm:
+      strategy: cost               # cost | latency | quality | balanced
+      rules: {peak: {strategy: latency}, complex_reasoning: {strategy: quality}}
+      deployments:
+        - name: deepseek
+          provider: openai         # openai (any compatible base_url) | anthropic | local
+          base_url: https://api.deepseek.com/v1
+          api_key: ${DEEPSEEK_API_KEY}
+          model: deepseek-chat
+          rpm: 600
+          tpm: 1000000
+    models: {...}                  # overrides of the model registry (prices, context windows)
+    agent: {...}                   # AgentConfig fields (budgets, limits, mode, ...)
+    guard: {action: flag, threshold: 0.5, tenants: {acme: {action: block}}}
+    store: {path: ~/.toolmesh/toolmesh.db}
+
+With no ``llm`` section the embedded local model is used (offline demo default).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from toolmesh.agent.config import AgentConfig
+from toolmesh.agent.history import StoreHistory
+from toolmesh.agent.runtime import Agent
+from toolmesh.errors import ConfigError
+from toolmesh.hub import Hub
+from toolmesh.hub.configfile import ToolmeshConfig
+
+LOCAL_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+@dataclass
+class AgentStack:
+    """Everything :func:`build_agent` created; ``aclose()`` releases it all."""
+
+    hub: Hub
+    agent: Agent
+    llm: Any
+    store: Any
+    registry: Any
+
+    async def aclose(self) -> None:
+        await self.hub.aclose()
+        aclose = getattr(self.llm, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if self.store is not None:
+            await self.store.aclose()
+
+
+def _home() -> Path:
+    return Path(os.environ.get("TOOLMESH_HOME") or Path.home() / ".toolmesh")
+
+
+def make_provider(spec: dict[str, Any]) -> Any:
+    """One provider from a deployment entry."""
+    kind = spec.get("provider", "openai")
+    if kind == "openai":
+        from toolmesh.llm.openai_provider import OpenAIProvider
+
+        return OpenAIProvider(spec.get("base_url"), spec.get("api_key"), name=spec.get("name", "openai"),
+                              timeout=float(spec.get("timeout", 60.0)))
+    if kind == "anthropic":
+        from toolmesh.llm.anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider(spec.get("base_url"), spec.get("api_key"), name=spec.get("name", "anthropic"),
+                                 timeout=float(spec.get("timeout", 60.0)))
+    if kind == "local":
+        from toolmesh.llm.local.provider import LocalProvider
+
+        return LocalProvider(spec.get("path"), n_ctx=int(spec.get("n_ctx", 4096)))
+    raise ConfigError(f"unknown provider {kind!r} (openai, anthropic or local)", key="llm.deployments.provider")
+
+
+def build_llm(section: dict[str, Any], registry: Any, model_override: str | None = None) -> tuple[Any, str]:
+    """The router over the configured deployments and the default model name."""
+    from toolmesh.llm.router import Deployment, Router
+
+    specs = section.get("deployments") or [{"name": "local", "provider": "local", "model": LOCAL_MODEL}]
+    if not isinstance(specs, list):
+        raise ConfigError("must be a list of deployments", key="llm.deployments")
+    deployments = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise ConfigError("each deployment needs at least 'model'", key=f"llm.deployments[{i}]")
+        deployments.append(Deployment(
+            name=str(spec.get("name", f"d{i}")), model=str(spec["model"]), provider=make_provider(spec),
+            rpm=spec.get("rpm"), tpm=spec.get("tpm"), weight=spec.get("weight", 1), priority=spec.get("priority", 0),
+            timeout=float(spec.get("timeout", 60.0)),
+        ))
+    router = Router(deployments, registry, strategy=section.get("strategy", "balanced"), rules=section.get("rules"))
+    default_model = model_override or section.get("default_model") or deployments[0].model
+    return router, default_model
+
+
+async def build_agent(
+    config: ToolmeshConfig, *, model: str | None = None, store_path: str | None = None
+) -> AgentStack:
+    """Hub + router + store + ledger + sessions + guard, wired into one :class:`Agent`."""
+    from toolmesh.llm.models import ModelRegistry
+    from toolmesh.llm.tokens import count_messages
+    from toolmesh.store.ledger import UsageLedger
+    from toolmesh.store.sessions import SessionStore, UserLimits
+    from toolmesh.store.sqlite import Store
+
+    registry = ModelRegistry.load(overrides=config.section("models") or None)
+    llm, default_model = build_llm(config.section("llm"), registry, model)
+    try:
+        agent_cfg = AgentConfig.model_validate({**config.section("agent"), "model": default_model})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = "agent." + ".".join(str(p) for p in first["loc"])
+        raise ConfigError(first["msg"], key=key, source=config.source) from None
+    store_cfg = config.section("store")
+    store = Store(store_path or store_cfg.get("path") or _home() / "toolmesh.db")
+    hub = Hub()
+    for tenant, servers in config.tenants.items():
+        await hub.register_many(servers, tenant=tenant)
+
+    def price(model_name: str, usage: Any) -> float | None:
+        cost = registry.price(model_name, usage)
+        return cost.usd if cost.priced else None
+
+    def context_window(model_name: str) -> int | None:
+        info = registry.get(model_name)
+        return getattr(info, "context_window", None) if info is not None else None
+
+    ledger = UsageLedger(store, registry.price)
+    sessions = SessionStore(store)
+    user_limits = UserLimits(
+        max_concurrent_runs=agent_cfg.user_limits.max_concurrent_runs,
+        requests_per_minute=agent_cfg.user_limits.requests_per_minute,
+    )
+    guard = _build_guard(config.section("guard"))
+    agent = Agent(
+        hub, llm, agent_cfg.model_copy(update={"model": default_model}),
+        history=StoreHistory(sessions), price=price,
+        count_tokens=lambda m, msgs, tools: count_messages(m, msgs, tools)[0],
+        context_window=context_window, guard=guard, ledger=ledger, user_limits=user_limits,
+    )
+    return AgentStack(hub, agent, llm, store, registry)
+
+
+def _build_guard(section: dict[str, Any]) -> Any:
+    from toolmesh.agent.guard import Guard
+
+    return Guard.from_config(section)
