@@ -25,7 +25,7 @@ def chat_requests(srv: Any) -> list[dict[str, Any]]:
 
 
 async def test_reference_scenario_parallel_tools_and_exact_ids(tmp_path: Path) -> None:
-    async with agent_stack(SCENARIO_RULES, tmp_path) as (agent, srv, store):
+    async with agent_stack(SCENARIO_RULES, tmp_path) as (agent, srv, _store):
         events = [ev async for ev in agent.stream(QUESTION, user="U123456", conversation="c1")]
         result = events[-1].result  # type: ignore[union-attr]
         assert isinstance(events[-1], Final) and result.status == "completed" and result.turns == 2

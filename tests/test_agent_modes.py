@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_support import agent_stack
 
+from agent_support import agent_stack
 from toolmesh.agent.events import Warning
 from toolmesh.agent.guard import Guard
 from toolmesh.errors import RequestRejectedError
