@@ -23,7 +23,8 @@ def run_bench(name: str, argv: list[str]) -> int:
     if where is None:
         typer.echo("error: benchmarks ship with the source checkout (bench/); set TOOLMESH_BENCH_DIR", err=True)
         return 2
-    spec = importlib.util.spec_from_file_location(f"toolmesh_bench_{name}", where / f"{name}.py")
+    path = where / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"toolmesh_bench_{name}", path) if path.exists() else None
     if spec is None or spec.loader is None:
         typer.echo(f"error: no benchmark {name!r} in {where}", err=True)
         return 2

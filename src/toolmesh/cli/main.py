@@ -285,6 +285,21 @@ def bench_hub(
     raise typer.Exit(run_bench("hub", argv))
 
 
+@bench_app.command("agent")
+def bench_agent(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    calls: Annotated[int | None, typer.Option("--calls", help="sequential runs per framework")] = None,
+) -> None:
+    """Agent runtime vs the OpenAI Agents SDK and PydanticAI: latency, overhead, throughput."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if calls is not None:
+        argv += ["--calls", str(calls)]
+    raise typer.Exit(run_bench("agent", argv))
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
