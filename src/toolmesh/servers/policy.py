@@ -166,6 +166,9 @@ class ToolServer(MCPServer[Any]):
         rate_burst: bucket capacity (default: ``max(1, rate_limit)``).
         max_connections: cap on concurrent client connections (HTTP connections, legacy
             sessions, SSE streams, WebSockets); beyond it HTTP answers 503, WebSocket closes 1013.
+        list_ttl: seconds a 2026-07-28 client may cache the tool/resource/prompt listings
+            (``ttlMs``); the SDK's default of 0 makes clients re-list before every use. Ignored
+            when ``cache_hints`` is given.
         *args, **kwargs: passed to ``MCPServer``.
     """
 
@@ -178,8 +181,15 @@ class ToolServer(MCPServer[Any]):
         rate_limit: float | None = None,
         rate_burst: float | None = None,
         max_connections: int | None = None,
+        list_ttl: float = 60.0,
         **kwargs: Any,
     ) -> None:
+        if "cache_hints" not in kwargs and list_ttl > 0:
+            from mcp.server.caching import CacheHint
+            from mcp_types.methods import CACHEABLE_METHODS
+
+            hint = CacheHint(ttl_ms=int(list_ttl * 1000))
+            kwargs["cache_hints"] = {m: hint for m in CACHEABLE_METHODS if m.endswith("/list")}
         super().__init__(name, *args, **kwargs)
         self.policy = ServerPolicy(
             max_execution_time=max_execution_time,
