@@ -46,3 +46,19 @@ async def test_hub_on_toolmesh_server(demo_server: tuple[str, str], protocol: st
         batch = await hub.batch_call([{"id": str(i), "name": "inv__check_stock",
                                        "arguments": {"sku": f"SKU-{1001 + i}", "city": "Shanghai"}} for i in range(50)])
         assert all(b.ok for b in batch.values())
+
+
+async def test_toolserver_listing_ttl_is_honoured() -> None:
+    """ToolServer advertises ttlMs for tools/list; the Hub's catalogue then serves repeats from cache."""
+    port = free_port()
+    sp = ServerProcess([sys.executable, "-m", "toolmesh.servers.demo", "users", "--transport", "http",
+                        "--port", str(port)], port).start()
+    try:
+        async with Hub() as hub:
+            await hub.register(ServerConfig(name="u", url=f"http://127.0.0.1:{port}/mcp", protocol="2026-07-28"))
+            for _ in range(5):
+                await hub.list_tools()
+            stats = hub.server("u").catalog.stats()
+            assert stats["misses"] == 1 and stats["hits"] == 4
+    finally:
+        sp.stop()
