@@ -146,7 +146,7 @@ def test_state_never_in_working_directory(demo_yaml: Path, home: Path, tmp_path:
 
 
 def test_demo_runs_the_scenario(home: Path) -> None:
-    out = tm("demo", "--json", home=home, timeout=120)
+    out = tm("demo", "--hub-only", "--json", home=home, timeout=120)
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
     assert body["ok"] and len(body["tools"]) >= 8

@@ -35,14 +35,31 @@ SCENARIO_CALLS: list[dict[str, Any]] = [
 ]
 
 
+SYSTEM_PROMPT = (
+    "You are the customer-service assistant of an electronics shop. The customer is user U123456 "
+    "(gold member, city 广州 / Guangzhou, province 广东) and is looking at product SKU-1001 "
+    "(\"这款手机\" means this product). Use the tools for product facts, stock in the customer's city "
+    "and the price for their level with coupon SAVE20; answer briefly in the customer's language with "
+    "the numbers the tools returned."
+)
+
+
+def agent_demo_config() -> dict[str, Any]:
+    """The full demo configuration: the five servers plus the agent's context. No ``llm`` section:
+    the embedded local model answers (add one to use a real provider)."""
+    return {**demo_config(), "agent": {"system_prompt": SYSTEM_PROMPT, "max_turns": 4,
+                                       "max_output_tokens": 256}}
+
+
 def config_yaml() -> str:
     """The YAML configuration the demo uses: a starting point to copy and extend."""
     header = (
-        "# toolmesh configuration: the bundled demo servers over stdio.\n"
-        "# Each server is spawned on first use; add your own under `servers:`\n"
+        "# toolmesh configuration: the bundled demo servers over stdio and the agent's context.\n"
+        "# Servers are spawned on first use; add your own under `servers:`\n"
         "# (command/args/env/cwd for stdio, or url/transport/headers/timeout for remote).\n"
+        "# With no `llm:` section the embedded local model is used; see docs/agent.md to add providers.\n"
     )
-    return header + yaml.safe_dump(demo_config(), allow_unicode=True, sort_keys=False)
+    return header + yaml.safe_dump(agent_demo_config(), allow_unicode=True, sort_keys=False)
 
 
 def _summary(call_id: str, data: Any) -> str:
@@ -57,6 +74,59 @@ def _summary(call_id: str, data: Any) -> str:
         parts = ", ".join(f"{d.get('type')} -¥{d.get('amount')}" for d in data.get("discounts", []))
         return f"list ¥{data.get('list_price')} → final ¥{data.get('final_price')} ({parts})"
     return orjson.dumps(data).decode()[:120]
+
+
+async def run_agent(as_json: bool = False) -> int:
+    """The reference scenario end to end: the local model chooses the tools, the Hub runs them."""
+    from toolmesh.agent.factory import build_agent
+    from toolmesh.cli.chat import result_json
+
+    console = Console(stderr=as_json)
+    cfg = parse_config(agent_demo_config(), "<bundled demo config>")
+    console.print(f"[bold]toolmesh demo[/] — customer {USER}: “{QUESTION}”\n")
+    t0 = time.perf_counter()
+    stack = await build_agent(cfg)
+    try:
+        tools = await stack.hub.list_tools()
+        console.print(f"{len(cfg.servers)} demo MCP servers, {len(tools)} tools "
+                      f"({(time.perf_counter() - t0) * 1000:.0f} ms). Model: {stack.agent.config.model} "
+                      "(embedded, offline; a demo default, not a production model).")
+        from toolmesh.agent.events import Final, ToolCallFinished, ToolCallStarted, UsageUpdate, Warning
+
+        result = None
+        async for ev in stack.agent.stream(QUESTION, user=USER, conversation="demo"):
+            if isinstance(ev, ToolCallStarted):
+                console.print(f"  [cyan]→ {ev.name}[/] {orjson.dumps(ev.arguments).decode()}")
+            elif isinstance(ev, ToolCallFinished):
+                mark = "[green]✓[/]" if ev.ok else "[red]✗[/]"
+                console.print(f"    {mark} {ev.name} {ev.latency_ms:.1f} ms" + (f" — {ev.error}" if ev.error else ""))
+            elif isinstance(ev, UsageUpdate):
+                console.print(f"  [dim]model call: {ev.input_tokens}+{ev.output_tokens} tokens, "
+                              f"{ev.latency_ms:.0f} ms[/]")
+            elif isinstance(ev, Warning):
+                console.print(f"  [yellow]! {ev.message}[/]")
+            elif isinstance(ev, Final):
+                result = ev.result
+        assert result is not None
+        console.print(f"\n[bold]Answer:[/] {result.answer}\n")
+        usage = result.usage
+        lines = [f"{result.turns} model calls, {len(result.tool_calls)} tool calls, "
+                 f"{usage['total_tokens']} tokens, {result.latency_ms:.0f} ms end to end"]
+        registry = stack.registry
+        from toolmesh.llm.types import Usage
+
+        u = Usage(usage["input_tokens"], usage["output_tokens"])
+        for ref in ("gpt-4.1", "claude-sonnet-4-5", "deepseek-chat"):
+            cost = registry.price(ref, u)
+            if cost.priced:
+                lines.append(f"the same tokens on {ref}: ${cost.usd:.6f}")
+        for line in lines:
+            console.print(f"  [dim]{line}[/]")
+        if as_json:
+            emit_json(result_json(result))
+        return EXIT_OK if result.answer.strip() else EXIT_FAILED
+    finally:
+        await stack.aclose()
 
 
 async def run(as_json: bool = False) -> int:

@@ -259,15 +259,22 @@ def chat(
 @app.command("demo")
 def demo(
     print_config: Annotated[bool, typer.Option("--print-config", help="print the demo's YAML config and exit")] = False,
+    hub_only: Annotated[bool, typer.Option("--hub-only", help="only the Hub: fixed tool calls, no model")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the reference scenario on the bundled demo servers."""
+    """Run the reference scenario: the model picks tools, the Hub runs them in parallel, an answer."""
     from toolmesh.cli import demo as demo_mod
 
     if print_config:
         typer.echo(demo_mod.config_yaml(), nl=False)
         return
-    raise typer.Exit(run_async(demo_mod.run(as_json=as_json)))
+    if hub_only:
+        raise typer.Exit(run_async(demo_mod.run(as_json=as_json)))
+    try:
+        code = run_async(demo_mod.run_agent(as_json=as_json))
+    except ToolmeshError as exc:
+        fail(str(exc), code=EXIT_FAILED, as_json=as_json, error_type=type(exc).__name__)
+    raise typer.Exit(code)
 
 
 @bench_app.command("hub")
