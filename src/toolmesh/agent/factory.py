@@ -88,7 +88,9 @@ def build_llm(section: dict[str, Any], registry: Any, model_override: str | None
     """The router over the configured deployments and the default model name."""
     from toolmesh.llm.router import Deployment, Router
 
-    specs = section.get("deployments") or [{"name": "local", "provider": "local", "model": LOCAL_MODEL}]
+    # CPU inference is slow on a busy machine: the local default gets a generous per-call timeout.
+    specs = section.get("deployments") or [{"name": "local", "provider": "local", "model": LOCAL_MODEL,
+                                             "timeout": 600.0}]
     if not isinstance(specs, list):
         raise ConfigError("must be a list of deployments", key="llm.deployments")
     deployments = []

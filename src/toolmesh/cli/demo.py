@@ -48,7 +48,7 @@ def agent_demo_config() -> dict[str, Any]:
     """The full demo configuration: the five servers plus the agent's context. No ``llm`` section:
     the embedded local model answers (add one to use a real provider)."""
     return {**demo_config(), "agent": {"system_prompt": SYSTEM_PROMPT, "max_turns": 4,
-                                       "max_output_tokens": 256}}
+                                       "max_output_tokens": 256, "llm_timeout": 600}}
 
 
 def config_yaml() -> str:
