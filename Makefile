@@ -34,6 +34,7 @@ test: $(STAMP) $(NPM_STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/toolmesh bench hub
+	$(VENV)/bin/toolmesh bench agent
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
