@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from toolmesh.hub.transports.fasthttp import FastHttpPool, HttpError
+from toolmesh.net.fasthttp import FastHttpPool, HttpError
 
 H = b"Content-Type: application/json\r\n"
 

@@ -38,9 +38,20 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 
 
+OPENAI_TRANSPORT = {"value": "fast"}
+
+
+@pytest.fixture(autouse=True, params=["fast", "sdk"])
+def openai_transport(request: pytest.FixtureRequest) -> Any:
+    """Every test runs on both OpenAIProvider transports: toolmesh's lean pool and the SDK's stack."""
+    OPENAI_TRANSPORT["value"] = request.param
+    yield request.param
+    OPENAI_TRANSPORT["value"] = "fast"
+
+
 def make(kind: str, srv: ScriptedLLM) -> Provider:
     if kind == "openai":
-        return OpenAIProvider(srv.base_url, "k", timeout=10)
+        return OpenAIProvider(srv.base_url, "k", timeout=10, transport=OPENAI_TRANSPORT["value"])  # type: ignore[arg-type]
     return AnthropicProvider(srv.anthropic_base_url, "k", timeout=10)
 
 

@@ -22,8 +22,8 @@ from mcp.shared.inbound import encode_header_value
 
 from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError, ToolmeshError
 from toolmesh.hub.transports.base import MODERN, Connection, Pending
-from toolmesh.hub.transports.fasthttp import FastHttpPool, HttpError, Response
-from toolmesh.hub.transports.sse_parse import EventTooLarge, iter_sse
+from toolmesh.net.fasthttp import FastHttpPool, HttpError, Response
+from toolmesh.net.sse import EventTooLarge, iter_sse
 
 log = logging.getLogger("toolmesh.hub")
 

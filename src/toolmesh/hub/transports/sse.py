@@ -8,8 +8,8 @@ from urllib.parse import urljoin
 import aiohttp
 
 from toolmesh.errors import ConnectionFailedError
-from toolmesh.hub.transports.sse_parse import iter_sse
 from toolmesh.hub.transports.stream import StreamConnection
+from toolmesh.net.sse import iter_sse
 
 
 class SseConnection(StreamConnection):
