@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ServerProcess, free_port
 
+from conftest import ServerProcess, free_port
 from toolmesh.hub import Hub, ServerConfig
 
 PATHS = {"http": "http://127.0.0.1:{port}/mcp", "sse": "http://127.0.0.1:{port}/sse",
