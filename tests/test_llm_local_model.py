@@ -1,0 +1,193 @@
+"""The embedded local model, for real: bundled weights, llama.cpp, the five demo servers via the Hub.
+
+Asserts tool names, schema-valid arguments and facts — never wording or timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from toolmesh.errors import ContextOverflowError
+from toolmesh.llm.local.chat_format import render
+from toolmesh.llm.types import ChatRequest, Message, StreamDone, TextDelta, ToolCallDelta
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                       reason="llama-cpp-python not installed (pip install 'toolmesh[local]')"),
+    pytest.mark.timeout(600),
+]
+
+if importlib.util.find_spec("llama_cpp") is not None:
+    from toolmesh.llm.local import LocalProvider
+
+
+@pytest.fixture(scope="module")
+def provider() -> LocalProvider:
+    """One model for the module (loaded lazily by the first request)."""
+    return LocalProvider()
+
+
+@pytest.fixture(scope="module")
+def demo_tools() -> list[dict[str, Any]]:
+    from toolmesh.hub import Hub
+    from toolmesh.hub.configfile import parse_config
+    from toolmesh.servers.demo import demo_config
+
+    async def fetch() -> list[dict[str, Any]]:
+        hub = Hub()
+        try:
+            await hub.register_many(parse_config(demo_config(), "demo").servers)
+            return await hub.to_openai_tools()
+        finally:
+            await hub.aclose()
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Any]:
+    from toolmesh.hub import Hub
+    from toolmesh.hub.configfile import parse_config
+    from toolmesh.servers.demo import demo_config
+
+    h = Hub()
+    await h.register_many(parse_config(demo_config(), "demo").servers)
+    yield h
+    await h.aclose()
+
+
+def _schema(tools: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(t["function"]["parameters"] for t in tools if t["function"]["name"] == name)
+
+
+async def _ask(provider: LocalProvider, tools: list[dict[str, Any]], text: str, **kw: Any) -> Any:
+    return await provider.complete(ChatRequest("local", [Message("user", text)], tools=tools, max_tokens=128, **kw))
+
+
+CASES = [
+    ("What is SKU-1001?", "catalog__get_product_info", {"sku": "SKU-1001"}),
+    ("Is SKU-1001 in stock in 广州?", "inventory__check_stock", {"sku": "SKU-1001", "city": "广州"}),
+    ("Track shipment SF1234567890", "logistics__track_shipment", {"tracking_number": "SF1234567890"}),
+    ("Show me the profile of user U123456", "users__get_profile", {"user_id": "U123456"}),
+    ("Where is my order ORD-100002?", "logistics__get_order", {"order_id": "ORD-100002"}),
+    ("What promotions are running in Shenzhen?", "pricing__list_promotions", {"city": "Shenzhen"}),
+]
+
+
+@pytest.mark.parametrize(("question", "tool", "expected"), CASES, ids=[c[1] for c in CASES])
+async def test_picks_the_right_tool_with_schema_valid_arguments(
+        provider: LocalProvider, demo_tools: list[dict[str, Any]], question: str, tool: str,
+        expected: dict[str, Any]) -> None:
+    r = await _ask(provider, demo_tools, question)
+    assert r.finish_reason == "tool_calls" and r.message.content is None
+    calls = r.message.tool_calls
+    assert calls and calls[0].name == tool
+    for call in calls:
+        jsonschema.validate(call.arguments, _schema(demo_tools, call.name))
+        assert re.fullmatch(r"call_\d+", call.id)
+    for key, value in expected.items():
+        assert str(calls[0].arguments[key]).strip() == value
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0 and not r.usage.estimated
+
+
+@pytest.mark.parametrize("text", ["thanks!", "你好", "Good morning", "bye"])
+async def test_chit_chat_gets_a_plain_answer(provider: LocalProvider, demo_tools: list[dict[str, Any]],
+                                            text: str) -> None:
+    r = await _ask(provider, demo_tools, text)
+    assert r.message.tool_calls == []
+    assert r.finish_reason in ("stop", "length")
+    assert r.message.content and r.message.content.strip()
+    assert "<tool_call>" not in r.message.content
+
+
+async def test_required_and_named_tool_choice_force_a_call(provider: LocalProvider,
+                                                          demo_tools: list[dict[str, Any]]) -> None:
+    r = await _ask(provider, demo_tools, "thanks!", tool_choice="required")
+    assert r.message.tool_calls and r.finish_reason == "tool_calls"
+    r = await _ask(provider, demo_tools, "Track shipment SF1234567890",
+                   tool_choice={"type": "function", "function": {"name": "users__get_profile"}})
+    assert [c.name for c in r.message.tool_calls] == ["users__get_profile"]
+    jsonschema.validate(r.message.tool_calls[0].arguments, _schema(demo_tools, "users__get_profile"))
+
+
+async def test_final_answer_after_real_tool_results_states_the_facts(
+        provider: LocalProvider, demo_tools: list[dict[str, Any]], hub: Any) -> None:
+    question = "How much does SKU-1001 cost for a gold member in Guangzhou?"
+    r = await _ask(provider, demo_tools, question, tool_choice={
+        "type": "function", "function": {"name": "pricing__calculate_discount"}})
+    call = r.message.tool_calls[0]
+    jsonschema.validate(call.arguments, _schema(demo_tools, call.name))
+    results = await hub.batch_call([call.to_openai()], timeout=30)
+    result = results[call.id]
+    assert result.ok, result.error
+    data = result.structured
+    assert isinstance(data, dict) and data["final_price"] > 0
+    text = result.text
+    messages = [Message("user", question), Message("assistant", tool_calls=[call]),
+                Message("tool", text, tool_call_id=call.id, name=call.name)]
+    r2 = await provider.complete(ChatRequest("local", messages, tools=demo_tools, tool_choice="none", max_tokens=128))
+    assert r2.message.tool_calls == [] and r2.message.content
+    numbers = {float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", r2.message.content)}
+    assert float(data["final_price"]) in numbers, (data["final_price"], r2.message.content)
+
+
+async def test_streaming_text_deltas_and_whole_tool_calls(provider: LocalProvider,
+                                                         demo_tools: list[dict[str, Any]]) -> None:
+    events = [e async for e in provider.stream(ChatRequest("local", [Message("user", "Say hello in one sentence.")],
+                                                         max_tokens=32))]
+    done = events[-1]
+    assert isinstance(done, StreamDone)
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 1 and "".join(deltas) == done.response.message.content
+    assert done.response.usage.output_tokens <= 32
+
+    events = [e async for e in provider.stream(ChatRequest(
+        "local", [Message("user", "Track shipment SF1234567890")], tools=demo_tools, max_tokens=128))]
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [c.name for c in calls] == [c.name for c in events[-1].response.message.tool_calls]
+    assert calls[0].name == "logistics__track_shipment" and "SF1234567890" in calls[0].arguments
+
+
+async def test_max_tokens_and_exact_usage(provider: LocalProvider) -> None:
+    messages = [Message("user", "Count from 1 to 100, separated by spaces.")]
+    r = await provider.complete(ChatRequest("local", messages, max_tokens=8))
+    assert r.usage.output_tokens == 8 and r.finish_reason == "length"
+    assert r.usage.input_tokens == await provider.count_tokens(messages)
+
+
+async def test_context_overflow(provider: LocalProvider) -> None:
+    huge = "word " * (provider.n_ctx + 10)
+    with pytest.raises(ContextOverflowError):
+        await provider.complete(ChatRequest("local", [Message("user", huge)], max_tokens=8))
+
+
+async def test_template_matches_the_one_embedded_in_the_gguf(provider: LocalProvider,
+                                                            demo_tools: list[dict[str, Any]]) -> None:
+    import jinja2
+    import orjson
+
+    await provider.load()
+    assert provider._engine is not None
+    template = provider._engine.llm.metadata["tokenizer.chat_template"]
+    env = jinja2.Environment()
+    env.filters["tojson"] = lambda v: __import__("json").dumps(v, ensure_ascii=False)
+    call = __import__("toolmesh.llm.types", fromlist=["ToolCall"]).ToolCall("call_1", "users__get_profile",
+                                                                            {"user_id": "U1"})
+    convo = [Message("system", "Be brief."), Message("user", "hi"), Message("assistant", tool_calls=[call]),
+             Message("tool", '{"ok": true}', tool_call_id="call_1"), Message("tool", "2", tool_call_id="call_2"),
+             Message("assistant", "done"), Message("user", "你好")]
+    as_dicts = [{"role": m.role, "content": m.content or "",
+                 "tool_calls": [{"function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]}
+                for m in convo]
+    for tools in (demo_tools, None):
+        expected = env.from_string(template).render(messages=as_dicts, tools=tools, add_generation_prompt=True)
+        assert render(convo, tools) == expected
+    assert orjson.loads(orjson.dumps(demo_tools))  # tools are plain JSON
