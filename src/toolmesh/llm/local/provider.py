@@ -268,6 +268,8 @@ class LocalProvider(Provider):
             result = await fut
         finally:
             cancel.set()  # no-op when finished; stops decoding if the consumer went away
+            if not fut.done():
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
         response = self._response(result, started, ttft_ms)
         for i, call in enumerate(response.message.tool_calls):
             yield ToolCallDelta(i, call.id, call.name, call.raw_arguments)
