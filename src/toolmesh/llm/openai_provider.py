@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, cast
 
 import httpx2
@@ -31,6 +28,7 @@ from toolmesh.errors import (
     UnknownModelError,
 )
 from toolmesh.llm.provider import Provider
+from toolmesh.llm.ratelimit import parse_retry_after
 from toolmesh.llm.recover import recover_tool_calls
 from toolmesh.llm.types import (
     ChatRequest,
@@ -57,30 +55,9 @@ _OVERFLOW_WORDS = ("context_length_exceeded", "maximum context length", "context
 
 # -- helpers shared with the Anthropic provider --------------------------------------------
 
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3}
-
-
 def parse_wait(value: str, now: float) -> float | None:
-    """Seconds until a ``retry-after`` / ``*-reset-*`` moment: seconds (``"2"``), a Go duration
-    (``"1s"``, ``"6m0s"``, ``"20ms"``), an HTTP date or an RFC 3339 timestamp. Never negative."""
-    v = value.strip()
-    if _DURATION.fullmatch(v):
-        return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(v))
-    try:
-        secs = float(v)
-        return max(0.0, secs) if secs == secs else None
-    except ValueError:
-        pass
-    try:
-        return max(0.0, datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() - now)
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(v).timestamp() - now)
-    except (TypeError, ValueError, IndexError):
-        return None
+    """Seconds until a ``retry-after`` / ``*-reset-*`` moment (see :func:`ratelimit.parse_retry_after`)."""
+    return parse_retry_after(value, now)
 
 
 def keep_headers(headers: Mapping[str, str]) -> dict[str, str]:
