@@ -35,6 +35,25 @@ def server_args(lib: str, transport: str, *extra: str) -> list[str]:
     return [str(SERVERS / f"{lib}_server.py"), transport, *extra]
 
 
+async def wait_port(proc: subprocess.Popen[bytes], port: int, what: str, tail: Any, timeout: float = 60.0) -> None:
+    """Wait until ``port`` accepts connections; fail fast if ``proc`` exits. ``tail()`` explains failures."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {tail()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready after {timeout}s: {tail()}") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,22 +98,8 @@ class HttpServer:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the port accepts connections (the process imports for a few seconds)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.lib} server exited with {self.proc.returncode}: {self.stderr_tail()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.lib} server not ready after {timeout}s: {self.stderr_tail()}") from None
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        assert self.proc is not None
+        await wait_port(self.proc, self.port, f"{self.lib} server", self.stderr_tail, timeout)
 
     def stderr_tail(self) -> str:
         if self.log is None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+import peers
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 _PROCS: list[subprocess.Popen[bytes]] = []
@@ -109,22 +111,9 @@ class ToolServer:
                            subprocess.DEVNULL)
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tool server exited with {self.proc.returncode}: {_tail(self.proc)}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"tool server not ready after {timeout}s: {_tail(self.proc)}") from None
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+        assert self.proc is not None
+        proc = self.proc
+        await peers.wait_port(proc, self.port, "tool server", lambda: _tail(proc), timeout)
 
 
 def kill_all() -> None:
