@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 
 from toolmesh.errors import (
     CircuitOpenError,
@@ -104,7 +104,34 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
-class CircuitBreaker:
+class _Guarded:
+    """``async with`` for anything with allow / record_success / record_exception."""
+
+    __slots__ = ()
+
+    def allow(self) -> None:
+        raise NotImplementedError
+
+    def record_success(self) -> None:
+        raise NotImplementedError
+
+    def record_exception(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self.allow()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.record_success()
+        else:
+            self.record_exception(exc)
+
+
+class CircuitBreaker(_Guarded):
     """A circuit breaker for one server or one (server, tool).
 
     Use either the explicit protocol (``allow()`` then ``record_success()`` /
@@ -281,18 +308,6 @@ class CircuitBreaker:
             self.record_failure()
         else:
             self.release()
-
-    async def __aenter__(self) -> CircuitBreaker:
-        self.allow()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is None:
-            self.record_success()
-        else:
-            self.record_exception(exc)
 
     async def call(
         self,

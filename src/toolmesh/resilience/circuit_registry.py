@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from toolmesh.errors import CircuitOpenError
@@ -14,6 +13,7 @@ from toolmesh.resilience.circuit import (
     CircuitState,
     FailurePredicate,
     StateChangeCallback,
+    _Guarded,
     default_is_failure,
 )
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 _CLOSED = CircuitState.CLOSED
 
 
-class CircuitGuard:
+class CircuitGuard(_Guarded):
     """The server breaker and the tool breaker of one (server, tool), used together.
 
     ``allow()`` checks the server circuit first, then the tool circuit (undoing the server
@@ -74,18 +74,6 @@ class CircuitGuard:
         """Report a call that ended without a verdict."""
         self.tool.release()
         self.server.release()
-
-    async def __aenter__(self) -> CircuitGuard:
-        self.allow()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is None:
-            self.record_success()
-        else:
-            self.record_exception(exc)
 
     async def call(
         self,
