@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS as MODERN_VERSIONS
 
@@ -161,6 +161,19 @@ class _Watchdog:
                     w.arm()
 
 
+class SessionCodec(Protocol):
+    """Makes handshake-era sessions portable: the session id itself carries the session's state.
+
+    ``seal`` builds the id for an ``initialize`` message; ``open`` rebuilds the :class:`Conn`
+    from an id this process never saw (another worker issued it), or returns ``None`` when
+    the id is not valid here.
+    """
+
+    def seal(self, msg: Any, scope: Scope) -> str: ...
+
+    def open(self, sid: str, scope: Scope) -> Conn | None: ...
+
+
 class StreamableHttp:
     """ASGI handler for the MCP endpoint; mount it at one path."""
 
@@ -171,9 +184,11 @@ class StreamableHttp:
         *,
         max_sessions: int = 10_000,
         session_idle_timeout: float = 1800.0,
+        session_codec: SessionCodec | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.guard = guard
+        self.codec = session_codec
         self.sessions: dict[str, Conn] = {}
         self.max_sessions = max_sessions
         self.idle_timeout = session_idle_timeout
@@ -191,6 +206,10 @@ class StreamableHttp:
         elif method == "DELETE":
             sid = headers.get("mcp-session-id")
             conn = self.sessions.pop(sid, None) if sid else None
+            if conn is None and sid and self.codec is not None:
+                conn = self.codec.open(sid, scope)
+                if conn is not None:
+                    self.guard.acquire()
             if conn is None:
                 await respond(send, 404 if sid else 400, b"")
                 return
@@ -289,7 +308,7 @@ class StreamableHttp:
             if len(self.sessions) >= self.max_sessions or not self.guard.acquire():
                 await respond(send, 503, encode(error_response(msg.get("id"), INVALID_REQUEST, "Too many sessions")))
                 return None
-            sid = uuid.uuid4().hex
+            sid = self.codec.seal(msg, scope) if self.codec is not None else uuid.uuid4().hex
             conn = Conn(f"session:{sid}")
             self.sessions[sid] = conn
         elif not sid:
@@ -297,6 +316,14 @@ class StreamableHttp:
             return None
         else:
             found = self.sessions.get(sid)
+            if found is None and self.codec is not None:
+                # A session another worker (or replica) opened: its state travels in the sealed id.
+                found = self.codec.open(sid, scope)
+                if found is not None:
+                    if not self.guard.acquire():
+                        await respond(send, 503, encode(error_response(None, INVALID_REQUEST, "Too many sessions")))
+                        return None
+                    self.sessions[sid] = found
             if found is None:
                 await respond(send, 404, encode(error_response(None, INVALID_REQUEST, "Session not found")))
                 return None
