@@ -50,6 +50,8 @@ class AgentStack:
     llm: Any
     store: Any
     registry: Any
+    ledger: Any = None
+    sessions: Any = None
 
     async def aclose(self) -> None:
         await self.hub.aclose()
@@ -62,6 +64,12 @@ class AgentStack:
 
 def _home() -> Path:
     return Path(os.environ.get("TOOLMESH_HOME") or Path.home() / ".toolmesh")
+
+
+def store_location(config: ToolmeshConfig) -> Path:
+    """The SQLite store of a configuration: ``store.path`` or ``$TOOLMESH_HOME/toolmesh.db``."""
+    path = config.section("store").get("path")
+    return Path(os.path.expanduser(str(path))) if path else _home() / "toolmesh.db"
 
 
 def make_provider(spec: dict[str, Any]) -> Any:
@@ -108,7 +116,7 @@ def build_llm(section: dict[str, Any], registry: Any, model_override: str | None
 
 
 async def build_agent(
-    config: ToolmeshConfig, *, model: str | None = None, store_path: str | None = None
+    config: ToolmeshConfig, *, model: str | None = None, store_path: str | None = None, hub: Hub | None = None
 ) -> AgentStack:
     """Hub + router + store + ledger + sessions + guard, wired into one :class:`Agent`."""
     from toolmesh.llm.models import ModelRegistry
@@ -125,9 +133,8 @@ async def build_agent(
         first = exc.errors()[0]
         key = "agent." + ".".join(str(p) for p in first["loc"])
         raise ConfigError(first["msg"], key=key, source=config.source) from None
-    store_cfg = config.section("store")
-    store = Store(store_path or store_cfg.get("path") or _home() / "toolmesh.db")
-    hub = Hub()
+    store = Store(store_path or store_location(config))
+    hub = hub if hub is not None else Hub()
     for tenant, servers in config.tenants.items():
         await hub.register_many(servers, tenant=tenant)
 
@@ -152,7 +159,7 @@ async def build_agent(
         count_tokens=lambda m, msgs, tools: count_messages(m, msgs, tools)[0],
         context_window=context_window, guard=guard, ledger=ledger, user_limits=user_limits,
     )
-    return AgentStack(hub, agent, llm, store, registry)
+    return AgentStack(hub, agent, llm, store, registry, ledger, sessions)
 
 
 def _build_guard(section: dict[str, Any]) -> Any:

@@ -30,7 +30,9 @@ tools_app = typer.Typer(help="Tools of the configured servers.", no_args_is_help
 bench_app = typer.Typer(help="Benchmarks against peer libraries (same run, ratios).", no_args_is_help=True)
 app.add_typer(servers_app, name="servers")
 app.add_typer(tools_app, name="tools")
+keys_app = typer.Typer(help="Gateway API keys: create, revoke.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -305,6 +307,94 @@ def bench_agent(
     if calls is not None:
         argv += ["--calls", str(calls)]
     raise typer.Exit(run_bench("agent", argv))
+
+
+# -- gateway ----------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="toolmesh config file (servers, llm, gateway...)")],
+    host: Annotated[str | None, typer.Option("--host", help="bind address (default gateway.host or 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="port (default gateway.port or 8080)")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="worker processes")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys (local development; loopback only)")] = False,
+) -> None:
+    """Run the gateway: OpenAI-compatible API, MCP endpoints, admin API, /metrics."""
+    from toolmesh.gateway.serve import serve as run_gateway
+
+    if not config.exists():
+        fail(f"config file {str(config)!r} does not exist")
+    overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
+    if no_auth:
+        overrides["auth"] = False
+    try:
+        run_gateway(str(config), overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@keys_app.command("create")
+def keys_create(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the gateway's config file (names the store)")],
+    tenant: Annotated[str, typer.Option("--tenant", help="tenant the key belongs to")],
+    scopes: Annotated[str, typer.Option("--scopes", help="comma-separated: chat, mcp, admin")] = "chat,mcp",
+    name: Annotated[str | None, typer.Option("--name", help="a label for the key")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; it is printed once and only its hash is stored."""
+    from toolmesh.agent.factory import store_location
+    from toolmesh.gateway.auth import create_key, parse_scopes
+    from toolmesh.store.sqlite import Store
+
+    cfg = load(config, as_json=as_json)
+    try:
+        scope_list = parse_scopes(scopes)
+    except ValueError as exc:
+        fail(str(exc), as_json=as_json)
+    if not tenant.strip():
+        fail("--tenant must not be empty", as_json=as_json)
+
+    async def go() -> dict[str, Any]:
+        store = Store(store_location(cfg))
+        try:
+            return await create_key(store, tenant, scope_list, name)
+        finally:
+            await store.aclose()
+
+    made = run_async(go())
+    if as_json:
+        emit_json(made)
+    else:
+        typer.echo(made["key"])
+        typer.echo(f"tenant {tenant}, scopes {','.join(scope_list)} (shown once; only its hash is stored)", err=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    config: Annotated[Path, typer.Option("--config", "-c", help="the gateway's config file (names the store)")],
+    key: Annotated[str, typer.Argument(help="the key to revoke")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key (gateways stop accepting it within gateway.key_cache_ttl seconds)."""
+    from toolmesh.agent.factory import store_location
+    from toolmesh.gateway.auth import hash_key
+    from toolmesh.store.sqlite import Store
+
+    cfg = load(config, as_json=as_json)
+
+    async def go() -> bool:
+        store = Store(store_location(cfg))
+        try:
+            return bool(await store.revoke_api_key(hash_key(key)))
+        finally:
+            await store.aclose()
+
+    revoked = run_async(go())
+    if as_json:
+        emit_json({"ok": revoked})
+    elif revoked:
+        typer.echo("revoked")
+    if not revoked:
+        fail("no such live key", code=EXIT_FAILED, as_json=False)
 
 
 def run() -> None:

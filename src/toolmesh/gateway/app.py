@@ -1,0 +1,225 @@
+"""The gateway's ASGI app: edge checks (Host, Origin, auth, scopes, rate limits), then routing.
+
+Routes::
+
+    GET  /healthz, /readyz                          no auth
+    GET  /metrics                                   admin scope (or public with gateway.metrics_public)
+    *    /mcp, /sse, /messages/, /ws                mcp scope: every server of the caller's tenant
+    *    /servers/{name}/mcp|sse|messages/|ws       mcp scope: a virtual server or one upstream
+    *    /v1/...                                    chat scope: OpenAI-compatible API
+    *    /admin/...                                 admin scope
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.config import GatewaySettings
+from toolmesh.gateway.state import Gateway
+from toolmesh.gateway.web import PRINCIPAL_KEY, ASGIApp, Receive, Scope, Send, send_error
+from toolmesh.hub.configfile import ToolmeshConfig
+from toolmesh.servers.guard import is_loopback
+
+log = logging.getLogger("toolmesh.gateway")
+
+_MCP_TAILS = ("mcp", "sse", "messages", "ws")
+_SCOPE_OF = {"v1": "chat", "admin": "admin"}
+
+
+class GatewayApp:
+    """ASGI entry point of ``toolmesh serve``; builds the :class:`Gateway` in the lifespan."""
+
+    def __init__(
+        self,
+        config: ToolmeshConfig,
+        settings: GatewaySettings | None = None,
+        *,
+        store_path: str | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings or GatewaySettings.from_section(config.section("gateway"), config.source)
+        self.store_path = store_path
+        self.gw: Gateway | None = None
+        self._hosts = _allowed_hosts(self.settings)
+        self._origins = frozenset(o.rstrip("/").lower() for o in self.settings.allowed_origins)
+        self.mcp: Any = None
+        self.openai: ASGIApp | None = None
+        self.admin: ASGIApp | None = None
+        self.ops: Any = None
+
+    # -- lifespan ------------------------------------------------------------------------
+    async def startup(self) -> Gateway:
+        """Build the gateway and its sub-apps (also usable without an ASGI server, in tests)."""
+        from toolmesh.gateway.admin import AdminApi
+        from toolmesh.gateway.mcp import McpRoutes
+        from toolmesh.gateway.openai_api import OpenAIApi
+        from toolmesh.gateway.ops import Ops
+
+        gw = await Gateway.create(self.config, self.settings, store_path=self.store_path)
+        self.gw = gw
+        self.ops = Ops(gw)
+        self.mcp = McpRoutes(gw)
+        self.openai = OpenAIApi(gw)
+        self.admin = AdminApi(gw)
+        await gw.start()
+        return gw
+
+    async def shutdown(self) -> None:
+        if self.gw is not None:
+            await self.gw.aclose()
+            if self.mcp is not None:
+                await self.mcp.aclose()
+            self.gw = None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                with contextlib.suppress(Exception):
+                    await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests ------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        gw = self.gw
+        path: str = scope["path"]
+        if gw is None:
+            await _refuse(scope, receive, send, 503, "gateway is not started")
+            return
+        if kind == "http" and path in ("/healthz", "/readyz"):
+            await self.ops.health(scope, receive, send, ready=path == "/readyz")
+            return
+        headers = scope["headers"]
+        host = origin = token = None
+        for k, v in headers:
+            if k == b"host":
+                host = v.decode("latin-1")
+            elif k == b"origin":
+                origin = v.decode("latin-1")
+            elif k == b"authorization":
+                token = v.decode("latin-1")
+        if self._hosts is not None and (host is None or not _host_ok(host, self._hosts)):
+            await _refuse(scope, receive, send, 421 if kind == "http" else 403, f"Host {host!r} is not allowed")
+            return
+        if origin is not None and not self._origin_ok(origin):
+            await _refuse(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
+            return
+        if gw.draining:
+            await _refuse(scope, receive, send, 503, "gateway is shutting down", [(b"retry-after", b"1")])
+            return
+        parts = path.strip("/").split("/")
+        head = parts[0]
+        if head == "metrics" and self.settings.metrics_public and kind == "http":
+            await self.ops.metrics(scope, receive, send)
+            return
+        if token is not None and token[:7].lower() == "bearer ":
+            token = token[7:].strip()
+        else:
+            token = None
+        principal = await gw.principal(token)
+        if principal is None:
+            await _refuse(scope, receive, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
+                          [(b"www-authenticate", b'Bearer realm="toolmesh"')], kind="authentication_error")
+            return
+        needed = "admin" if head == "metrics" else _SCOPE_OF.get(head, "mcp")
+        if not principal.allows(needed):
+            await _refuse(scope, receive, send, 403, f"this key lacks the {needed!r} scope",
+                          kind="permission_error")
+            return
+        wait = gw.limits.check(principal)
+        if wait:
+            retry = str(max(1, round(wait + 0.499))).encode()
+            await _refuse(scope, receive, send, 429, "rate limit exceeded for this tenant or key",
+                          [(b"retry-after", retry)], kind="rate_limit_error")
+            return
+        scope[PRINCIPAL_KEY] = principal
+        gw.enter()
+        started = time.perf_counter()
+        status = [0]
+
+        async def tracked_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        route = "other"
+        try:
+            route = await self._route(head, parts, principal, scope, receive, tracked_send)
+        finally:
+            gw.leave()
+            if kind == "http":
+                self.ops.observe(route, status[0] or 499, time.perf_counter() - started, principal.tenant)
+
+    async def _route(self, head: str, parts: list[str], principal: Principal,
+                     scope: Scope, receive: Receive, send: Send) -> str:
+        """Dispatch to a sub-app; returns the route label for metrics."""
+        if head in _MCP_TAILS and len(parts) == 1:
+            await self.mcp(None, head, scope, receive, send)
+            return "mcp"
+        if head == "servers" and len(parts) == 3 and parts[2] in _MCP_TAILS:
+            await self.mcp(parts[1], parts[2], scope, receive, send)
+            return "mcp_server"
+        if head == "v1" and self.openai is not None:
+            await self.openai(scope, receive, send)
+            return "openai"
+        if head == "admin" and self.admin is not None:
+            await self.admin(scope, receive, send)
+            return "admin"
+        if head == "metrics" and scope["type"] == "http":
+            await self.ops.metrics(scope, receive, send)
+            return "metrics"
+        await _refuse(scope, receive, send, 404, f"no route {scope['path']!r}", kind="not_found_error")
+        return "not_found"
+
+    def _origin_ok(self, origin: str) -> bool:
+        norm = origin.rstrip("/").lower()
+        if norm in self._origins:
+            return True
+        host = norm.split("://", 1)[-1].split("/", 1)[0]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return is_loopback(host.strip("[]")) or host in ("localhost",)
+
+
+def _allowed_hosts(settings: GatewaySettings) -> frozenset[str] | None:
+    """Host names accepted in the Host header; ``None`` = no check (public bind, none configured)."""
+    if settings.allowed_hosts:
+        return frozenset(h.lower() for h in settings.allowed_hosts)
+    if is_loopback(settings.host):
+        return frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+    return None
+
+
+def _host_ok(host: str, allowed: frozenset[str]) -> bool:
+    host = host.lower()
+    if host in allowed:
+        return True
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    return name in allowed or (name.startswith("127.") and "127.0.0.1" in allowed)
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, message: str,
+    headers: list[tuple[bytes, bytes]] | None = None, *, kind: str = "invalid_request_error",
+) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008 if status in (401, 403) else 1013, "reason": message})
+        return
+    await send_error(send, status, message, kind, headers)

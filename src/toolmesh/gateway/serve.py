@@ -1,0 +1,96 @@
+"""Run the gateway: ``toolmesh serve --config FILE [--host H] [--port P] [--workers N] [--no-auth]``.
+
+One worker runs in this process on uvloop. Several workers are uvicorn's supervisor
+processes sharing one listening socket; each rebuilds the app from the config file named
+in ``TOOLMESH_GATEWAY_CONFIG`` (with the command line's overrides in
+``TOOLMESH_GATEWAY_OVERRIDES``), and they share the SQLite store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+import orjson
+
+from toolmesh.errors import ConfigError
+from toolmesh.gateway.app import GatewayApp
+from toolmesh.gateway.config import GatewaySettings
+from toolmesh.hub.configfile import ToolmeshConfig, load_config
+from toolmesh.servers.guard import is_loopback
+
+_CONFIG_ENV = "TOOLMESH_GATEWAY_CONFIG"
+_OVERRIDES_ENV = "TOOLMESH_GATEWAY_OVERRIDES"
+
+
+def resolve_settings(config: ToolmeshConfig, overrides: dict[str, Any]) -> GatewaySettings:
+    """The ``gateway`` section with command-line overrides applied; refuses ``--no-auth`` off loopback."""
+    section = {**config.section("gateway"), **{k: v for k, v in overrides.items() if v is not None}}
+    settings = GatewaySettings.from_section(section, config.source)
+    if not settings.auth and not is_loopback(settings.host):
+        raise ConfigError(
+            f"--no-auth is only allowed when binding to loopback (127.0.0.1/localhost/::1), not {settings.host!r}",
+            key="gateway.auth",
+        )
+    return settings
+
+
+def create_app() -> GatewayApp:
+    """App factory for worker processes (reads the environment set by :func:`serve`)."""
+    path = os.environ[_CONFIG_ENV]
+    overrides = orjson.loads(os.environ.get(_OVERRIDES_ENV, "{}"))
+    config = load_config(path)
+    settings = resolve_settings(config, overrides)
+    _setup_observability(settings)
+    return GatewayApp(config, settings)
+
+
+def _setup_observability(settings: GatewaySettings) -> None:
+    from toolmesh.gateway.ops import configure_logging, configure_tracing
+
+    configure_logging(settings.log)
+    configure_tracing(settings.otel)
+
+
+def _uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": "httptools",
+        "ws": "websockets-sansio",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": int(settings.drain_timeout) or None,
+        "timeout_keep_alive": 30,
+    }
+
+
+def serve(config_path: str, overrides: dict[str, Any]) -> None:
+    """Blocking: serve until SIGINT/SIGTERM, then finish in-flight requests and stop."""
+    import uvicorn
+
+    config = load_config(config_path)
+    settings = resolve_settings(config, overrides)
+    _setup_observability(settings)
+    if settings.workers > 1:
+        os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
+        os.environ[_OVERRIDES_ENV] = orjson.dumps(overrides).decode()
+        uvicorn.run(
+            "toolmesh.gateway.serve:create_app", factory=True, workers=settings.workers, loop="uvloop",
+            **_uvicorn_options(settings),
+        )
+        return
+    app = GatewayApp(config, settings)
+    server = uvicorn.Server(uvicorn.Config(app, loop="none", **_uvicorn_options(settings)))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(server.serve())
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(server.serve())

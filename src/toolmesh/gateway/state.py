@@ -1,0 +1,169 @@
+"""The gateway's shared state: everything one worker needs, built from one configuration file.
+
+Sub-apps (MCP endpoint, OpenAI API, admin API, operations) receive the :class:`Gateway`
+and read what they need from it; none of them owns process-wide state of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from toolmesh.agent.factory import AgentStack, build_agent
+from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal
+from toolmesh.gateway.config import GatewaySettings
+from toolmesh.hub import Hub
+from toolmesh.hub.configfile import ToolmeshConfig
+
+log = logging.getLogger("toolmesh.gateway")
+
+_SECRET_KEY = "gateway/session-secret"
+
+
+class Gateway:
+    """Hub, agent runtime, router, store, keys and limits of one gateway worker.
+
+    Build it with :meth:`create`; :meth:`start` tries every configured upstream once (for
+    ``/readyz``); :meth:`aclose` waits for in-flight requests (up to ``drain_timeout``)
+    and releases everything.
+    """
+
+    def __init__(self, config: ToolmeshConfig, settings: GatewaySettings, stack: AgentStack) -> None:
+        self.config = config
+        self.settings = settings
+        self.stack = stack
+        self.hub: Hub = stack.hub
+        self.agent = stack.agent
+        self.llm = stack.llm
+        self.store = stack.store
+        self.registry = stack.registry
+        self.ledger = stack.ledger
+        self.sessions = stack.sessions
+        self.keys = KeyRing(stack.store, ttl=settings.key_cache_ttl)
+        self.limits = EdgeLimits(settings)
+        self.auth = settings.auth
+        self.ready = False
+        self.draining = False
+        self.started_at = time.time()
+        self.upstreams_tried: dict[str, dict[str, Any]] = {}
+        self.session_secret: bytes = (settings.session_secret or "").encode()
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._probe: asyncio.Task[None] | None = None
+        #: Filled by the sub-apps at start-up (e.g. Prometheus families); free-form by design.
+        self.extras: dict[str, Any] = {}
+
+    @classmethod
+    async def create(
+        cls, config: ToolmeshConfig, settings: GatewaySettings | None = None, *, store_path: str | None = None
+    ) -> Gateway:
+        settings = settings or GatewaySettings.from_section(config.section("gateway"), config.source)
+        stack = await build_agent(config, store_path=store_path)
+        gw = cls(config, settings, stack)
+        if not gw.session_secret:
+            gw.session_secret = await gw._shared_secret()
+        return gw
+
+    async def _shared_secret(self) -> bytes:
+        # Workers on one host share the store, so they agree on the secret; replicas on other
+        # hosts need ``gateway.session_secret`` set to the same value.
+        fresh = secrets.token_urlsafe(32)
+        # First writer wins: every worker then reads the same value back.
+        await self.store.execute(
+            "INSERT OR IGNORE INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)",
+            (_SECRET_KEY, orjson.dumps(fresh), time.time()),
+        )
+        found = await self.store.get_checkpoint(_SECRET_KEY)
+        return (found if isinstance(found, str) else fresh).encode()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Begin probing the configured upstreams in the background (``/readyz`` waits for it)."""
+        self._probe = asyncio.create_task(self._try_upstreams(), name="toolmesh-gateway-probe")
+
+    async def _try_upstreams(self) -> None:
+        async def one(tenant: str, name: str) -> None:
+            started = time.perf_counter()
+            try:
+                tools = await self.hub.list_tools(tenant=tenant, server=name)
+                entry: dict[str, Any] = {"ok": True, "tools": len(tools)}
+            except Exception as exc:  # a dead upstream must not stop the gateway
+                entry = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                log.warning("upstream %s/%s not reachable at start-up: %s", tenant, name, exc)
+            entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            self.upstreams_tried[f"{tenant}/{name}"] = entry
+
+        jobs = [
+            one(tenant, name)
+            for tenant, servers in self.config.tenants.items()
+            for name, cfg in servers.items()
+            if cfg.enabled
+        ]
+        await asyncio.gather(*jobs)
+        self.ready = True
+
+    def enter(self) -> None:
+        """Count one request in flight (for graceful shutdown)."""
+        self.in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight <= 0:
+            self.in_flight = 0
+            self._idle.set()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop accepting work and wait for in-flight requests; False if some were still running."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout if timeout is None else timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self.drain()
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+        await self.stack.aclose()
+
+    # -- auth ----------------------------------------------------------------------------
+    async def principal(self, token: str | None) -> Principal | None:
+        """The caller behind a bearer token (``ANONYMOUS`` when auth is off)."""
+        if not self.auth:
+            return ANONYMOUS
+        if not token:
+            return None
+        return await self.keys.resolve(token)
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(
+        self,
+        principal: Principal,
+        server: str,
+        tool: str,
+        arguments: Any,
+        status: str,
+        latency_ms: float,
+        *,
+        user: str | None = None,
+        request_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record one tool call (who, what, arguments hash, result status, latency); never raises."""
+        try:
+            digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            self.store.audit(
+                tenant=principal.tenant, user=user or principal.user or principal.key_id, server=server, tool=tool,
+                arguments_hash=digest, status=status, latency_ms=latency_ms, request_id=request_id, error=error,
+            )
+        except Exception:
+            log.exception("audit write failed")
