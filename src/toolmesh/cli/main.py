@@ -402,6 +402,6 @@ def run() -> None:
     app()
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - python -m toolmesh.cli.main
     run()
 
