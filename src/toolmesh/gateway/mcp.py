@@ -1,17 +1,181 @@
-"""MCP endpoints (GW-2). Placeholder: the lead is writing the real one."""
+"""MCP endpoints of the gateway (GW-2): ``/mcp`` and ``/servers/{name}/mcp`` on every transport.
+
+Each (tenant, view) pair gets a :class:`GatewayDispatcher` and the frontends of
+:mod:`toolmesh.servers` around it: Streamable HTTP (both protocol eras; 2026-07-28 is
+stateless, so any worker or replica answers), legacy SSE (``sse`` + ``messages``) and
+WebSocket (``ws``). Handshake-era session ids are sealed (:class:`SealedSessions`): the
+id carries the negotiated version and client capabilities under an HMAC, so a worker
+that never saw the ``initialize`` serves the session. Legacy SSE streams are bound to
+the connection that opened them (use one worker or sticky routing for that transport).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import orjson
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.mcp_dispatch import CURRENT_PRINCIPAL, GatewayDispatcher
+from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import Receive, Scope, Send, send_error
+from toolmesh.gateway.web import PRINCIPAL_KEY, Receive, Scope, Send, send_error
+from toolmesh.servers.guard import Guard
+from toolmesh.servers.http import StreamableHttp
+from toolmesh.servers.sse import LegacySse
+from toolmesh.servers.state import Conn
+from toolmesh.servers.ws import WebSocketFrontend
+
+_CAP_KEYS = ("sampling", "elicitation", "roots", "experimental")
+
+
+class SealedSessions:
+    """Handshake-era session ids that carry their own state: ``payload.mac`` (base64url).
+
+    The payload holds the tenant, the negotiated protocol version, the client's
+    capabilities (top-level keys only) and the issue time; the MAC is HMAC-SHA256 with the
+    gateway's session secret (shared by workers through the store, by replicas through
+    ``gateway.session_secret``). A session is only valid for its own tenant.
+    """
+
+    def __init__(self, secret: bytes, tenant: str, max_age: float) -> None:
+        self.secret = secret
+        self.tenant = tenant
+        self.max_age = max_age
+
+    def _mac(self, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]).decode()
+
+    def seal(self, msg: Any, scope: Scope) -> str:
+        params = msg.get("params") if isinstance(msg, dict) else None
+        params = params if isinstance(params, dict) else {}
+        requested = params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        caps = params.get("capabilities")
+        kept = {k: v for k, v in caps.items() if k in _CAP_KEYS} if isinstance(caps, dict) else {}
+        body = {"t": self.tenant, "v": version, "c": kept, "i": int(time.time()),
+                "n": base64.urlsafe_b64encode(hashlib.sha256(str(time.perf_counter_ns()).encode()).digest()[:6])
+                .decode()}
+        payload = base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
+        return f"{payload}.{self._mac(payload.encode())}"
+
+    def open(self, sid: str, scope: Scope) -> Conn | None:
+        payload, sep, mac = sid.partition(".")
+        if not sep or len(sid) > 4096 or not hmac.compare_digest(mac, self._mac(payload.encode())):
+            return None
+        try:
+            body = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(body, dict) or body.get("t") != self.tenant:
+            return None
+        if time.time() - float(body.get("i", 0)) > self.max_age:
+            return None
+        conn = Conn(f"session:{sid[:24]}")
+        conn.version = body.get("v")
+        conn.client_caps = body.get("c") or {}
+        conn.initialized = True
+        return conn
+
+
+class _Endpoint:
+    """The frontends of one (tenant, view)."""
+
+    def __init__(self, gw: Gateway, view: View, base: str) -> None:
+        s = gw.settings
+        self.dispatcher = GatewayDispatcher(gw, view)
+        # Host/Origin are checked once by the gateway app; the frontends only cap bodies.
+        guard = Guard(host=s.host, validate_origin=False, max_body=s.max_body)
+        codec = SealedSessions(gw.session_secret, view.tenant, max_age=7 * 24 * 3600.0)
+        self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
+                                   session_idle_timeout=s.session_idle_timeout, session_codec=codec)
+        self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
+        self.ws = WebSocketFrontend(self.dispatcher, guard)
 
 
 class McpRoutes:
+    """Resolves ``(view, transport)`` for the caller's tenant and runs the matching frontend."""
+
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
 
-    async def __call__(self, view: str | None, tail: str, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_error(send, 404, "not implemented yet", "not_found_error")
+    def view_for(self, tenant: str, name: str | None) -> View | None:
+        """The view ``name`` (``None``: all servers) for ``tenant``, or ``None`` if it has no such view."""
+        gw = self.gw
+        s = gw.settings
+        servers = gw.hub.servers(tenant=tenant)
+        if name is None:
+            names = [n for n, h in servers.items() if h.config.enabled]
+            if not names:
+                return None
+            return View(gw.hub, tenant, None, names, include=s.include, exclude=s.exclude)
+        virtual = s.virtual_servers.get(name)
+        if virtual is not None:
+            if virtual.tenants is not None and tenant not in virtual.tenants:
+                return None
+            if any(n not in servers for n in virtual.servers):
+                return None
+            return View(gw.hub, tenant, name, list(virtual.servers), prefix=virtual.prefix,
+                        include=virtual.include, exclude=virtual.exclude)
+        if name in servers and servers[name].config.enabled:
+            return View(gw.hub, tenant, name, [name])
+        return None
+
+    def endpoint(self, principal: Principal, name: str | None) -> _Endpoint | None:
+        key = (principal.tenant, name)
+        ep = self._endpoints.get(key)
+        if ep is None or _stale(ep, self.gw, principal.tenant):
+            view = self.view_for(principal.tenant, name)
+            if view is None:
+                self._endpoints.pop(key, None)
+                return None
+            ep = self._endpoints[key] = _Endpoint(self.gw, view, f"/servers/{name}" if name else "")
+        return ep
+
+    async def __call__(self, name: str | None, tail: str, scope: Scope, receive: Receive, send: Send) -> None:
+        principal: Principal = scope[PRINCIPAL_KEY]
+        ep = self.endpoint(principal, name)
+        if ep is None:
+            if scope["type"] == "websocket":
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            what = f"server {name!r}" if name else "any MCP server"
+            await send_error(send, 404, f"tenant {principal.tenant!r} has no {what}", "not_found_error")
+            return
+        CURRENT_PRINCIPAL.set(principal)
+        if scope["type"] == "websocket":
+            if tail == "ws":
+                await ep.ws(scope, receive, send)  # type: ignore[arg-type]
+            else:
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+        elif tail == "mcp":
+            await ep.http(scope, receive, send)  # type: ignore[arg-type]
+        elif tail == "sse":
+            await ep.sse.stream(scope, receive, send)  # type: ignore[arg-type]
+        elif tail == "messages":
+            await ep.sse.message(scope, receive, send)  # type: ignore[arg-type]
+        else:
+            await send_error(send, 404, f"no MCP transport {tail!r}", "not_found_error")
 
     async def aclose(self) -> None:
-        return None
+        for ep in self._endpoints.values():
+            for conn in ep.http.sessions.values():
+                conn.cancel_all()
+        self._endpoints.clear()
+
+
+def _stale(ep: _Endpoint, gw: Gateway, tenant: str) -> bool:
+    """A view built before servers were (un)registered at run time must be rebuilt."""
+    view = ep.dispatcher.view
+    current = gw.hub.servers(tenant=tenant)
+    if view.name is None:
+        return len(current) != len(view.servers) or any(n not in current for n in view.servers)
+    return any(n not in current for n in view.servers)

@@ -1,0 +1,352 @@
+"""The gateway's MCP method handlers: a dispatcher whose methods forward to upstreams via the Hub.
+
+It plugs into toolmesh's server frontends (Streamable HTTP in both eras, legacy SSE,
+WebSocket) through the frontend↔dispatcher interface of :mod:`toolmesh.servers.dispatch`,
+and reuses that module's envelope checks, cancellation tracking and result decoration.
+
+Forwarding, per direction:
+
+* client → upstream: requests by name/URI routing (:class:`~toolmesh.gateway.mcp_view.View`),
+  cancellation (the downstream request's task is cancelled, the Hub tells the upstream);
+* upstream → client: progress (re-keyed to the client's ``progressToken``), log messages
+  (filtered by the client's level), and in the handshake era the upstream's sampling /
+  elicitation / roots requests, asked of the client on the same stream. A 2026-07-28
+  upstream's ``input_required`` result passes through to a 2026-07-28 client as it is;
+  for a handshake-era client the gateway asks the client itself and retries upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.caching import CacheHint
+from mcp.shared.exceptions import MCPError
+from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+from toolmesh import __version__
+from toolmesh.errors import (
+    CircuitOpenError,
+    ConcurrencyLimitError,
+    ConnectionFailedError,
+    McpRemoteError,
+    ServerNotFoundError,
+    ToolmeshError,
+    ToolNotFoundError,
+    ToolTimeoutError,
+)
+from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.mcp_view import View
+from toolmesh.gateway.state import Gateway
+from toolmesh.servers.dispatch import Dispatcher
+from toolmesh.servers.reqcontext import Req, ask_client, can_ask_client
+from toolmesh.servers.state import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    LOG_LEVELS,
+    RATE_LIMITED,
+    REQUEST_TIMEOUT,
+    RpcError,
+)
+
+log = logging.getLogger("toolmesh.gateway.mcp")
+
+#: The authenticated caller of the request being served (set by :class:`McpRoutes`).
+CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("toolmesh_gateway_principal")
+#: JSON-RPC code for "the upstream server is unavailable" (implementation-defined range).
+UPSTREAM_UNAVAILABLE = -32003
+#: How many sampling/elicitation rounds the gateway runs for a handshake-era client.
+_MAX_INPUT_ROUNDS = 8
+_LIST_TTL_MS = 5_000
+_ENVELOPE_PREFIX = "io.modelcontextprotocol/"
+_CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": False},
+    "prompts": {"listChanged": False},
+    "resources": {"listChanged": False, "subscribe": False},
+    "completions": {},
+}
+
+
+def rpc_error_for(exc: BaseException) -> RpcError:
+    """The JSON-RPC error a downstream client gets for a Hub failure."""
+    if isinstance(exc, McpRemoteError):
+        return RpcError(exc.code, exc.message, exc.data)
+    if isinstance(exc, ToolNotFoundError | ServerNotFoundError):
+        return RpcError(INVALID_PARAMS, str(exc))
+    if isinstance(exc, ToolTimeoutError):
+        return RpcError(REQUEST_TIMEOUT, str(exc))
+    if isinstance(exc, CircuitOpenError):
+        retry = getattr(exc, "retry_after", None)
+        return RpcError(UPSTREAM_UNAVAILABLE, str(exc), {"retryAfter": retry} if retry else None)
+    if isinstance(exc, ConcurrencyLimitError):
+        return RpcError(RATE_LIMITED, str(exc), {"retryAfter": 1})
+    if isinstance(exc, ConnectionFailedError):
+        return RpcError(UPSTREAM_UNAVAILABLE, str(exc))
+    if isinstance(exc, ToolmeshError):
+        return RpcError(INTERNAL_ERROR, str(exc))
+    return RpcError(INTERNAL_ERROR, "Internal error")
+
+
+class GatewayDispatcher(Dispatcher):
+    """Serves one :class:`View` of one tenant."""
+
+    def __init__(self, gw: Gateway, view: View) -> None:
+        # Dispatcher.__init__ binds an SDK MCPServer; the gateway has none, so set up what
+        # Dispatcher.handle uses directly.
+        self.gw = gw
+        self.view = view
+        self.policy = None
+        self.lifespan_state = {}
+        self.server_info = {"name": f"toolmesh-gateway/{view.name}" if view.name else "toolmesh-gateway",
+                            "version": __version__}
+        self.modern_caps = _CAPABILITIES
+        self.legacy_caps = {**_CAPABILITIES, "logging": {}}
+        self.instructions: str | None = None
+        common: dict[str, Callable[[Req], Any]] = {
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "resources/list": self.resources_list,
+            "resources/templates/list": self.templates_list,
+            "resources/read": self.resources_read,
+            "prompts/list": self.prompts_list,
+            "prompts/get": self.prompts_get,
+            "completion/complete": self.complete,
+        }
+        self.modern_methods = {**common, "server/discover": self.discover}
+        self.legacy_methods = {**common, "initialize": self.initialize, "ping": self.ping,
+                               "logging/setLevel": self.set_level}
+        hint = CacheHint(ttl_ms=_LIST_TTL_MS, scope="private")
+        self._hints = {m: hint for m in ("tools/list", "prompts/list", "resources/list", "resources/templates/list")}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[Any]:
+        yield {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def initialize(self, req: Req) -> dict[str, Any]:
+        requested = req.params.get("protocolVersion")
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        if req.conn is not None:
+            req.conn.version = version
+            req.conn.client_caps = req.params.get("capabilities")
+        return {"protocolVersion": version, "capabilities": self.legacy_caps, "serverInfo": self.server_info}
+
+    async def discover(self, req: Req) -> dict[str, Any]:
+        return {"supportedVersions": ["2026-07-28"], "capabilities": self.modern_caps}
+
+    # -- tools / prompts -----------------------------------------------------------------
+    async def tools_list(self, req: Req) -> dict[str, Any]:
+        return {"tools": await self._listed("tools")}
+
+    async def prompts_list(self, req: Req) -> dict[str, Any]:
+        return {"prompts": await self._listed("prompts")}
+
+    async def _listed(self, kind: str) -> list[dict[str, Any]]:
+        try:
+            return await self.view.served(kind)
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+
+    async def tools_call(self, req: Req) -> dict[str, Any]:
+        params = req.params
+        name = params.get("name")
+        if type(name) is not str:
+            raise RpcError(INVALID_PARAMS, "tools/call: 'name' must be a string")
+        arguments = params.get("arguments")
+        if arguments is not None and type(arguments) is not dict:
+            raise RpcError(INVALID_PARAMS, "tools/call: 'arguments' must be an object")
+        try:
+            route = await self.view.route("tools", name)
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+        if route is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
+        server, tool = route
+        forwarded = params.copy()
+        forwarded.pop("_meta", None)
+        forwarded["name"] = tool
+        principal = CURRENT_PRINCIPAL.get()
+        started = time.perf_counter()
+        status = "error"
+        try:
+            result = await self._forward(req, server, "tools/call", forwarded)
+            status = "tool_error" if result.get("isError") else "ok"
+            return result
+        except RpcError as exc:
+            status = "timeout" if exc.code == REQUEST_TIMEOUT else "error"
+            raise
+        finally:
+            self.gw.audit(principal, server, tool, arguments or {}, status,
+                          (time.perf_counter() - started) * 1000.0, request_id=str(req.id))
+
+    async def prompts_get(self, req: Req) -> dict[str, Any]:
+        name = req.params.get("name")
+        if type(name) is not str:
+            raise RpcError(INVALID_PARAMS, "prompts/get: 'name' must be a string")
+        route = await self._route_name("prompts", name)
+        if route is None:
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}", {"prompt": name})
+        forwarded = {k: v for k, v in req.params.items() if k != "_meta"}
+        forwarded["name"] = route[1]
+        return await self._forward(req, route[0], "prompts/get", forwarded)
+
+    async def _route_name(self, kind: str, name: str) -> tuple[str, str] | None:
+        try:
+            return await self.view.route(kind, name)
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+
+    # -- resources -----------------------------------------------------------------------
+    async def resources_list(self, req: Req) -> dict[str, Any]:
+        try:
+            return {"resources": await self.view.resources()}
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+
+    async def templates_list(self, req: Req) -> dict[str, Any]:
+        try:
+            return {"resourceTemplates": await self.view.resource_templates()}
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+
+    async def resources_read(self, req: Req) -> dict[str, Any]:
+        uri = req.params.get("uri")
+        if type(uri) is not str:
+            raise RpcError(INVALID_PARAMS, "resources/read: 'uri' must be a string")
+        try:
+            route = await self.view.route_uri(uri)
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+        if route is None:
+            raise RpcError(INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
+        forwarded = {k: v for k, v in req.params.items() if k != "_meta"}
+        forwarded["uri"] = route[1]
+        result = await self._forward(req, route[0], "resources/read", forwarded)
+        if route[1] != uri:  # served under a prefixed URI: answer with the URI the client asked for
+            for item in result.get("contents") or ():
+                if isinstance(item, dict) and item.get("uri") == route[1]:
+                    item["uri"] = uri
+        return result
+
+    # -- completion ----------------------------------------------------------------------
+    async def complete(self, req: Req) -> dict[str, Any]:
+        ref = req.params.get("ref")
+        if type(ref) is not dict:
+            raise RpcError(INVALID_PARAMS, "completion/complete: 'ref' must be an object")
+        forwarded = {k: v for k, v in req.params.items() if k != "_meta"}
+        if ref.get("type") == "ref/prompt" and type(ref.get("name")) is str:
+            route = await self._route_name("prompts", ref["name"])
+            if route is None:
+                raise RpcError(INVALID_PARAMS, f"Unknown prompt: {ref['name']}")
+            forwarded["ref"] = {**ref, "name": route[1]}
+        elif ref.get("type") == "ref/resource" and type(ref.get("uri")) is str:
+            found = None
+            if self.view.single is not None:
+                found = (self.view.single, ref["uri"])
+            else:
+                await self.view.resource_templates()
+                for pattern, owner in self.view.templates:
+                    if pattern.fullmatch(ref["uri"]) or ref["uri"] in pattern.pattern:
+                        found = (owner, ref["uri"])
+                        break
+            if found is None:
+                raise RpcError(INVALID_PARAMS, f"Unknown resource template: {ref['uri']}")
+            route = found
+        else:
+            raise RpcError(INVALID_PARAMS, "completion/complete: unsupported ref")
+        return await self._forward(req, route[0], "completion/complete", forwarded)
+
+    # -- the forwarding core -------------------------------------------------------------
+    async def _forward(self, req: Req, server: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        meta = req.meta
+        token = meta.get("progressToken") if meta is not None else None
+        on_progress = None
+        notify = req.notify
+        if notify is not None and type(token) in (str, int):
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                p: dict[str, Any] = {"progressToken": token, "progress": progress}
+                if total is not None:
+                    p["total"] = total
+                if message is not None:
+                    p["message"] = message
+                await notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": p})
+
+        on_log = self._log_forwarder(req) if notify is not None else None
+        on_request = self._asker(req) if can_ask_client(req) else None
+        if req.modern and meta is not None and LOG_LEVEL_META_KEY in meta:
+            params["_meta"] = {LOG_LEVEL_META_KEY: meta[LOG_LEVEL_META_KEY]}
+        tenant = CURRENT_PRINCIPAL.get().tenant
+        for _ in range(_MAX_INPUT_ROUNDS):
+            try:
+                result = await self.gw.hub.forward(
+                    server, method, params, tenant=tenant,
+                    on_progress=on_progress, on_request=on_request, on_log=on_log,
+                )
+            except RpcError:
+                raise
+            except Exception as exc:
+                raise rpc_error_for(exc) from None
+            meta_out = result.get("_meta")
+            if type(meta_out) is dict and SERVER_INFO_META_KEY in meta_out:
+                result["_meta"] = {k: v for k, v in meta_out.items() if k != SERVER_INFO_META_KEY}
+                if not result["_meta"]:
+                    del result["_meta"]
+            if req.modern or result.get("resultType") != "input_required":
+                return result
+            # A 2026-07-28 upstream needs input but this client speaks the handshake era:
+            # ask the client ourselves, then retry upstream with the answers.
+            params = {**params, "inputResponses": await self._answer_inputs(req, result),
+                      "requestState": result.get("requestState")}
+            if params["requestState"] is None:
+                del params["requestState"]
+        raise RpcError(INTERNAL_ERROR, f"upstream {server!r} kept asking for input after {_MAX_INPUT_ROUNDS} rounds")
+
+    async def _answer_inputs(self, req: Req, result: dict[str, Any]) -> dict[str, Any]:
+        requests = result.get("inputRequests") or {}
+        if not can_ask_client(req):
+            raise RpcError(INVALID_PARAMS, "the upstream needs input from the client, but this connection "
+                                           "cannot carry server→client requests")
+        answers: dict[str, Any] = {}
+        for key, item in requests.items():
+            if not isinstance(item, dict) or type(item.get("method")) is not str:
+                continue
+            try:
+                answers[key] = await ask_client(req, item["method"], item.get("params"))
+            except MCPError as exc:
+                raise RpcError(exc.error.code, exc.error.message, exc.error.data) from None
+        return answers
+
+    def _asker(self, req: Req) -> Callable[[str, dict[str, Any]], Any]:
+        async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return await ask_client(req, method, params)
+            except MCPError as exc:
+                raise McpRemoteError(exc.error.code, exc.error.message, exc.error.data) from None
+
+        return ask
+
+    def _log_forwarder(self, req: Req) -> Callable[[dict[str, Any]], Any]:
+        notify = req.notify
+        assert notify is not None
+        if req.modern:
+            wanted = req.meta.get(LOG_LEVEL_META_KEY) if req.meta is not None else None
+            floor = LOG_LEVELS.index(wanted) if wanted in LOG_LEVELS else len(LOG_LEVELS)
+        else:
+            floor = req.conn.log_level if req.conn is not None else 0
+
+        async def forward_log(params: dict[str, Any]) -> None:
+            level = params.get("level")
+            if level in LOG_LEVELS and LOG_LEVELS.index(level) >= floor:
+                await notify({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
+
+        return forward_log
+
+
+def strip_envelope(meta: dict[str, Any]) -> dict[str, Any]:
+    """``_meta`` without the 2026-07-28 envelope keys (the Hub adds its own upstream)."""
+    return {k: v for k, v in meta.items() if not k.startswith(_ENVELOPE_PREFIX)}
