@@ -98,6 +98,8 @@ class GatewaySettings(_Strict):
     session_secret: str | None = None
     key_cache_ttl: float = Field(default=10.0, ge=0)
     metrics_public: bool = False
+    #: Let the admin API register stdio servers (that runs commands on the gateway host).
+    admin_stdio: bool = False
     log: LogSettings = Field(default_factory=LogSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     drain_timeout: float = Field(default=30.0, ge=0)
