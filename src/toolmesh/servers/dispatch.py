@@ -4,6 +4,20 @@ Both protocol eras run through :meth:`Dispatcher.handle`: a request whose
 ``params._meta`` carries ``io.modelcontextprotocol/protocolVersion`` is a 2026-07-28
 (stateless, per-request envelope) request; anything else is handshake-era (2025-11-25
 and older). Frontends own framing, sessions and the notification channel.
+
+The frontend↔dispatcher interface (what ``StreamableHttp``, ``LegacySse``,
+``WebSocketFrontend`` and ``serve_stdio`` call; another dispatcher, e.g. the gateway's,
+plugs in by offering the same):
+
+- ``await handle(msg, conn, notify=None, *, headers=None, client=None)``: one decoded
+  message; returns the response dict (or list, for a 2025-03-26 batch) or ``None`` when
+  none is owed (notifications, JSON-RPC responses, cancelled requests). ``notify`` is the
+  request's outbound channel: it carries notifications and, in the handshake era, the
+  server→client requests of :func:`toolmesh.servers.reqcontext.ask_client`; frontends pass
+  ``None`` when the channel cannot carry messages (a JSON-only HTTP client). A JSON-RPC
+  response (``id`` plus ``result``/``error``, no ``method``) must reach ``handle`` with the
+  same ``conn`` as the request it answers: it resolves ``conn.pending`` (``Conn.resolve``).
+- ``lifespan()``: an async context manager run around serving.
 """
 
 from __future__ import annotations
@@ -24,9 +38,9 @@ from mcp_types.methods import CACHEABLE_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from toolmesh.servers.methods import McpMethods, Req
+from toolmesh.servers.methods import McpMethods
 from toolmesh.servers.policy import ServerPolicy, policy_of
-from toolmesh.servers.reqcontext import Notify
+from toolmesh.servers.reqcontext import Notify, Req
 from toolmesh.servers.state import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
@@ -90,9 +104,17 @@ class Dispatcher(McpMethods):
             "ping": self.ping,
             "logging/setLevel": self.set_level,
         }
-        for method in ("completion/complete",):
+        # Methods served by the SDK server's own handlers when it registered one.
+        low_methods = {
+            "completion/complete": True,
+            "resources/subscribe": False,  # handshake era only: 2026-07-28 uses subscriptions/listen
+            "resources/unsubscribe": False,
+        }
+        for method, modern in low_methods.items():
             if server._lowlevel_server.get_request_handler(method) is not None:
-                self.modern_methods[method] = self.legacy_methods[method] = self.lowlevel
+                self.legacy_methods[method] = self.lowlevel
+                if modern:
+                    self.modern_methods[method] = self.lowlevel
         low = server._lowlevel_server
         self._hints: dict[str, CacheHint] = {m: low.cache_hints.get(m) or CacheHint() for m in CACHEABLE_METHODS}
 
@@ -130,7 +152,10 @@ class Dispatcher(McpMethods):
         rid = msg.get("id", _MISSING)
         if msg.get("jsonrpc") != "2.0" or type(method) is not str:
             if rid is not _MISSING and ("result" in msg or "error" in msg):
-                return None  # a response to a server→client request; we never send any
+                # The client's answer to a server→client request (see reqcontext.ask_client).
+                if conn is not None and not conn.resolve(msg):
+                    logger.debug("dropped a response to unknown server request %r", rid)
+                return None
             ok_id = rid if type(rid) in (str, int) else None
             return error_response(ok_id, INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
         params = msg.get("params")
@@ -234,16 +259,17 @@ class Dispatcher(McpMethods):
             )
         version = meta[PROTOCOL_VERSION_META_KEY]
         if headers is not None:
-            if headers.get("mcp-protocol-version") != version:
+            # Field values may carry optional whitespace around them (RFC 9110 OWS).
+            if _header(headers, "mcp-protocol-version") != version:
                 raise RpcError(HEADER_MISMATCH, "mcp-protocol-version header does not match the request envelope")
-            if headers.get("mcp-method") != method:
+            if _header(headers, "mcp-method") != method:
                 raise RpcError(HEADER_MISMATCH, "mcp-method header does not match the request body's method")
             key = _NAME_PARAM.get(method)
             if key is not None:
                 value = params.get(key)
-                if value is not None and headers.get("mcp-name") != value:
-                    if decode_header_value(headers.get("mcp-name")) != value:
-                        raise RpcError(HEADER_MISMATCH, f"mcp-name header does not match the body's {key!r}")
+                name = _header(headers, "mcp-name")
+                if value is not None and name != value and decode_header_value(name) != value:
+                    raise RpcError(HEADER_MISMATCH, f"mcp-name header does not match the body's {key!r}")
         if type(version) is not str:
             raise RpcError(INVALID_PARAMS, "the protocol-version envelope value must be a string")
         if version not in MODERN_PROTOCOL_VERSIONS:
@@ -261,6 +287,11 @@ class Dispatcher(McpMethods):
             conn.initialized = True
         elif method == "notifications/cancelled" and isinstance(params, dict):
             conn.cancel(params.get("requestId"))
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    return value.strip(" \t") if value is not None else None
 
 
 class _Routed:

@@ -3,8 +3,10 @@
 2026-07-28: every POST is self-contained (per-request ``_meta`` envelope, routing headers
 checked). Handshake era: ``initialize`` opens a session (``Mcp-Session-Id``), later POSTs
 must carry it (unknown → 404), DELETE ends it, GET (server→client stream) → 405.
-Responses are JSON unless the request emits notifications (progress, logs) and the client
-accepts ``text/event-stream``: then the notifications and the result go out as SSE.
+Responses are JSON unless the request emits notifications (progress, logs) or server→client
+requests (sampling, elicitation, roots) and the client accepts ``text/event-stream``: then
+those and the result go out as SSE; the client POSTs its answers to the server's requests
+(202 Accepted) and they reach the waiting tool through the dispatcher.
 A client that disconnects mid-request cancels the handler.
 """
 
@@ -258,18 +260,20 @@ class StreamableHttp:
             if found is None:
                 return
             conn = found
-        if type(msg) is dict and "id" not in msg:  # notification (or a stray response)
+        if type(msg) is dict and ("id" not in msg or ("method" not in msg and ("result" in msg or "error" in msg))):
+            # A notification, or the client's answer to a server→client request.
             await self.dispatcher.handle(msg, conn, headers=headers)
             await respond(send, 202, b"", extra)
             return
         accept = headers.get("accept", "")
-        stream = _Stream(send, "text/event-stream" in accept, extra)
+        sse_ok = "text/event-stream" in accept
+        stream = _Stream(send, sse_ok, extra)
         task = asyncio.current_task()
         assert task is not None
         watch = self._watchdog.watch(receive, task)
         try:
             response = await self.dispatcher.handle(
-                msg, conn, stream.notify, headers=headers if modern else None, client=_client(scope)
+                msg, conn, stream.notify if sse_ok else None, headers=headers if modern else None, client=_client(scope)
             )
         except asyncio.CancelledError:
             if watch.disconnected:

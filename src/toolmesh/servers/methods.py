@@ -10,7 +10,6 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -25,50 +24,21 @@ from mcp.server.mcpserver.exceptions import (
     UnexpectedToolError,
 )
 from mcp.shared.exceptions import MCPError
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, InputResponseRequestParams
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import BaseModel
 
 from toolmesh.servers.policy import ServerPolicy
-from toolmesh.servers.reqcontext import Notify, RequestInfo, RequestSession
+from toolmesh.servers.reqcontext import Req, RequestInfo, RequestSession
 from toolmesh.servers.state import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     LOG_LEVELS,
     REQUEST_TIMEOUT,
-    Conn,
     RpcError,
 )
 
 logger = logging.getLogger("toolmesh.servers")
-
-
-class Req:
-    """One inbound request as the method handlers see it."""
-
-    __slots__ = ("conn", "headers", "id", "meta", "method", "modern", "notify", "params", "version")
-
-    def __init__(
-        self,
-        rid: Any,
-        method: str,
-        params: dict[str, Any],
-        meta: Mapping[str, Any] | None,
-        version: str,
-        modern: bool,
-        conn: Conn | None,
-        notify: Notify | None,
-        headers: Mapping[str, str] | None,
-    ) -> None:
-        self.id = rid
-        self.method = method
-        self.params = params
-        self.meta = meta
-        self.version = version
-        self.modern = modern
-        self.conn = conn
-        self.notify = notify
-        self.headers = headers
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
@@ -99,7 +69,12 @@ class McpMethods:
         low = server._lowlevel_server
         self.server_info: dict[str, Any] = low.server_info.model_dump(by_alias=True, mode="json", exclude_none=True)
         caps = dump(low.get_capabilities())
-        self.modern_caps = caps
+        resources = caps.get("resources")
+        if isinstance(resources, dict) and resources.get("subscribe"):
+            # resources/subscribe does not exist on the 2026-07-28 wire (subscriptions/listen replaced it).
+            self.modern_caps = {**caps, "resources": {**resources, "subscribe": False}}
+        else:
+            self.modern_caps = caps
         # Handshake-era clients may call logging/setLevel, which we serve.
         self.legacy_caps = {**caps, "logging": {}}
         self._tools_key: tuple[int, ...] | None = None
@@ -298,7 +273,12 @@ class McpMethods:
             min_log = req.conn.log_level if req.conn is not None else 0
             caps = req.conn.client_caps if req.conn is not None else None
         session = RequestSession(
-            req.notify, request_id=req.id, progress_token=token, min_log_level=min_log, client_capabilities=caps
+            req.notify,
+            request_id=req.id,
+            progress_token=token,
+            min_log_level=min_log,
+            client_capabilities=caps,
+            req=req,
         )
         rc: ServerRequestContext[Any, Any] = ServerRequestContext(
             session=session,  # type: ignore[arg-type]  # duck-typed stand-in for ServerSession
@@ -310,4 +290,17 @@ class McpMethods:
             meta=meta,  # type: ignore[arg-type]
             request=RequestInfo(req.headers),
         )
-        return Context(request_context=rc, mcp_server=self.server, subscriptions=self.server._subscriptions)
+        input_params = None
+        if req.modern and ("inputResponses" in req.params or "requestState" in req.params):
+            # 2026-07-28 multi-round-trip retry: ctx.input_responses / ctx.request_state.
+            # A malformed inputResponses is a ValidationError, answered as -32602.
+            input_params = InputResponseRequestParams.model_validate(
+                {"inputResponses": req.params.get("inputResponses"), "requestState": req.params.get("requestState")},
+                by_name=False,
+            )
+        return Context(
+            request_context=rc,
+            mcp_server=self.server,
+            input_params=input_params,
+            subscriptions=self.server._subscriptions,
+        )

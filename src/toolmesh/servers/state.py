@@ -56,10 +56,12 @@ class Conn:
     """One client connection (stdio, WebSocket, SSE stream) or legacy HTTP session.
 
     Holds the negotiated handshake-era version, the client's key for rate limiting,
-    the log level it asked for and the requests in flight (for ``notifications/cancelled``).
+    the log level it asked for, the requests in flight (for ``notifications/cancelled``) and
+    the server→client requests awaiting the client's answer (``pending``).
     """
 
     __slots__ = (
+        "_next_id",
         "cancelled",
         "client_caps",
         "client_key",
@@ -67,6 +69,7 @@ class Conn:
         "initialized",
         "last_seen",
         "log_level",
+        "pending",
         "version",
     )
 
@@ -80,6 +83,23 @@ class Conn:
         self.inflight: dict[Any, asyncio.Task[Any]] = {}
         self.cancelled: set[Any] = set()
         self.last_seen = 0.0
+        self.pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+
+    def expect_response(self) -> tuple[int, asyncio.Future[dict[str, Any]]]:
+        """A fresh id for a server→client request and the future its answer will resolve."""
+        self._next_id += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[self._next_id] = future
+        return self._next_id, future
+
+    def resolve(self, message: dict[str, Any]) -> bool:
+        """Hand a client's JSON-RPC response to the request waiting for it; False when none is."""
+        future = self.pending.pop(message.get("id"), None)
+        if future is None or future.done():
+            return False
+        future.set_result(message)
+        return True
 
     def cancel(self, request_id: Any) -> bool:
         """Cancel the in-flight request ``request_id``; False when it is unknown or done."""
@@ -94,3 +114,7 @@ class Conn:
         """Cancel everything in flight (the connection is going away)."""
         for rid in list(self.inflight):
             self.cancel(rid)
+        for future in self.pending.values():
+            if not future.done():
+                future.cancel()
+        self.pending.clear()
