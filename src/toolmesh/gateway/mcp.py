@@ -114,7 +114,7 @@ class McpRoutes:
             names = [n for n, h in servers.items() if h.config.enabled]
             if not names:
                 return None
-            return View(gw.hub, tenant, None, names, include=s.include, exclude=s.exclude)
+            return View(gw.hub, tenant, None, names, prefix=True, include=s.include, exclude=s.exclude)
         virtual = s.virtual_servers.get(name)
         if virtual is not None:
             if virtual.tenants is not None and tenant not in virtual.tenants:

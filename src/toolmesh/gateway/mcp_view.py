@@ -3,7 +3,8 @@
 A :class:`View` is ``/mcp`` (every server of the caller's tenant) or ``/servers/{name}/mcp``
 (a configured virtual server, or one upstream). Names:
 
-* one upstream: tools, prompts and resources keep their own names;
+* one upstream (``/servers/{name}/mcp``): tools, prompts and resources keep their own names;
+* ``/mcp`` always prefixes, so names do not change when a tenant gains a second server;
 * several, ``prefix`` on (the default): tools and prompts are ``server__name`` (the Hub's
   collision-free, reversible :class:`~toolmesh.hub.naming.ToolNameMap`);
 * several, ``prefix: false``: names are kept unless two upstreams share one; the colliding
@@ -84,7 +85,8 @@ class View:
         self.tenant = tenant
         self.name = name
         self.servers = servers
-        self.single = servers[0] if len(servers) == 1 else None
+        # ``/mcp`` passes prefix=True so names stay stable however many servers a tenant has.
+        self.single = servers[0] if len(servers) == 1 and prefix is not True else None
         mode = "single" if self.single else ("auto" if prefix is False else "prefix")
         self.names = {k: Names(mode) for k in _KINDS}
         self.include = tuple(include)

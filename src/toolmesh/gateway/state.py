@@ -24,6 +24,8 @@ from toolmesh.hub.configfile import ToolmeshConfig
 log = logging.getLogger("toolmesh.gateway")
 
 _SECRET_KEY = "gateway/session-secret"
+#: What the gateway's upstream connections advertise (answered by the downstream client).
+FORWARDED_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}}
 
 
 class Gateway:
@@ -65,7 +67,10 @@ class Gateway:
         cls, config: ToolmeshConfig, settings: GatewaySettings | None = None, *, store_path: str | None = None
     ) -> Gateway:
         settings = settings or GatewaySettings.from_section(config.section("gateway"), config.source)
-        stack = await build_agent(config, store_path=store_path)
+        # Upstreams may ask for sampling/elicitation/roots: the gateway forwards those to the
+        # downstream MCP client that made the call (and refuses them for agent-runtime calls).
+        hub = Hub(client_capabilities=FORWARDED_CAPABILITIES)
+        stack = await build_agent(config, store_path=store_path, hub=hub)
         gw = cls(config, settings, stack)
         if not gw.session_secret:
             gw.session_secret = await gw._shared_secret()
