@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from conftest import ServerProcess, free_port
-from gateway_support import Gateway, demo_server
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CreateMessageResult, ElicitResult, TextContent
 
+from conftest import ServerProcess, free_port
+from gateway_support import Gateway, demo_server
 from toolmesh.gateway.mcp import SealedSessions
 from toolmesh.hub import Hub
 from toolmesh.hub.config import ServerConfig
