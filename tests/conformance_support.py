@@ -40,6 +40,12 @@ def suite_available() -> bool:
     return NODE.is_file() and SUITE.is_file()
 
 
+def installed_version() -> str:
+    """The installed suite's version (``package.json``)."""
+    data = json.loads((SUITE.parent.parent / "package.json").read_text())
+    return str(data["version"])
+
+
 def require_suite() -> None:
     """``pytest.skip`` unless the suite is installed."""
     if not suite_available():

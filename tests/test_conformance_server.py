@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance_support import load_baseline, require_suite, run_conformance
+from conformance_support import SUITE_VERSION, installed_version, load_baseline, require_suite, run_conformance
 from conftest import ServerProcess, free_port
 
 BASELINES = Path(__file__).parent / "conformance"
@@ -24,6 +24,7 @@ BASELINES = Path(__file__).parent / "conformance"
 @pytest.fixture(scope="module")
 def fixtures_url() -> Iterator[str]:
     require_suite()
+    assert installed_version() == SUITE_VERSION, "the installed suite is not the pinned one: run `make npm`"
     port = free_port()
     proc = ServerProcess(
         [sys.executable, "-m", "toolmesh.testing.conformance_server", "--port", str(port)], port

@@ -207,6 +207,11 @@ def _register_tools(server: ToolServer) -> None:
         result = await ctx.session.elicit_form(message, schema)
         return f"User response: action={result.action}, content={json.dumps(result.content or {})}"
 
+    @server.tool(description="Lists the client's roots (server-initiated roots/list; not a suite fixture)")
+    async def test_list_roots(ctx: Context) -> str:
+        result = await ctx.session.list_roots()
+        return f"Roots: {', '.join(str(r.uri) for r in result.roots)}"
+
     @server.tool(description="Tests elicitation with default values per SEP-1034")
     async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
         result = await ctx.session.elicit_form(
@@ -338,12 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until interrupted; returns the exit code."""
     ap = argparse.ArgumentParser(
         prog="python -m toolmesh.testing.conformance_server",
-        description="Serve the MCP conformance suite's server fixtures over Streamable HTTP (/mcp).",
+        description="Serve the MCP conformance suite's server fixtures (Streamable HTTP at /mcp by default).",
     )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=3000)
+    ap.add_argument(
+        "--transport", choices=["http", "stdio"], default="http", help="http: /mcp, /sse and /ws on one listener"
+    )
     args = ap.parse_args(argv)
-    serve(build_server(), "http", host=args.host, port=args.port)
+    serve(build_server(), args.transport, host=args.host, port=args.port)
     return 0
 
 
