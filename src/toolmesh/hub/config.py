@@ -60,6 +60,11 @@ class ServerConfig(BaseModel):
     server: Any = Field(default=None, exclude=True)
     # behaviour
     protocol: ProtocolPin = "auto"
+    client_capabilities: dict[str, Any] | None = Field(
+        None,
+        description="capabilities this client advertises to the server (default: the Hub's, else roots only); "
+        "e.g. {'sampling': {}, 'elicitation': {}} for a gateway that forwards those requests",
+    )
     timeout: float = Field(30.0, gt=0, description="default per-call timeout, seconds")
     max_timeout: float = Field(300.0, gt=0, description="hard cap when progress extends a call")
     connect_timeout: float = Field(10.0, gt=0)
@@ -125,6 +130,7 @@ class ServerConfig(BaseModel):
             self.url,
             tuple(sorted(self.headers.items())),
             self.protocol,
+            repr(self.client_capabilities),
             id(self.server) if self.server is not None else None,
         )
 

@@ -28,7 +28,7 @@ from toolmesh.hub.catalog import Catalog
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.result import ToolResult
 from toolmesh.hub.transports import Connection, make_connection
-from toolmesh.hub.transports.base import ProgressCallback
+from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.resilience.circuit import CircuitBreaker
 from toolmesh.resilience.circuit_registry import CircuitGuard
 from toolmesh.resilience.limits import ConcurrencyLimiter
@@ -91,7 +91,8 @@ class ServerHandle:
             wait -= time.monotonic() - self._last_failure_at
             if wait > 0:
                 await asyncio.sleep(wait)
-            conn = make_connection(self.config)
+            caps = self.config.client_capabilities
+            conn = make_connection(self.config, caps if caps is not None else self._hub.client_capabilities)
             conn.on_notification = self._on_notification
             try:
                 await conn.start()
@@ -200,6 +201,52 @@ class ServerHandle:
         if not isinstance(args, dict):
             raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
         start = time.perf_counter()
+        result, attempts, open_exc = await self._call(
+            tool, {"name": tool, "arguments": args}, args if validate else None, start, timeout, on_progress
+        )
+        latency = (time.perf_counter() - start) * 1000.0
+        if open_exc is not None:
+            return ToolResult(
+                server=self.name, tool=tool, ok=False, is_error=True, content=result["content"],
+                error=str(open_exc), error_type="CircuitOpenError", latency_ms=latency, attempts=0,
+            )
+        return ToolResult.from_mcp(self.name, tool, result, latency, attempts)
+
+    async def forward_tool(
+        self,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_request: ServerRequestHandler | None = None,
+        on_log: LogHandler | None = None,
+    ) -> dict[str, Any]:
+        """``tools/call`` with the caller's ``params`` as they are; the server's raw ``result``.
+
+        Same breakers, limits, retries and records as :meth:`call_tool`, but the arguments
+        are not validated here (the server does that)."""
+        tool = params.get("name")
+        if not isinstance(tool, str):
+            raise InvalidArgumentsError(f"tools/call to {self.name!r}: params.name must be a string")
+        result, _, _ = await self._call(
+            tool, params, None, time.perf_counter(), timeout, on_progress, on_request, on_log
+        )
+        return result
+
+    async def _call(
+        self,
+        tool: str,
+        params: dict[str, Any],
+        validate_args: dict[str, Any] | None,
+        start: float,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        on_request: ServerRequestHandler | None = None,
+        on_log: LogHandler | None = None,
+    ) -> tuple[dict[str, Any], int, CircuitOpenError | None]:
+        """The one guarded ``tools/call`` path: (raw result, attempts, open circuit if the fallback answered).
+
+        ``validate_args`` given: checked against the tool's schema before anything is sent."""
         guard = self.guard(tool)
         try:
             guard.allow()  # fail fast when open
@@ -207,16 +254,14 @@ class ServerHandle:
             fallback = self.config.circuit.fallback
             if fallback is None:
                 raise
-            return ToolResult(
-                server=self.name, tool=tool, ok=False, is_error=True,
-                content=[{"type": "text", "text": fallback}], error=str(exc), error_type="CircuitOpenError",
-                latency_ms=(time.perf_counter() - start) * 1000.0, attempts=0,
-            )
-        definition: dict[str, Any] | None = None
+            return {"content": [{"type": "text", "text": fallback}], "isError": True}, 0, exc
+        definition: dict[str, Any] | None
         try:
-            if validate:
+            if validate_args is not None:
                 definition = await self.tool_definition(tool)
-                self.validate(tool, definition, args)
+                self.validate(tool, definition, validate_args)
+            else:
+                definition = self.catalog.tool(tool)  # known annotations still decide what is safe to retry
         except BaseException as exc:
             guard.release()
             if isinstance(exc, ConnectionFailedError | ToolTimeoutError):
@@ -238,10 +283,7 @@ class ServerHandle:
             nonlocal attempts
             attempts += 1
             return await self.request(
-                "tools/call",
-                {"name": tool, "arguments": args},
-                timeout=timeout,
-                on_progress=on_progress,
+                "tools/call", params, timeout=timeout, on_progress=on_progress, on_request=on_request, on_log=on_log
             )
 
         try:
@@ -250,9 +292,8 @@ class ServerHandle:
         except BaseException as exc:
             self._record(tool, False, start, exc, guard)
             raise
-        out = ToolResult.from_mcp(self.name, tool, result, (time.perf_counter() - start) * 1000.0, attempts)
-        self._record(tool, True, start, None, guard, tool_error=out.is_error)
-        return out
+        self._record(tool, True, start, None, guard, tool_error=bool(result.get("isError")))
+        return result, attempts, None
 
     def _record(
         self,

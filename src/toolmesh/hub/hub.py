@@ -34,7 +34,7 @@ from toolmesh.hub.handle import ServerHandle
 from toolmesh.hub.naming import ToolNameMap
 from toolmesh.hub.result import ToolResult
 from toolmesh.hub.transports import make_connection
-from toolmesh.hub.transports.base import ProgressCallback
+from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.observability.health import HealthEvent, HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
 from toolmesh.resilience.limits import ConcurrencyLimiter
@@ -51,11 +51,19 @@ class Hub:
     """Connects many MCP servers per tenant and calls their tools fast and safely."""
 
     def __init__(
-        self, *, janitor_interval: float = 30.0, batch_concurrency: int = 32, tenant_concurrency: int = 512
+        self,
+        *,
+        janitor_interval: float = 30.0,
+        batch_concurrency: int = 32,
+        tenant_concurrency: int = 512,
+        client_capabilities: dict[str, Any] | None = None,
     ) -> None:
         """``tenant_concurrency`` bounds the calls in flight per tenant across all its servers
-        (each server is bounded by its own ``max_concurrency`` too)."""
+        (each server is bounded by its own ``max_concurrency`` too). ``client_capabilities`` is
+        what every connection advertises (a server's ``client_capabilities`` overrides it;
+        default: roots only), e.g. ``{"sampling": {}, "elicitation": {}}`` for a gateway."""
         self.tenant_concurrency = tenant_concurrency
+        self.client_capabilities = client_capabilities
         self._tenant_limits: dict[str, ConcurrencyLimiter] = {}
         self._servers: dict[_Key, dict[str, ServerHandle]] = {}
         self._names: dict[_Key, ToolNameMap] = {}
@@ -143,7 +151,8 @@ class Hub:
         """Open a fresh connection, list tools, close. Never raises: reports ``ok`` and ``error``."""
         config = target if isinstance(target, ServerConfig) else self.server(target, tenant=tenant, user=user).config
         start = time.perf_counter()
-        conn = make_connection(config)
+        caps = config.client_capabilities
+        conn = make_connection(config, caps if caps is not None else self.client_capabilities)
         report: dict[str, Any] = {"name": config.name, "transport": config.transport}
         try:
             await conn.start()
@@ -264,11 +273,58 @@ class Hub:
         everything else (unknown server/tool, bad arguments, timeout, open circuit, dead
         server) raises a :class:`ToolmeshError` subclass."""
         handle = self.server(server, tenant=tenant, user=user)
+        async with self._tenant_limit(tenant):
+            return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
+
+    async def forward(
+        self,
+        server: str,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        user: str | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_request: ServerRequestHandler | None = None,
+        on_log: LogHandler | None = None,
+    ) -> dict[str, Any]:
+        """Send ``method`` with ``params`` (the server's own names) and return its raw ``result``.
+
+        For a gateway: nothing in the result is interpreted or copied (``isError``,
+        ``structuredContent``, ``_meta``, 2026-07-28 ``resultType: "input_required"`` all pass
+        through), and ``params`` go out as given (``inputResponses``, ``requestState``, the
+        caller's ``_meta``, merged over the connection's envelope on 2026-07-28).
+
+        ``tools/call`` runs through the same circuit breakers, concurrency limits, retry rules,
+        health and metrics as :meth:`call_tool`, without argument validation (the server
+        validates); other methods through the tenant's and the server's concurrency limits.
+        Errors are :meth:`call_tool`'s; :class:`McpRemoteError` keeps the server's JSON-RPC
+        ``code``, ``message`` and ``data``.
+
+        ``on_request(method, params) -> result`` answers the server's requests that belong to
+        this call (``sampling/createMessage``, ``elicitation/create``, ``roots/list``; raise
+        :class:`McpRemoteError` to answer with an error); ``on_log(params)`` receives its
+        ``notifications/message``. Without them the Hub answers as usual (ping, empty roots,
+        "not supported")."""
+        handle = self.server(server, tenant=tenant, user=user)
+        if params is not None and not isinstance(params, dict):
+            raise InvalidArgumentsError(f"{method} to {server!r}: params must be a JSON object")
+        async with self._tenant_limit(tenant):
+            if method == "tools/call":
+                return await handle.forward_tool(
+                    params or {}, timeout=timeout, on_progress=on_progress, on_request=on_request, on_log=on_log
+                )
+            async with handle.limiter:
+                return await handle.request(
+                    method, params, timeout=timeout, on_progress=on_progress, on_request=on_request, on_log=on_log
+                )
+
+    def _tenant_limit(self, tenant: str) -> ConcurrencyLimiter:
         limiter = self._tenant_limits.get(tenant)
         if limiter is None:
             limiter = self._tenant_limits[tenant] = ConcurrencyLimiter(self.tenant_concurrency, name=f"tenant {tenant}")
-        async with limiter:
-            return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
+        return limiter
 
     async def call(self, exposed: str, arguments: dict[str, Any] | None = None, *,
                    tenant: str = DEFAULT_TENANT, user: str | None = None, **kw: Any) -> ToolResult:

@@ -43,23 +43,33 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_CLIENT_CAPS = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+#: A server→client message names the client request it belongs to (stdio, WebSocket, legacy SSE).
+META_RELATED = "io.modelcontextprotocol/related-request-id"
 
 METHOD_NOT_FOUND = -32601
 UNSUPPORTED_VERSION = -32022
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None] | None]
 NotificationHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+#: Answers a server→client request (``sampling/createMessage``...): ``(method, params) -> result``;
+#: raising :class:`McpRemoteError` sends that error back instead.
+ServerRequestHandler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+#: Receives the ``params`` of a ``notifications/message`` that belongs to one request.
+LogHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 @dataclass(slots=True)
 class Pending:
-    """One request in flight: its future, progress hook and timeout scope."""
+    """One request in flight: its future, progress hook, timeout scope and the hooks that
+    receive the server's requests and log messages belonging to it."""
 
     future: asyncio.Future[dict[str, Any]]
     on_progress: ProgressCallback | None = None
     scope: asyncio.Timeout | None = None
     extend_by: float = 0.0
     hard_deadline: float = 0.0
+    on_request: ServerRequestHandler | None = None
+    on_log: LogHandler | None = None
 
 
 @dataclass
@@ -77,7 +87,9 @@ class ServerIdentity:
 class Connection(ABC):
     """One live connection to one MCP server. Created closed; ``start()`` opens it."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, client_capabilities: dict[str, Any] | None = None) -> None:
+        """``client_capabilities`` (else ``config.client_capabilities``, else roots only) is what
+        this client advertises: in ``initialize`` and in every 2026-07-28 request's ``_meta``."""
         self.config = config
         self.identity = ServerIdentity()
         self.closed = False
@@ -85,10 +97,16 @@ class Connection(ABC):
         self._ids = itertools.count(1)
         self._pending: dict[int | str, Pending] = {}
         self._progress: dict[int | str, Pending] = {}
+        #: Requests in flight that take the server's requests or log messages (``on_request``/``on_log``).
+        self._routed: dict[int | str, Pending] = {}
+        #: Server→client requests being answered by a handler, by the server's request id.
+        self._serving: dict[Any, asyncio.Task[None]] = {}
+        caps = client_capabilities if client_capabilities is not None else config.client_capabilities
+        self.client_capabilities: dict[str, Any] = caps if caps is not None else CLIENT_CAPABILITIES
         self._meta: dict[str, Any] = {
             META_VERSION: MODERN,
             META_CLIENT_INFO: CLIENT_INFO,
-            META_CLIENT_CAPS: CLIENT_CAPABILITIES,
+            META_CLIENT_CAPS: self.client_capabilities,
         }
 
     # -- to implement per transport -------------------------------------------------
@@ -138,6 +156,8 @@ class Connection(ABC):
             return
         self.closed = True
         self._fail_all(ConnectionFailedError(f"server {self.config.name!r}: connection closed"))
+        for task in list(self._serving.values()):
+            task.cancel()
         await self._close()
 
     async def request(
@@ -148,6 +168,8 @@ class Connection(ABC):
         timeout: float | None = None,
         max_timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_request: ServerRequestHandler | None = None,
+        on_log: LogHandler | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its ``result``.
 
@@ -155,6 +177,12 @@ class Connection(ABC):
         ``max_timeout`` from the start. Raises :class:`McpRemoteError` for a JSON-RPC
         error, :class:`ToolTimeoutError` on timeout (after telling the server to
         cancel), :class:`ConnectionFailedError` when the transport breaks.
+
+        ``on_request`` answers the server's requests that belong to this one (sampling,
+        elicitation, roots); ``on_log`` receives its ``notifications/message``. A message
+        belongs to this request when it arrives on its HTTP response stream, names it in
+        ``_meta["io.modelcontextprotocol/related-request-id"]``, or (nothing named) this is
+        the only request in flight with such a hook.
         """
         if self.closed:
             raise ConnectionFailedError(f"server {self.config.name!r}: connection closed")
@@ -176,6 +204,11 @@ class Connection(ABC):
         self._pending[rid] = pending
         if on_progress is not None:
             self._progress[rid] = pending
+        routed = on_request is not None or on_log is not None
+        if routed:
+            pending.on_request = on_request
+            pending.on_log = on_log
+            self._routed[rid] = pending
         try:
             async with asyncio.timeout(t) as scope:
                 pending.scope = scope
@@ -192,6 +225,8 @@ class Connection(ABC):
             self._pending.pop(rid, None)
             if on_progress is not None:
                 self._progress.pop(rid, None)
+            if routed:
+                self._routed.pop(rid, None)
         return self._result_of(response, method)
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
@@ -240,12 +275,14 @@ class Connection(ABC):
                 # Retrieved by the waiter; mark as seen so a waiter that left never warns.
                 p.future.exception()
 
-    async def _dispatch(self, msg: Any) -> None:
-        """Route one inbound message (response, notification, or server request)."""
+    async def _dispatch(self, msg: Any, origin: Pending | None = None) -> None:
+        """Route one inbound message (response, notification, or server request).
+
+        ``origin`` is the request whose HTTP response stream carried the message."""
         if not isinstance(msg, dict):
             if isinstance(msg, list):  # JSON-RPC batch from an old server
                 for m in msg:
-                    await self._dispatch(m)
+                    await self._dispatch(m, origin)
                 return
             log.warning("server %s sent a non-object message; ignored", self.config.name)
             return
@@ -256,10 +293,71 @@ class Connection(ABC):
             if p is not None and not p.future.done():
                 p.future.set_result(msg)
             return
+        params = msg.get("params") or {}
         if "id" in msg:
-            await self._answer_server_request(msg)
+            owner = origin if origin is not None else self._related(params, "on_request")
+            handler = owner.on_request if owner is not None else None
+            if handler is None:
+                await self._answer_server_request(msg)
+            else:  # in a task: a human may take minutes to answer, the reader must go on
+                sid = msg["id"]
+                task = asyncio.get_running_loop().create_task(self._serve_request(msg, handler))
+                self._serving[sid] = task
+                task.add_done_callback(lambda t: self._serving.pop(sid, None) if self._serving.get(sid) is t else None)
+        elif method == "notifications/message" and (
+            (owner := origin if origin is not None else self._related(params, "on_log")) is not None
+            and owner.on_log is not None
+        ):
+            try:
+                r = owner.on_log(params)
+                if r is not None:
+                    await r
+            except Exception:
+                log.exception("log callback failed")
+        elif method == "notifications/cancelled" and isinstance(params, dict):
+            serving = self._serving.get(params.get("requestId"))
+            if serving is not None:
+                serving.cancel()
+            else:
+                await self._handle_notification(method, params)
         else:
-            await self._handle_notification(method, msg.get("params") or {})
+            await self._handle_notification(method, params)
+
+    def _related(self, params: Any, hook: str) -> Pending | None:
+        """The in-flight request a server message without a stream of its own belongs to."""
+        routed = self._routed
+        if not routed:
+            return None
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        if isinstance(meta, dict) and META_RELATED in meta:
+            related = meta[META_RELATED]
+            return routed.get(related) if isinstance(related, int | str) else None
+        candidates = [p for p in routed.values() if getattr(p, hook) is not None]
+        return candidates[0] if len(candidates) == 1 else None
+
+    async def _serve_request(self, msg: dict[str, Any], handler: ServerRequestHandler) -> None:
+        """Answer one server→client request with ``handler``'s result (or its error)."""
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": msg["id"]}
+        try:
+            result = await handler(msg["method"], msg.get("params") or {})
+            reply["result"] = result if isinstance(result, dict) else {}
+        except McpRemoteError as exc:
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.data is not None:
+                error["data"] = exc.data
+            reply["error"] = error
+        except asyncio.CancelledError:
+            return  # the server cancelled it, or the connection is closing: nothing to answer
+        except Exception as exc:
+            log.exception("handler for %s from %s failed", msg["method"], self.config.name)
+            reply["error"] = {"code": -32603, "message": f"client failed to handle {msg['method']}: {exc}"}
+        await self._reply(reply)
+
+    async def _reply(self, reply: dict[str, Any]) -> None:
+        try:
+            await self._send_notification(reply)
+        except Exception:
+            log.debug("could not send a reply to %s", self.config.name)
 
     async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
         if method == "notifications/progress":
@@ -297,10 +395,7 @@ class Connection(ABC):
                 "id": msg["id"],
                 "error": {"code": METHOD_NOT_FOUND, "message": f"client does not support {method}"},
             }
-        try:
-            await self._send_notification(reply)
-        except Exception:
-            log.debug("could not answer %s from %s", method, self.config.name)
+        await self._reply(reply)
 
     # -- negotiation -----------------------------------------------------------------
     async def _negotiate(self) -> None:
@@ -343,7 +438,7 @@ class Connection(ABC):
         self.identity.protocol = version
         result = await self.request(
             "initialize",
-            {"protocolVersion": version, "capabilities": CLIENT_CAPABILITIES, "clientInfo": CLIENT_INFO},
+            {"protocolVersion": version, "capabilities": self.client_capabilities, "clientInfo": CLIENT_INFO},
             timeout=self.config.connect_timeout,
         )
         agreed = result.get("protocolVersion")

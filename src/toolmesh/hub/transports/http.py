@@ -146,7 +146,8 @@ class HttpConnection(Connection):
                 continue
             if isinstance(item, dict) and "method" not in item and item.get("id") == rid:
                 return item
-            await self._dispatch(item)
+            # Whatever else rides on this request's stream belongs to it (progress, logs, sampling...).
+            await self._dispatch(item, pending)
         if pending is not None and pending.future.done():
             return pending.future.result()
         if pending is None:

@@ -13,7 +13,15 @@ from typing import Any
 from mcp import Client, MCPError
 
 from toolmesh.errors import ConnectionFailedError, McpRemoteError, ToolTimeoutError
-from toolmesh.hub.transports.base import MODERN, Connection, Pending, ProgressCallback, ServerIdentity
+from toolmesh.hub.transports.base import (
+    MODERN,
+    Connection,
+    LogHandler,
+    Pending,
+    ProgressCallback,
+    ServerIdentity,
+    ServerRequestHandler,
+)
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -64,7 +72,11 @@ class InProcessConnection(Connection):
         timeout: float | None = None,
         max_timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_request: ServerRequestHandler | None = None,
+        on_log: LogHandler | None = None,
     ) -> dict[str, Any]:
+        """Through the SDK's ``Client``; ``on_request``/``on_log`` are not routed in-process
+        (the SDK client answers the server's requests itself)."""
         c = self.client
         if c is None or self.closed:
             raise ConnectionFailedError(f"server {self.config.name!r}: connection closed")
