@@ -24,6 +24,7 @@ from mcp.server.mcpserver.exceptions import (
     UnexpectedToolError,
 )
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import X_MCP_HEADER_KEY, validate_mcp_param_headers
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, InputResponseRequestParams
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import BaseModel
@@ -78,6 +79,7 @@ class McpMethods:
         # Handshake-era clients may call logging/setLevel, which we serve.
         self.legacy_caps = {**caps, "logging": {}}
         self._tools_key: tuple[int, ...] | None = None
+        self._param_headers: dict[int, tuple[Any, bool]] = {}
         self._tools_fragment: orjson.Fragment | None = None
         # Tools that never look at their Context share one (building a pydantic model per call costs).
         self._bare_ctx: Context[Any, Any] = Context(mcp_server=server, subscriptions=server._subscriptions)
@@ -142,6 +144,11 @@ class McpMethods:
         if tool is None:
             # Spec (2025-11-25 and later): an unknown tool is a protocol error, not a tool result.
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
+        if req.headers is not None and self._has_param_headers(tool):
+            # SEP-2243: arguments the tool mirrors into Mcp-Param-* headers must agree with the body.
+            rejected = validate_mcp_param_headers(tool.parameters, arguments, req.headers)
+            if rejected is not None:
+                raise RpcError(rejected.code, rejected.message, rejected.data)
         needs_ctx = tool.context_kwarg is not None or bool(getattr(tool, "resolved_params", None))
         ctx = self.context(req) if needs_ctx else self._bare_ctx
         policy = self.policy
@@ -179,6 +186,15 @@ class McpMethods:
             raise
         finally:
             policy.metrics_for(name).record(time.perf_counter() - started, outcome)  # type: ignore[arg-type]
+
+    def _has_param_headers(self, tool: Any) -> bool:
+        # Whether the tool's input schema declares x-mcp-header parameters (cached per tool object).
+        key = id(tool)
+        found = self._param_headers.get(key)
+        if found is None or found[0] is not tool:
+            found = (tool, X_MCP_HEADER_KEY in orjson.dumps(tool.parameters).decode())
+            self._param_headers[key] = found
+        return found[1]
 
     async def _run_tool(self, name: str, arguments: dict[str, Any], ctx: Context[Any, Any]) -> dict[str, Any]:
         # Mirrors MCPServer._handle_call_tool: MCPError passes through, anything else is an isError result.

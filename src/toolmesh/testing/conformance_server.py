@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import base64
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.prompts.base import UserMessage
@@ -31,6 +31,7 @@ from mcp_types import (
     TextResourceContents,
     UnsubscribeRequestParams,
 )
+from pydantic import Field
 
 from toolmesh.servers import ToolServer, serve
 from toolmesh.testing.conformance_mrtr import register_mrtr
@@ -228,6 +229,10 @@ def _register_tools(server: ToolServer) -> None:
     def json_schema_2020_12_tool(name: str | None = None, address: dict[str, Any] | None = None, **extra: Any) -> str:
         args = {k: v for k, v in {"name": name, "address": address}.items() if v is not None}
         return f"JSON Schema 2020-12 tool called with: {json.dumps(args)}"
+
+    @server.tool(description="Echoes a region the client mirrors into the Mcp-Param-Region header (SEP-2243)")
+    def test_header_param(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return f"region={region}"
 
     # Advertise the raw 2020-12 schema (the SDK would derive one from the signature).
     tool = server._tool_manager.get_tool("json_schema_2020_12_tool")
