@@ -38,7 +38,7 @@ from mcp_types.methods import CACHEABLE_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from toolmesh.servers.methods import McpMethods
+from toolmesh.servers.methods import McpMethods, dump
 from toolmesh.servers.policy import ServerPolicy, policy_of
 from toolmesh.servers.reqcontext import Notify, Req
 from toolmesh.servers.state import (
@@ -115,8 +115,20 @@ class Dispatcher(McpMethods):
                 self.legacy_methods[method] = self.lowlevel
                 if modern:
                     self.modern_methods[method] = self.lowlevel
+        if server._lowlevel_server.get_request_handler("subscriptions/listen") is not None:
+            # 2026-07-28 change notifications (SEP-2575): the SDK's ListenHandler streams them.
+            self.modern_methods["subscriptions/listen"] = self.listen
+            self.modern_caps = dump(server._lowlevel_server.get_capabilities(protocol_version="2026-07-28"))
         low = server._lowlevel_server
         self._hints: dict[str, CacheHint] = {m: low.cache_hints.get(m) or CacheHint() for m in CACHEABLE_METHODS}
+
+    async def listen(self, req: Req) -> dict[str, Any]:
+        """``subscriptions/listen``: acknowledge, then stream matching events until the client leaves."""
+        if req.notify is None:
+            raise RpcError(
+                INVALID_REQUEST, "subscriptions/listen needs a streaming response (Accept: text/event-stream)"
+            )
+        return await self.lowlevel(req)
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Any]:

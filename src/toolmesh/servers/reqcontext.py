@@ -187,7 +187,9 @@ class RequestSession:
         wanted = capability.model_dump(by_alias=True, exclude_none=True)
         return all(isinstance(declared.get(key), Mapping) for key in wanted)
 
-    async def send_notification(self, method: Any, params: Mapping[str, Any] | None = None, *_: Any) -> None:
+    async def send_notification(
+        self, method: Any, params: Mapping[str, Any] | None = None, related_request_id: Any = None
+    ) -> None:
         """Send a notification on this request's channel (dropped if there is none).
 
         Takes a method name and params, or an SDK notification model (``ServerSession`` style).

@@ -1,5 +1,5 @@
 """The conformance suite's 2026-07-28 fixtures: multi-round-trip (``InputRequiredResult``) tools,
-the capability probe and the stream diagnostics (SEP-2322, SEP-2575).
+the capability probe, the stream diagnostics and the list-change triggers (SEP-2322, SEP-2575).
 
 On the 2026-07-28 wire a server asks the client for input by answering ``tools/call`` /
 ``prompts/get`` with ``resultType: "input_required"`` plus ``inputRequests``; the client retries
@@ -209,6 +209,16 @@ def register_mrtr(server: ToolServer) -> None:
         # Delivered only when the request's _meta opted into a log level.
         await ctx.session.send_log_message(level="info", data="Diagnostic trace logging activated")
         return "Logging evaluated"
+
+    @server.tool(description="Publishes a tools list-changed event to subscriptions/listen streams")
+    async def test_trigger_tool_change(ctx: Context) -> str:
+        await ctx.notify_tools_changed()
+        return "Mutation triggered"
+
+    @server.tool(description="Publishes a prompts list-changed event to subscriptions/listen streams")
+    async def test_trigger_prompt_change(ctx: Context) -> str:
+        await ctx.notify_prompts_changed()
+        return "Mutation triggered"
 
     @server.prompt(name="test_input_required_result_prompt", description="MRTR: prompt that requires elicitation input")
     def input_required_prompt(ctx: Context) -> Any:
