@@ -198,6 +198,15 @@ async def test_limits_and_origin(srv: Srv) -> None:
         srv.url, modern_body("tools/list"), {**modern_headers("tools/list"), "origin": "http://localhost:5173"}
     )
     assert status == 200 and msg["result"]["tools"]
+    # DNS rebinding without an Origin (a same-origin GET/POST from a rebound name): the Host gives it away.
+    status, _, _ = await post(
+        srv.url, modern_body("tools/list"), {**modern_headers("tools/list"), "host": "evil.example"}
+    )
+    assert status == 403
+    status, _, _ = await post(
+        srv.url, modern_body("tools/list"), {**modern_headers("tools/list"), "host": f"localhost:{srv.proc.port}"}
+    )
+    assert status == 200
 
 
 async def test_tool_timeout(srv: Srv) -> None:

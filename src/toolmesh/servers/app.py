@@ -41,6 +41,7 @@ class ToolmeshApp:
         ws_path: str = "/ws",
         host: str = "127.0.0.1",
         allowed_origins: Iterable[str] | None = None,
+        allowed_hosts: Iterable[str] | None = None,
         validate_origin: bool | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         session_idle_timeout: float = 1800.0,
@@ -52,6 +53,7 @@ class ToolmeshApp:
         self.guard = Guard(
             host=host,
             allowed_origins=allowed_origins,
+            allowed_hosts=allowed_hosts,
             validate_origin=validate_origin,
             max_body=max_body,
             policy=self.policy,

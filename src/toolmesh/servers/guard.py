@@ -18,11 +18,13 @@ def is_loopback(host: str) -> bool:
 
 
 class Guard:
-    """Origin validation (DNS-rebinding protection), body size limit and connection cap.
+    """Origin and Host validation (DNS-rebinding protection), body size limit and connection cap.
 
-    Origin checks are on by default when bound to loopback: a request carrying an
-    ``Origin`` header must come from a loopback origin or one listed in ``allowed_origins``
-    (exact ``scheme://host[:port]``). Requests without ``Origin`` (non-browser clients) pass.
+    The checks are on by default when bound to loopback: a request carrying an ``Origin``
+    header must come from a loopback origin or one listed in ``allowed_origins`` (exact
+    ``scheme://host[:port]``), and its ``Host`` must name a loopback host or one of
+    ``allowed_hosts`` (or of the allowed origins). Requests without ``Origin`` (non-browser
+    clients) pass the origin check.
     """
 
     def __init__(
@@ -30,32 +32,37 @@ class Guard:
         *,
         host: str = "127.0.0.1",
         allowed_origins: Iterable[str] | None = None,
+        allowed_hosts: Iterable[str] | None = None,
         validate_origin: bool | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         policy: ServerPolicy | None = None,
     ) -> None:
         self.validate_origin = is_loopback(host) if validate_origin is None else validate_origin
         self.allowed = frozenset(o.rstrip("/").lower() for o in allowed_origins or ())
+        hosts = {h.lower() for h in allowed_hosts or ()}
+        hosts.update(_hostname(o) for o in self.allowed)
+        self.allowed_hosts = frozenset(h for h in hosts if h)
         self.max_body = max_body
         self.policy = policy
         self.max_connections = policy.max_connections if policy is not None else None
         self.open = 0
 
     def check_origin(self, headers: Mapping[str, str]) -> str | None:
-        """``None`` when the request may proceed, else the reason it is refused."""
+        """``None`` when the request may proceed, else the reason it is refused (Origin, then Host)."""
         if not self.validate_origin:
             return None
+        host_header = headers.get("host")
+        if host_header is not None:
+            name = _hostname("//" + host_header.strip().lower())
+            if not is_loopback(name) and name not in self.allowed_hosts:
+                return f"Host {host_header!r} is not allowed"
         origin = headers.get("origin")
         if origin is None:
             return None
         norm = origin.rstrip("/").lower()
         if norm in self.allowed:
             return None
-        try:
-            host = urlsplit(norm).hostname or ""
-        except ValueError:
-            host = ""
-        if is_loopback(host):
+        if is_loopback(_hostname(norm)):
             return None
         return f"Origin {origin!r} is not allowed"
 
@@ -75,3 +82,11 @@ class Guard:
         self.open = max(0, self.open - 1)
         if self.policy is not None:
             self.policy.connections = self.open
+
+
+def _hostname(url: str) -> str:
+    """The host part of a URL (``//host:port`` for a bare Host header), ``""`` when unparsable."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
