@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: ServerProcess) -> Ite
             "catalog": demo_server("catalog"),
             "fwd": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp"},
             "twin": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp"},
-            # Pinned to the handshake era: the upstream can send sampling/elicitation requests mid-call.
-            "old": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp", "protocol": "2025-11-25"},
+            "new": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp", "protocol": "2026-07-28"},
         },
         "tenants": {"acme": {"servers": {"pricing": demo_server("pricing")}}},
         "gateway": {
@@ -152,7 +152,9 @@ async def test_handshake_era_forwards_sampling_and_elicitation(gw: Gateway, key:
     async def elicitation(context: Any, params: Any) -> ElicitResult:
         return ElicitResult(action="accept", content={"name": "Ada"})
 
-    async with client(gw, key, "/servers/old/mcp", mode="legacy", sampling_callback=sampling,
+    # "fwd" is protocol auto (2026-07-28 upstream): handshake-era clients get a second,
+    # handshake-era upstream connection, so its mid-call requests still reach them.
+    async with client(gw, key, "/servers/fwd/mcp", mode="legacy", sampling_callback=sampling,
                       elicitation_callback=elicitation) as c:
         said = await c.call_tool("ask_llm", {"prompt": "meaning of life?"})
         assert said.content[0].text == "model said: forty-two"  # type: ignore[union-attr]
@@ -161,7 +163,7 @@ async def test_handshake_era_forwards_sampling_and_elicitation(gw: Gateway, key:
         assert hello.content[0].text == "hello Ada"  # type: ignore[union-attr]
     # A 2026-07-28 upstream asking for input (input_required): the gateway asks this
     # handshake-era client itself and retries upstream with the answer.
-    async with client(gw, key, "/servers/fwd/mcp", mode="legacy", elicitation_callback=elicitation) as c:
+    async with client(gw, key, "/servers/new/mcp", mode="legacy", elicitation_callback=elicitation) as c:
         confirmed = await c.call_tool("confirm", {})
         assert confirmed.content[0].text == "state=round-1 answers=['sure']"  # type: ignore[union-attr]
 
@@ -214,12 +216,12 @@ def test_legacy_session_survives_another_worker() -> None:
     b = SealedSessions(b"s" * 32, "default", max_age=60)
     msg = {"params": {"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}, "x": 1}}}
     sid = a.seal(msg, {})
-    conn = b.open(sid, {})
+    conn = b.verify(sid)
     assert conn is not None and conn.version == "2025-06-18" and conn.client_caps == {"sampling": {}}
-    assert SealedSessions(b"s" * 32, "acme", 60).open(sid, {}) is None  # another tenant
-    assert SealedSessions(b"t" * 32, "default", 60).open(sid, {}) is None  # another secret
-    assert b.open(sid[:-2] + "xx", {}) is None  # tampered
-    assert SealedSessions(b"s" * 32, "default", max_age=-1).open(sid, {}) is None  # expired
+    assert SealedSessions(b"s" * 32, "acme", 60).verify(sid) is None  # another tenant
+    assert SealedSessions(b"t" * 32, "default", 60).verify(sid) is None  # another secret
+    assert b.verify(sid[:-2] + "xx") is None  # tampered
+    assert SealedSessions(b"s" * 32, "default", max_age=-1).verify(sid) is None  # expired
 
 
 def test_legacy_sessions_across_real_workers(tmp_path: Path, upstream: ServerProcess) -> None:
@@ -241,8 +243,19 @@ def test_legacy_sessions_across_real_workers(tmp_path: Path, upstream: ServerPro
                 out = fresh.post(g.url + "/mcp", headers=h, json=call)
             assert out.status_code == 200, out.text
             assert out.json()["result"]["structuredContent"] == {"x": 2, "y": 4}
-        h["mcp-session-id"] = sid[:-3] + "AAA"
-        assert httpx.post(g.url + "/mcp", headers=h, json=call).status_code == 404
+        forged = sid[:-3] + ("AAA" if not sid.endswith("AAA") else "BBB")
+        assert httpx.post(g.url + "/mcp", headers={**h, "mcp-session-id": forged}, json=call).status_code == 404
+        # Ended on one worker: the others learn it from the store (eventually, ~0.2 s).
+        assert httpx.delete(g.url + "/mcp", headers=h).status_code == 200
+        deadline = time.monotonic() + 20
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            with httpx.Client() as fresh:
+                statuses.append(fresh.post(g.url + "/mcp", headers=h, json=call).status_code)
+            if statuses[-6:] == [404] * 6:
+                break
+            time.sleep(0.1)
+        assert statuses[-6:] == [404] * 6, statuses
     finally:
         g.stop()
 

@@ -115,14 +115,13 @@ class Overlay:
         async with self._lock:
             if doc.get("version") == self.version:
                 return
-            hub = self.gw.hub
             for tenant, entries in (doc.get("servers") or {}).items():
                 for name, raw in entries.items():
                     try:
                         if raw is None:
-                            await hub.unregister(name, tenant=tenant)
+                            await self._unregister(name, tenant)
                         else:
-                            await _register(hub, ServerConfig.model_validate(raw), tenant)
+                            await self._register(ServerConfig.model_validate(raw), tenant)
                     except (ValidationError, ValueError) as exc:  # written by a newer/older toolmesh?
                         log.error("admin overlay: cannot apply server %s/%s: %s", tenant, name, exc)
             routing = doc.get("routing")
@@ -137,6 +136,26 @@ class Overlay:
             self.doc = doc
             self.version = doc.get("version", 0)
 
+    async def _register(self, cfg: ServerConfig, tenant: str) -> None:
+        """Register ``cfg`` unless the same configuration is registered already (any field changed: replace)."""
+        existing = self.gw.hub.servers(tenant=tenant).get(cfg.name)
+        if existing is not None and existing.config.model_dump() == cfg.model_dump():
+            return
+        # The Gateway's helpers also handle the server's handshake-era twin connection.
+        register = getattr(self.gw, "register_server", None)
+        if register is not None:
+            await register(cfg, tenant)
+            return
+        await self._unregister(cfg.name, tenant)
+        await self.gw.hub.register(cfg, tenant=tenant)
+
+    async def _unregister(self, name: str, tenant: str) -> None:
+        unregister = getattr(self.gw, "unregister_server", None)
+        if unregister is not None:
+            await unregister(name, tenant)
+        else:
+            await self.gw.hub.unregister(name, tenant=tenant)
+
     # -- views -----------------------------------------------------------------------------
     def source(self, tenant: str, name: str) -> str | None:
         """``"admin"`` for a server registered at run time, ``"config"`` for one from the file."""
@@ -147,12 +166,3 @@ class Overlay:
             return None  # unregistered through the admin API
         return "config" if name in self.gw.config.tenants.get(tenant, {}) else None
 
-
-async def _register(hub: Any, cfg: ServerConfig, tenant: str) -> None:
-    """Register ``cfg`` unless the same configuration is registered already (any field changed: replace)."""
-    existing = hub.servers(tenant=tenant).get(cfg.name)
-    if existing is not None:
-        if existing.config.model_dump() == cfg.model_dump():
-            return
-        await hub.unregister(cfg.name, tenant=tenant)
-    await hub.register(cfg, tenant=tenant)

@@ -43,10 +43,24 @@ class SealedSessions:
     ``gateway.session_secret``). A session is only valid for its own tenant.
     """
 
-    def __init__(self, secret: bytes, tenant: str, max_age: float) -> None:
+    def __init__(self, secret: bytes, tenant: str, max_age: float, store: Any = None) -> None:
         self.secret = secret
         self.tenant = tenant
         self.max_age = max_age
+        self.store = store
+        self._ended: set[str] = set()
+        self._synced = time.time()
+        self._ended_keys: set[str] = set()
+
+    @staticmethod
+    def _tombstone(sid: str) -> str:
+        return "mcp-session-ended/" + hashlib.sha256(sid.encode()).hexdigest()[:32]
+
+    async def end(self, sid: str) -> None:
+        """The client ended the session (DELETE): no worker may open it again."""
+        self._ended.add(sid)
+        if self.store is not None:
+            await self.store.put_checkpoint(self._tombstone(sid), time.time())
 
     def _mac(self, payload: bytes) -> str:
         return base64.urlsafe_b64encode(hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]).decode()
@@ -64,7 +78,29 @@ class SealedSessions:
         payload = base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
         return f"{payload}.{self._mac(payload.encode())}"
 
-    def open(self, sid: str, scope: Scope) -> Conn | None:
+    async def ended(self, sid: str) -> bool:
+        """Whether ``sid`` was ended, here or (learnt within ~0.2 s) by another worker."""
+        now = time.time()
+        if self.store is not None and now - self._synced > 0.2:
+            since, self._synced = self._synced - 1.0, now
+            rows = await self.store.fetchall(
+                "SELECT key FROM checkpoints WHERE key >= 'mcp-session-ended/' AND key < 'mcp-session-ended0'"
+                " AND updated_at >= ?", (since,))
+            self._ended_keys.update(r[0] for r in rows)
+        return sid in self._ended or self._tombstone(sid) in self._ended_keys
+
+    async def open(self, sid: str, scope: Scope) -> Conn | None:
+        conn = self.verify(sid)
+        if conn is None or sid in self._ended:
+            return None
+        # Runs once per session per worker (then the worker knows it): cheap enough to ask the store.
+        if self.store is not None and await self.store.get_checkpoint(self._tombstone(sid)) is not None:
+            self._ended.add(sid)
+            return None
+        return conn
+
+    def verify(self, sid: str) -> Conn | None:
+        """The session sealed in ``sid`` if the MAC, tenant and age check out (ignores tombstones)."""
         payload, sep, mac = sid.partition(".")
         if not sep or len(sid) > 4096 or not hmac.compare_digest(mac, self._mac(payload.encode())):
             return None
@@ -91,7 +127,7 @@ class _Endpoint:
         self.dispatcher = GatewayDispatcher(gw, view)
         # Host/Origin are checked once by the gateway app; the frontends only cap bodies.
         guard = Guard(host=s.host, validate_origin=False, max_body=s.max_body)
-        codec = SealedSessions(gw.session_secret, view.tenant, max_age=7 * 24 * 3600.0)
+        codec = SealedSessions(gw.session_secret, view.tenant, max_age=7 * 24 * 3600.0, store=gw.store)
         self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
                                    session_idle_timeout=s.session_idle_timeout, session_codec=codec)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")

@@ -67,7 +67,7 @@ _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 _CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": False},
     "prompts": {"listChanged": False},
-    "resources": {"listChanged": False, "subscribe": False},
+    "resources": {"listChanged": False, "subscribe": True},
     "completions": {},
 }
 
@@ -118,8 +118,10 @@ class GatewayDispatcher(Dispatcher):
             "completion/complete": self.complete,
         }
         self.modern_methods = {**common, "server/discover": self.discover}
+        # resources/subscribe exists only in the handshake era (2026-07-28 has subscriptions/listen).
         self.legacy_methods = {**common, "initialize": self.initialize, "ping": self.ping,
-                               "logging/setLevel": self.set_level}
+                               "logging/setLevel": self.set_level, "resources/subscribe": self.subscribe,
+                               "resources/unsubscribe": self.subscribe}
         hint = CacheHint(ttl_ms=_LIST_TTL_MS, scope="private")
         self._hints = {m: hint for m in ("tools/list", "prompts/list", "resources/list", "resources/templates/list")}
 
@@ -233,6 +235,22 @@ class GatewayDispatcher(Dispatcher):
                     item["uri"] = uri
         return result
 
+    async def subscribe(self, req: Req) -> dict[str, Any]:
+        """Forward resources/(un)subscribe to the upstream that owns the URI.
+
+        The upstream's ``notifications/resources/updated`` reach the client only while a
+        request of its session is streaming (there is no standalone GET stream)."""
+        uri = req.params.get("uri")
+        if type(uri) is not str:
+            raise RpcError(INVALID_PARAMS, f"{req.method}: 'uri' must be a string")
+        try:
+            route = await self.view.route_uri(uri)
+        except Exception as exc:
+            raise rpc_error_for(exc) from None
+        if route is None:
+            raise RpcError(INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
+        return await self._forward(req, route[0], req.method, {"uri": route[1]})
+
     # -- completion ----------------------------------------------------------------------
     async def complete(self, req: Req) -> dict[str, Any]:
         ref = req.params.get("ref")
@@ -281,6 +299,11 @@ class GatewayDispatcher(Dispatcher):
         if req.modern and meta is not None and LOG_LEVEL_META_KEY in meta:
             params["_meta"] = {LOG_LEVEL_META_KEY: meta[LOG_LEVEL_META_KEY]}
         tenant = CURRENT_PRINCIPAL.get().tenant
+        if not req.modern:
+            try:
+                tenant, server = await self.gw.handshake_route(tenant, server)
+            except Exception as exc:
+                raise rpc_error_for(exc) from None
         for _ in range(_MAX_INPUT_ROUNDS):
             try:
                 result = await self.gw.hub.forward(

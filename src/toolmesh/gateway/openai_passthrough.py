@@ -9,9 +9,10 @@ apply; usage and cost go to the ledger like the agent's own calls.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("toolmesh.gateway.openai")
 
+# Response ids: a random per-process prefix and a counter (uuid4 per request costs more than all the rest).
+_PREFIX = "chatcmpl-" + secrets.token_hex(6)
+_IDS = itertools.count(1)
+
 
 class PassThrough:
     """One chat completion forwarded to the router."""
@@ -49,7 +54,7 @@ class PassThrough:
         self.call = call
         self.user = user
         self.scenario = scenario
-        self.rid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.rid = f"{_PREFIX}{next(_IDS):012x}"
         self.request = t.ChatRequest(
             model=model, messages=call.messages, tools=call.tools or None,
             tool_choice=call.tool_choice if call.tools else "auto", temperature=call.temperature,
@@ -58,7 +63,9 @@ class PassThrough:
         )
         agent = gw.agent
         self.timeout = agent.config.llm_timeout
-        self.budgets = BudgetSet(agent.spend.budgets(principal.tenant, user, getattr(agent, "_spend_seed", None)))
+        spend = agent.spend
+        self.budgets = BudgetSet(spend.budgets(principal.tenant, user, getattr(agent, "_spend_seed", None))
+                                 if spend.per_user is not None or spend.per_tenant is not None else [])
         self.started = time.perf_counter()
 
     @contextlib.asynccontextmanager

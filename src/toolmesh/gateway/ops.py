@@ -1,33 +1,99 @@
-"""Operations (GW-5). Placeholder being replaced by the real implementation (helper H4)."""
+"""Operations (GW-5): ``/healthz``, ``/readyz``, ``/metrics``, per-request metrics and spans.
+
+``configure_logging`` and ``configure_tracing`` are called by ``serve.py`` before uvicorn
+starts (see :mod:`toolmesh.gateway.ops_logging` and :mod:`toolmesh.gateway.ops_tracing`).
+"""
 
 from __future__ import annotations
 
-import logging
+import os
+import time
 from typing import Any
 
-from toolmesh.gateway.config import LogSettings, OtelSettings
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from toolmesh.gateway.ops_logging import JsonFormatter, configure_logging
+from toolmesh.gateway.ops_metrics import GatewayCollector, RequestStats, UsageTotals
+from toolmesh.gateway.ops_tracing import configure_tracing, current_tracer
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import Receive, Scope, Send, send_json
+from toolmesh.gateway.web import Receive, Scope, Send, send_bytes, send_error, send_json
+from toolmesh.observability.prometheus import ToolmeshCollector
 
+__all__ = ["JsonFormatter", "Ops", "configure_logging", "configure_tracing"]
 
-def configure_logging(settings: LogSettings) -> None:
-    logging.basicConfig(level=settings.level.upper())
-
-
-def configure_tracing(settings: OtelSettings) -> None:
-    return None
+_PROM_TYPE = CONTENT_TYPE_LATEST.encode()
 
 
 class Ops:
+    """Health, readiness and metrics of one gateway worker."""
+
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.requests = RequestStats()
+        self.usage = UsageTotals()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(gw, self.requests, self.usage))
+        # The Hub's per tool / per server call counters and latency summaries.
+        self.registry.register(ToolmeshCollector(lambda: (gw.hub._metrics,)))
+        self._tracer: Any = current_tracer()
+        self._span_kind: Any = None
+        self._error: Any = None
+        if self._tracer is not None:
+            from opentelemetry.trace import SpanKind, Status, StatusCode
 
+            self._span_kind = SpanKind.SERVER
+            self._error = Status(StatusCode.ERROR)
+        else:
+            # No tracing: the app's per-request call goes straight to the counters (one call less).
+            self.observe = self.requests.observe  # type: ignore[method-assign]
+        gw.extras["ops"] = self
+
+    # -- hot path ------------------------------------------------------------------------
+    def observe(self, route: str, status: int, seconds: float, tenant: str) -> None:
+        """Count one finished HTTP request (called by the app for every authenticated request)."""
+        self.requests.observe(route, status, seconds, tenant)
+        if self._tracer is not None:
+            self._span(route, status, seconds, tenant)
+
+    def _span(self, route: str, status: int, seconds: float, tenant: str) -> None:
+        # Recorded after the fact with the request's real start and end: no context object
+        # has to travel through the sub-apps.
+        end = time.time_ns()
+        span = self._tracer.start_span(
+            f"gateway {route}", kind=self._span_kind, start_time=end - int(seconds * 1e9),
+            attributes={"http.route": route, "http.response.status_code": status, "toolmesh.tenant": tenant},
+        )
+        if status >= 500:
+            span.set_status(self._error)
+        span.end(end_time=end)
+
+    # -- endpoints -----------------------------------------------------------------------
     async def health(self, scope: Scope, receive: Receive, send: Send, *, ready: bool) -> None:
-        ok = self.gw.ready if ready else True
-        await send_json(send, 200 if ok else 503, {"status": "ok" if ok else "starting"})
+        """``/healthz``: 200 while the process serves. ``/readyz``: 200 once every configured
+        upstream was tried and the worker is not draining, else 503 (the body says why)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_error(send, 405, "use GET", headers=[(b"allow", b"GET, HEAD")])
+            return
+        gw = self.gw
+        if not ready:
+            await send_json(send, 200, {"status": "ok", "worker": os.getpid(),
+                                        "uptime_s": round(time.time() - gw.started_at, 3)})
+            return
+        ok = gw.ready and not gw.draining
+        status = "ready" if ok else "draining" if gw.draining else "starting"
+        body = {"status": status, "worker": os.getpid(), "upstreams_tried": gw.upstreams_tried,
+                "upstreams_configured": sum(1 for servers in gw.config.tenants.values()
+                                            for cfg in servers.values() if cfg.enabled)}
+        await send_json(send, 200 if ok else 503, body)
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 404, {})
+        """``/metrics`` in the Prometheus text format."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_error(send, 405, "use GET", headers=[(b"allow", b"GET, HEAD")])
+            return
+        await self.usage.refresh(self.gw.store)
+        await send_bytes(send, 200, self.render(), _PROM_TYPE)
 
-    def observe(self, route: str, status: int, seconds: float, tenant: str) -> None:
-        _ = (route, status, seconds, tenant, Any)
+    def render(self) -> bytes:
+        """The current exposition text."""
+        return generate_latest(self.registry)

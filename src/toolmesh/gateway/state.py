@@ -19,11 +19,14 @@ from toolmesh.agent.factory import AgentStack, build_agent
 from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.hub import Hub
+from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
 
 log = logging.getLogger("toolmesh.gateway")
 
 _SECRET_KEY = "gateway/session-secret"
+#: Tenant suffix of the handshake-era twin connections (see :meth:`Gateway.handshake_route`).
+HANDSHAKE_TENANT_SUFFIX = "#handshake"
 #: What the gateway's upstream connections advertise (answered by the downstream client).
 FORWARDED_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}}
 
@@ -61,6 +64,7 @@ class Gateway:
         self._probe: asyncio.Task[None] | None = None
         #: Filled by the sub-apps at start-up (e.g. Prometheus families); free-form by design.
         self.extras: dict[str, Any] = {}
+        self._twins: dict[tuple[str, str], tuple[str, str]] = {}
 
     @classmethod
     async def create(
@@ -139,6 +143,40 @@ class Gateway:
         if self._probe is not None and not self._probe.done():
             self._probe.cancel()
         await self.stack.aclose()
+
+    # -- upstream connections per protocol era ------------------------------------------
+    async def handshake_route(self, tenant: str, server: str) -> tuple[str, str]:
+        """(tenant, server) to forward a handshake-era client's request through.
+
+        An ``auto`` upstream usually negotiates 2026-07-28, where servers cannot send
+        sampling/elicitation requests or session logs mid-call. For handshake-era clients the
+        gateway keeps a second connection pinned to 2025-11-25 (registered lazily under the
+        tenant ``<tenant>#handshake``), so those features reach the client.
+        """
+        key = (tenant, server)
+        found = self._twins.get(key)
+        if found is None:
+            config = self.hub.server(server, tenant=tenant).config
+            if config.protocol != "auto":
+                found = key
+            else:
+                twin_tenant = tenant + HANDSHAKE_TENANT_SUFFIX
+                await self.hub.ensure_registered(config.model_copy(update={"protocol": "2025-11-25"}),
+                                                 tenant=twin_tenant)
+                found = (twin_tenant, server)
+            self._twins[key] = found
+        return found
+
+    async def register_server(self, config: ServerConfig, tenant: str) -> None:
+        """Register (or replace) an upstream at run time, with its handshake-era twin."""
+        await self.unregister_server(config.name, tenant)
+        await self.hub.register(config, tenant=tenant)
+
+    async def unregister_server(self, name: str, tenant: str) -> bool:
+        """Remove an upstream (and its twin); False if it was not registered."""
+        self._twins.pop((tenant, name), None)
+        await self.hub.unregister(name, tenant=tenant + HANDSHAKE_TENANT_SUFFIX)
+        return await self.hub.unregister(name, tenant=tenant)
 
     # -- auth ----------------------------------------------------------------------------
     async def principal(self, token: str | None) -> Principal | None:

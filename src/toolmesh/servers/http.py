@@ -168,12 +168,18 @@ class SessionCodec(Protocol):
 
     ``seal`` builds the id for an ``initialize`` message; ``open`` rebuilds the :class:`Conn`
     from an id this process never saw (another worker issued it), or returns ``None`` when
-    the id is not valid here.
+    the id is not valid here (forged, expired, or ended); ``end`` records that the client
+    ended the session (DELETE), so no worker opens it again; ``ended`` tells a worker that
+    still holds the session that another worker ended it.
     """
 
     def seal(self, msg: Any, scope: Scope) -> str: ...
 
-    def open(self, sid: str, scope: Scope) -> Conn | None: ...
+    async def open(self, sid: str, scope: Scope) -> Conn | None: ...
+
+    async def end(self, sid: str) -> None: ...
+
+    async def ended(self, sid: str) -> bool: ...
 
 
 class StreamableHttp:
@@ -209,9 +215,11 @@ class StreamableHttp:
             sid = headers.get("mcp-session-id")
             conn = self.sessions.pop(sid, None) if sid else None
             if conn is None and sid and self.codec is not None:
-                conn = self.codec.open(sid, scope)
+                conn = await self.codec.open(sid, scope)
                 if conn is not None:
                     self.guard.acquire()
+            if conn is not None and sid and self.codec is not None:
+                await self.codec.end(sid)
             if conn is None:
                 await respond(send, 404 if sid else 400, b"")
                 return
@@ -320,9 +328,13 @@ class StreamableHttp:
             return None
         else:
             found = self.sessions.get(sid)
-            if found is None and self.codec is not None:
+            if found is not None and self.codec is not None and await self.codec.ended(sid):
+                del self.sessions[sid]  # ended (DELETE) through another worker
+                self.guard.release()
+                found = None
+            elif found is None and self.codec is not None:
                 # A session another worker (or replica) opened: its state travels in the sealed id.
-                found = self.codec.open(sid, scope)
+                found = await self.codec.open(sid, scope)
                 if found is not None:
                     if not self.guard.acquire():
                         await respond(send, 503, encode(error_response(None, INVALID_REQUEST, "Too many sessions")))
