@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from toolmesh.gateway.state import HANDSHAKE_TENANT_SUFFIX
 from toolmesh.observability.health import HealthStatus
 
 __all__ = ["BUCKETS", "GatewayCollector", "RequestStats", "UsageTotals"]
@@ -150,6 +151,8 @@ class GatewayCollector:
         in_flight = GaugeMetricFamily(f"{p}_gateway_server_in_flight", "Tool calls in flight per upstream server.",
                                       labels=("tenant", "server"))
         for tenant in hub.tenants():
+            if HANDSHAKE_TENANT_SUFFIX in tenant:
+                continue  # the MCP endpoint's handshake-era twin connections, not servers of their own
             for name, h in hub.servers(tenant=tenant).items():
                 state = h.circuit.state.value
                 for st in _CIRCUIT_STATES:
