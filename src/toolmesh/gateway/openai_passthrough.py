@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,7 @@ _IDS = itertools.count(1)
 class PassThrough:
     """One chat completion forwarded to the router."""
 
-    __slots__ = ("budgets", "call", "gw", "principal", "request", "rid", "scenario", "started", "timeout", "user")
+    __slots__ = ("budgets", "call", "gw", "principal", "request", "rid", "scenario", "timeout", "user")
 
     def __init__(self, gw: Gateway, principal: Principal, call: ChatCall, user: str, model: str,
                  scenario: str | None) -> None:
@@ -66,7 +65,6 @@ class PassThrough:
         spend = agent.spend
         self.budgets = BudgetSet(spend.budgets(principal.tenant, user, getattr(agent, "_spend_seed", None))
                                  if spend.per_user is not None or spend.per_tenant is not None else [])
-        self.started = time.perf_counter()
 
     @contextlib.asynccontextmanager
     async def _admitted(self) -> AsyncIterator[Reservation | None]:
