@@ -37,6 +37,8 @@ RULES: dict[str, Any] = {
              "usage": {"input_tokens": 800, "output_tokens": 40}}},
         {"when": {"last_role": "tool", "user_regex": "disconnect-me"},
          "respond": {"text": "too late", "latency_ms": 4000}},
+        {"when": {"last_role": "tool", "user_regex": "fail-after-tools"},
+         "respond": {"status": 500, "error": "scripted crash after the tools"}},
         {"when": {"last_role": "tool", "user_regex": "weather in"},
          "respond": {"text": "Forecast: {{tool_results}}"}},
         {"when": {"last_role": "tool"},
@@ -407,6 +409,20 @@ def test_upstream_failure_is_502_and_the_worker_survives(gw: Gateway) -> None:
     assert e.value.status_code == 502 and e.value.code == "upstream_error"
     r = c.chat.completions.create(model=MODEL, user="upset", messages=[{"role": "user", "content": "again"}])
     assert r.choices[0].message.content == "plain reply to <again> n=1"
+
+
+def test_failure_mid_stream_is_an_error_frame(gw: Gateway) -> None:
+    c = client(gw, gw.key("default", "chat"))
+    stream = c.chat.completions.create(model=MODEL, user="midfail", stream=True,
+                                       messages=[{"role": "user", "content": "product SKU-1001 fail-after-tools"}])
+    first = next(iter(stream))  # the response started when the tools did: the status is already 200
+    assert first.choices[0].delta.role == "assistant"
+    with pytest.raises(openai.APIError) as e:
+        list(stream)
+    assert "scripted crash after the tools" in e.value.message
+    assert len(db_rows(gw, "SELECT tool FROM audit WHERE user = 'midfail'", want=2)) == 2
+    r = c.chat.completions.create(model=MODEL, user="midfail", messages=[{"role": "user", "content": "fine"}])
+    assert r.choices[0].message.content == "plain reply to <fine> n=1"
 
 
 def test_client_disconnect_cancels_the_run(gw: Gateway) -> None:
