@@ -11,8 +11,11 @@ EVERYTHING_VERSION := 2026.8.31
 CONFORMANCE_VERSION := 0.2.0-alpha.12
 INSPECTOR_VERSION := 2.12.0
 NODE22_VERSION := 22.23.3
+# mcp-proxy (a gateway benchmark peer) needs the mcp 1.x SDK: it gets a virtualenv of its own.
+MCP_PROXY_VERSION := 0.13.0
+MCP_PROXY := .cache/mcp-proxy/bin/mcp-proxy
 
-.PHONY: demo test bench lint venv npm clean
+.PHONY: demo test bench lint venv npm clean wrk
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,12 +40,22 @@ npm: $(NPM_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/toolmesh demo
 
-test: $(STAMP) $(NPM_STAMP)
+test: $(STAMP) $(NPM_STAMP) $(MCP_PROXY) wrk
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+$(MCP_PROXY): Makefile
+	@test -x .cache/mcp-proxy/bin/python || $(PYTHON) -m venv .cache/mcp-proxy
+	.cache/mcp-proxy/bin/python -m pip install -q mcp-proxy==$(MCP_PROXY_VERSION)
+	@touch $(MCP_PROXY)
+
+# wrk (the gateway benchmark's load generator) comes from Debian's packages.
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+
+bench: $(STAMP) $(MCP_PROXY) wrk
 	$(VENV)/bin/toolmesh bench hub
 	$(VENV)/bin/toolmesh bench agent
+	$(VENV)/bin/toolmesh bench gateway
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -1,0 +1,87 @@
+"""Smoke test of the gateway benchmark (``toolmesh bench gateway``): shape of its JSON, never its timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LEAF_KEYS = {"calls_per_s", "p50_ms", "p99_ms", "errors", "latency_run", "load_run"}
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (`make test` installs it)")
+
+
+def _leftovers(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("TOOLMESH_BENCH_RUN") == marker:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _check_leaf(leaf: dict[str, object], where: str) -> None:
+    assert isinstance(leaf, dict), where
+    assert LEAF_KEYS <= leaf.keys(), where
+    assert leaf["errors"] == 0, (where, leaf)
+    for key in ("calls_per_s", "p50_ms", "p99_ms"):
+        value = leaf[key]
+        assert isinstance(value, int | float) and value > 0, (where, key, value)
+    for run in ("latency_run", "load_run"):
+        sub = leaf[run]
+        assert isinstance(sub, dict) and sub["calls"] > 0 and sub["errors"] == 0, (where, run, sub)
+
+
+@pytest.mark.timeout(400)
+def test_quick_gateway_bench_prints_one_complete_json_object() -> None:
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "TOOLMESH_BENCH_RUN": marker}
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolmesh.cli.main", "bench", "gateway", "--quick", "--json"],
+        capture_output=True, text=True, timeout=380, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # the whole of stdout is the one object
+
+    mcp = result["mcp"]
+    assert {"direct", "toolmesh", "fastmcp_proxy", "mcp_proxy", "added_p50_ms", "added_p99_ms",
+            "ratio_vs_fastmcp_proxy"} <= mcp.keys()
+    for name in ("direct", "toolmesh"):
+        _check_leaf(mcp[name], f"mcp.{name}")
+    for name in ("toolmesh_no_auth", "toolmesh_2_workers"):
+        _check_leaf(mcp["variants"][name], f"mcp.variants.{name}")
+    for peer in ("fastmcp_proxy", "mcp_proxy"):
+        if mcp[peer] is None:  # not installed here: a reason instead
+            assert mcp[f"{peer}_skipped"], peer
+        else:
+            _check_leaf(mcp[peer], f"mcp.{peer}")
+    assert isinstance(mcp["added_p50_ms"], float) and isinstance(mcp["added_p99_ms"], float)
+    if mcp["fastmcp_proxy"] is not None:
+        assert mcp["ratio_vs_fastmcp_proxy"] > 0
+
+    openai = result["openai"]
+    assert {"added_p50_ms", "added_p99_ms", "rps", "errors"} <= openai.keys()
+    _check_leaf(openai["direct"], "openai.direct")
+    _check_leaf(openai["toolmesh"], "openai.toolmesh")
+    assert openai["errors"] == 0 and openai["rps"] > 0
+    assert isinstance(openai["added_p50_ms"], float)
+
+    assert result["errors"] == 0
+    assert set(result["targets"]) == {"calls_per_s", "added_p50_ms", "ratio_vs_fastmcp_proxy"}
+
+    # Every process the benchmark started (servers, gateway workers, stdio children) is gone.
+    deadline = time.monotonic() + 10
+    while _leftovers(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _leftovers(marker), [p.cmdline() for p in _leftovers(marker)]
