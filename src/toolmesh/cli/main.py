@@ -309,6 +309,24 @@ def bench_agent(
     raise typer.Exit(run_bench("agent", argv))
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per target")] = None,
+) -> None:
+    """toolmesh serve vs direct calls, FastMCP's proxy and mcp-proxy (wrk load): latency added, calls/s."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if seconds is not None:
+        argv += ["--seconds", str(seconds)]
+    if rounds is not None:
+        argv += ["--rounds", str(rounds)]
+    raise typer.Exit(run_bench("gateway", argv))
+
+
 # -- gateway ----------------------------------------------------------------------------
 @app.command("serve")
 def serve(
