@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conformance_support import load_baseline, require_suite, run_conformance
 from conftest import ServerProcess, free_port
 from gateway_support import Gateway
@@ -41,10 +42,10 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.parametrize("revision", ["2025-11-25", "2026-07-28"])
 def test_conformance_through_gateway(revision: str, gateway_url: str, tmp_path: Path) -> None:
     baseline_file = BASELINES / f"gateway-{revision}.yml"
-    run = run_conformance("server", url=gateway_url, requirements=revision,
-                          baseline=baseline_file if baseline_file.exists() else None, out_dir=tmp_path)
-    verdict = run.judge(load_baseline(baseline_file if baseline_file.exists() else None, "server"))
+    run = run_conformance("server", url=gateway_url, requirements=revision, baseline=baseline_file, out_dir=tmp_path)
+    verdict = run.judge(load_baseline(baseline_file, "server"))
     report = f"{run.summary()}\n(results in {tmp_path})"
     assert not verdict.unexpected, "unexpected failures:\n" + "\n".join(verdict.unexpected) + "\n" + report
     assert not verdict.stale, f"stale baseline entries in {baseline_file.name} (they pass now): {verdict.stale}"
+    assert run.returncode == 0, f"the suite exited {run.returncode}:\n{run.stdout[-3000:]}"
     assert len(run.passed()) + len(run.failed()) >= 30

@@ -26,7 +26,8 @@ from typing import Any
 
 from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
-from mcp_types import LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
+from mcp.shared.inbound import X_MCP_HEADER_KEY, validate_mcp_param_headers
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from toolmesh import __version__
@@ -104,8 +105,10 @@ class GatewayDispatcher(Dispatcher):
         self.lifespan_state = {}
         self.server_info = {"name": f"toolmesh-gateway/{view.name}" if view.name else "toolmesh-gateway",
                             "version": __version__}
-        self.modern_caps = _CAPABILITIES
+        # 2026-07-28 has no resources/subscribe (it uses subscriptions/listen, not served here).
+        self.modern_caps = {**_CAPABILITIES, "resources": {"listChanged": False}}
         self.legacy_caps = {**_CAPABILITIES, "logging": {}}
+        self._param_schemas: dict[int, tuple[Any, bool]] = {}
         self.instructions: str | None = None
         common: dict[str, Callable[[Req], Any]] = {
             "tools/list": self.tools_list,
@@ -123,7 +126,8 @@ class GatewayDispatcher(Dispatcher):
                                "logging/setLevel": self.set_level, "resources/subscribe": self.subscribe,
                                "resources/unsubscribe": self.subscribe}
         hint = CacheHint(ttl_ms=_LIST_TTL_MS, scope="private")
-        self._hints = {m: hint for m in ("tools/list", "prompts/list", "resources/list", "resources/templates/list")}
+        self._hints = {m: hint for m in ("tools/list", "prompts/list", "resources/list", "resources/templates/list",
+                                         "server/discover")}
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Any]:
@@ -169,6 +173,8 @@ class GatewayDispatcher(Dispatcher):
         if route is None:
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
         server, tool = route
+        if req.headers is not None:
+            await self._check_param_headers(server, tool, arguments or {}, req.headers)
         forwarded = params.copy()
         forwarded.pop("_meta", None)
         forwarded["name"] = tool
@@ -185,6 +191,26 @@ class GatewayDispatcher(Dispatcher):
         finally:
             self.gw.audit(principal, server, tool, arguments or {}, status,
                           (time.perf_counter() - started) * 1000.0, request_id=str(req.id))
+
+    async def _check_param_headers(self, server: str, tool: str, arguments: dict[str, Any],
+                                   headers: Any) -> None:
+        """SEP-2243: arguments a tool mirrors into ``Mcp-Param-*`` headers must match the body."""
+        handle = self.gw.hub.server(server, tenant=CURRENT_PRINCIPAL.get().tenant)
+        definition = handle.catalog.tool(tool)
+        if definition is None:
+            try:
+                definition = await handle.tool_definition(tool)
+            except Exception:
+                return  # unknown upstream tool: the upstream answers that itself
+        schema = definition.get("inputSchema")
+        cached = self._param_schemas.get(id(definition))
+        if cached is None or cached[0] is not definition:
+            cached = (definition, X_MCP_HEADER_KEY in str(schema))
+            self._param_schemas[id(definition)] = cached
+        if cached[1]:
+            rejected = validate_mcp_param_headers(schema, arguments, headers)
+            if rejected is not None:
+                raise RpcError(rejected.code, rejected.message, rejected.data)
 
     async def prompts_get(self, req: Req) -> dict[str, Any]:
         name = req.params.get("name")
@@ -296,8 +322,12 @@ class GatewayDispatcher(Dispatcher):
 
         on_log = self._log_forwarder(req) if notify is not None else None
         on_request = self._asker(req) if can_ask_client(req) else None
-        if req.modern and meta is not None and LOG_LEVEL_META_KEY in meta:
-            params["_meta"] = {LOG_LEVEL_META_KEY: meta[LOG_LEVEL_META_KEY]}
+        if req.modern and meta is not None:
+            # The upstream must see what the client can do (not the gateway's own capabilities),
+            # so it never asks a 2026-07-28 client for input it cannot give.
+            extra = {k: meta[k] for k in (LOG_LEVEL_META_KEY, CLIENT_CAPABILITIES_META_KEY) if k in meta}
+            if extra:
+                params["_meta"] = extra
         tenant = CURRENT_PRINCIPAL.get().tenant
         if not req.modern:
             try:
