@@ -20,7 +20,7 @@ MCP_PROXY := .cache/mcp-proxy/bin/mcp-proxy
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[dev,bench,local]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[dev,bench,local,otel]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
