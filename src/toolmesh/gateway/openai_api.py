@@ -25,7 +25,7 @@ import orjson
 from toolmesh.gateway.openai_agent import AgentTurn, SendBody, install_history
 from toolmesh.gateway.openai_errors import to_api_error
 from toolmesh.gateway.openai_passthrough import PassThrough
-from toolmesh.gateway.openai_wire import ApiError, ChatCall, parse_chat
+from toolmesh.gateway.openai_wire import ApiError, ChatCall, parse_chat, sse_error
 from toolmesh.gateway.state import Gateway
 from toolmesh.gateway.web import Receive, Scope, Send, principal_of, read_body, send_bytes
 from toolmesh.llm.types import ChatRequest
@@ -144,8 +144,6 @@ class OpenAIApi:
             if not cycle.started:
                 await cycle.error(err)
             elif not cycle.done:
-                from toolmesh.gateway.openai_wire import sse_error
-
                 await cycle.body(sse_error(err), False)
         finally:
             cycle.done = True

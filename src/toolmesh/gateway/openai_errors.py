@@ -27,7 +27,7 @@ def seconds_to_utc_midnight(now: float | None = None) -> float:
     return 86400.0 - now % 86400.0
 
 
-def budget_error(exc: BudgetExceededError | str, report: dict[str, object] | None = None) -> ApiError:
+def budget_error(exc: BudgetExceededError | str) -> ApiError:
     """429 ``insufficient_quota``; Retry-After only when waiting helps (a daily spend budget)."""
     message = str(exc)
     daily = "daily spend" in message
