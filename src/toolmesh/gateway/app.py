@@ -116,13 +116,13 @@ class GatewayApp:
             elif k == b"authorization":
                 token = v.decode("latin-1")
         if self._hosts is not None and (host is None or not _host_ok(host, self._hosts)):
-            await _refuse(scope, receive, send, 421 if kind == "http" else 403, f"Host {host!r} is not allowed")
+            await self._deny(scope, receive, send, 421 if kind == "http" else 403, f"Host {host!r} is not allowed")
             return
         if origin is not None and not self._origin_ok(origin):
-            await _refuse(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
+            await self._deny(scope, receive, send, 403, f"Origin {origin!r} is not allowed")
             return
         if gw.draining:
-            await _refuse(scope, receive, send, 503, "gateway is shutting down", [(b"retry-after", b"1")])
+            await self._deny(scope, receive, send, 503, "gateway is shutting down", [(b"retry-after", b"1")])
             return
         parts = path.strip("/").split("/")
         head = parts[0]
@@ -135,18 +135,18 @@ class GatewayApp:
             token = None
         principal = await gw.principal(token)
         if principal is None:
-            await _refuse(scope, receive, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
+            await self._deny(scope, receive, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
                           [(b"www-authenticate", b'Bearer realm="toolmesh"')], kind="authentication_error")
             return
         needed = "admin" if head == "metrics" else _SCOPE_OF.get(head, "mcp")
         if not principal.allows(needed):
-            await _refuse(scope, receive, send, 403, f"this key lacks the {needed!r} scope",
+            await self._deny(scope, receive, send, 403, f"this key lacks the {needed!r} scope",
                           kind="permission_error")
             return
         wait = gw.limits.check(principal)
         if wait:
             retry = str(max(1, round(wait + 0.499))).encode()
-            await _refuse(scope, receive, send, 429, "rate limit exceeded for this tenant or key",
+            await self._deny(scope, receive, send, 429, "rate limit exceeded for this tenant or key",
                           [(b"retry-after", retry)], kind="rate_limit_error")
             return
         scope[PRINCIPAL_KEY] = principal
@@ -187,6 +187,15 @@ class GatewayApp:
             return "metrics"
         await _refuse(scope, receive, send, 404, f"no route {scope['path']!r}", kind="not_found_error")
         return "not_found"
+
+    async def _deny(
+        self, scope: Scope, receive: Receive, send: Send, status: int, message: str,
+        headers: list[tuple[bytes, bytes]] | None = None, *, kind: str = "invalid_request_error",
+    ) -> None:
+        """Refuse at the edge, and count it (refusals are traffic too)."""
+        await _refuse(scope, receive, send, status, message, headers, kind=kind)
+        if scope["type"] == "http" and self.ops is not None:
+            self.ops.observe("refused", status, 0.0, "-")
 
     def _origin_ok(self, origin: str) -> bool:
         norm = origin.rstrip("/").lower()
