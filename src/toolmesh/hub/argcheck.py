@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 from toolmesh.errors import InvalidArgumentsError
 
@@ -165,6 +167,16 @@ def compile_fast(schema: Any) -> Check | None:
     return check
 
 
+def _no_retrieval(uri: str) -> Resource[Any]:
+    """``$ref`` to another document: never fetched (SEP-2106 forbids dereferencing network URIs;
+    a tool definition must not make the client reach out to arbitrary hosts)."""
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+#: Same-document refs (``#/$defs/...``) resolve; anything else is left unresolved.
+_REGISTRY: Registry[Any] = Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
+
+
 class ArgumentValidator:
     """Validates one tool's arguments; raise :class:`InvalidArgumentsError` with every problem named."""
 
@@ -177,7 +189,7 @@ class ArgumentValidator:
         try:
             cls = validators.validator_for(schema, default=Draft202012Validator)
             cls.check_schema(schema)
-            self.full = cls(schema)
+            self.full = cls(schema, registry=_REGISTRY)
         except Exception:
             self.fast = None
 
@@ -187,7 +199,10 @@ class ArgumentValidator:
             return
         if self.full is None:
             return
-        errors = list(self.full.iter_errors(arguments))
+        try:
+            errors = list(self.full.iter_errors(arguments))
+        except Unresolvable:
+            return  # the schema points outside itself: the server, which can resolve it, decides
         if errors:
             msgs = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5]]
             raise InvalidArgumentsError(

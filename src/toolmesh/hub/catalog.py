@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from toolmesh.errors import McpRemoteError
+from toolmesh.hub.transports.headers import X_MCP_HEADER, invalid_header_reason
+
+log = logging.getLogger("toolmesh.hub")
 
 KINDS = {
     "tools": ("tools/list", "tools"),
@@ -77,10 +81,11 @@ class Catalog:
             if exc.code != -32601 or kind == "tools":
                 raise
             items = []  # server has no such capability: an empty listing, not an error
+        if kind == "tools":
+            items = [t for t in items if _usable(t)]
+            self._tools_by_name = {t["name"]: t for t in items}
         ttl = self.ttl if ttl_ms is None else min(self.ttl, ttl_ms / 1000.0)
         self._entries[kind] = _Entry(items, self._clock() + ttl)
-        if kind == "tools":
-            self._tools_by_name = {t["name"]: t for t in items if isinstance(t, dict) and "name" in t}
         return items
 
     def tool(self, name: str) -> dict[str, Any] | None:
@@ -107,3 +112,17 @@ class Catalog:
     def stats(self) -> dict[str, Any]:
         total = self.hits + self.misses
         return {"hits": self.hits, "misses": self.misses, "hit_rate": (self.hits / total) if total else 0.0}
+
+
+def _usable(tool: Any) -> bool:
+    """A listed tool the client may use: named, and with valid ``x-mcp-header`` annotations
+    (SEP-2243: clients exclude a tool whose annotations are invalid, and keep the others)."""
+    if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+        return False
+    schema = tool.get("inputSchema")
+    if isinstance(schema, dict) and X_MCP_HEADER in str(schema):
+        reason = invalid_header_reason(schema)
+        if reason is not None:
+            log.warning("tool %r left out: %s", tool["name"], reason)
+            return False
+    return True

@@ -94,6 +94,7 @@ class ServerHandle:
             caps = self.config.client_capabilities
             conn = make_connection(self.config, caps if caps is not None else self._hub.client_capabilities)
             conn.on_notification = self._on_notification
+            conn.tool_definition = self.catalog.tool
             try:
                 await conn.start()
             except ToolmeshError:

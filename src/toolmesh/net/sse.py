@@ -18,6 +18,8 @@ class SseEvent:
     event: str
     data: str
     id: str | None
+    #: The stream's reconnection time in milliseconds, once a ``retry:`` field set it.
+    retry: int | None = None
 
 
 class EventTooLarge(ValueError):
@@ -25,13 +27,14 @@ class EventTooLarge(ValueError):
 
 
 async def iter_sse(read_chunk: Callable[[], Awaitable[bytes]]) -> AsyncIterator[SseEvent]:
-    """Yield events as they arrive; comments and retry fields are skipped.
+    """Yield events as they arrive; comments are skipped, ``retry:`` is carried on each event.
 
     ``read_chunk`` returns the next piece of the body, ``b""`` at the end
     (aiohttp's ``content.readany`` or :meth:`fasthttp.Response.read_chunk`)."""
     event = "message"
     data: list[str] = []
     eid: str | None = None
+    retry: int | None = None
     buf = bytearray()
     eof = False
     while True:
@@ -43,7 +46,7 @@ async def iter_sse(read_chunk: Callable[[], Awaitable[bytes]]) -> AsyncIterator[
                     buf.extend(b"\n")
                 else:
                     if data:
-                        yield SseEvent(event, "\n".join(data), eid)
+                        yield SseEvent(event, "\n".join(data), eid, retry)
                     return
             else:
                 chunk = await read_chunk()
@@ -58,7 +61,7 @@ async def iter_sse(read_chunk: Callable[[], Awaitable[bytes]]) -> AsyncIterator[
         del buf[: nl + 1]
         if not line:
             if data:
-                yield SseEvent(event, "\n".join(data), eid)
+                yield SseEvent(event, "\n".join(data), eid, retry)
             event, data = "message", []
             continue
         if line.startswith(":"):
@@ -72,3 +75,5 @@ async def iter_sse(read_chunk: Callable[[], Awaitable[bytes]]) -> AsyncIterator[
             event = value or "message"
         elif name == "id":
             eid = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            retry = int(value)

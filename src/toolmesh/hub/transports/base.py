@@ -94,6 +94,9 @@ class Connection(ABC):
         self.identity = ServerIdentity()
         self.closed = False
         self.on_notification: NotificationHandler | None = None
+        #: The last known definition of a tool, by name (the Hub's catalogue): transports that
+        #: derive request headers from a tool's schema (HTTP ``Mcp-Param-*``) look it up here.
+        self.tool_definition: Callable[[str], dict[str, Any] | None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int | str, Pending] = {}
         self._progress: dict[int | str, Pending] = {}
@@ -407,7 +410,7 @@ class Connection(ABC):
             return
         await self._initialize(LEGACY if pin == "auto" else pin)
 
-    async def _try_discover(self) -> bool:
+    async def _try_discover(self, *, retried: bool = False) -> bool:
         """Probe ``server/discover``; True when the server speaks the modern revision."""
         self.identity.protocol = MODERN  # the probe itself carries modern _meta
         try:
@@ -416,6 +419,9 @@ class Connection(ABC):
             self.identity.protocol = ""
             if exc.code == UNSUPPORTED_VERSION:
                 supported = (exc.data or {}).get("supported") if isinstance(exc.data, dict) else None
+                if isinstance(supported, list) and MODERN in supported and not retried:
+                    # The server rejected the first attempt but lists our version: ask again (SEP-2575).
+                    return await self._try_discover(retried=True)
                 if supported and not any(v in HANDSHAKE_VERSIONS for v in supported):
                     raise ConnectionFailedError(
                         f"server {self.config.name!r} supports only {supported}, none of which toolmesh speaks"

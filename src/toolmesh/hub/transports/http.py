@@ -18,16 +18,36 @@ from typing import Any
 
 import aiohttp
 import orjson
-from mcp.shared.inbound import encode_header_value
 
 from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError, ToolmeshError
 from toolmesh.hub.transports.base import MODERN, Connection, Pending
+from toolmesh.hub.transports.headers import encode_header_value, header_map, param_headers
 from toolmesh.net.fasthttp import FastHttpPool, HttpError, Response
 from toolmesh.net.sse import EventTooLarge, iter_sse
 
 log = logging.getLogger("toolmesh.hub")
 
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+#: Resumption attempts (SEP-1699) for one request stream, and the wait when the server set no retry time.
+MAX_RESUMES = 5
+DEFAULT_RETRY_MS = 1000
+
+
+class _Resume:
+    """Where a request's SSE stream can be resumed from."""
+
+    __slots__ = ("attempts", "last_id", "retry_ms")
+
+    def __init__(self) -> None:
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
+        self.attempts = 0
+
+    def more(self) -> bool:
+        return self.last_id is not None and self.attempts < MAX_RESUMES
+
+    def delay(self) -> float:
+        return (self.retry_ms if self.retry_ms is not None else DEFAULT_RETRY_MS) / 1000.0
 
 
 class HttpConnection(Connection):
@@ -47,6 +67,7 @@ class HttpConnection(Connection):
                  "User-Agent": "toolmesh", **self.config.headers}
         self._base = "".join(f"{k}: {v}\r\n" for k, v in lines.items()).encode()
         self._proto_line = b""
+        self._param_maps: dict[str, tuple[Any, dict[tuple[str, ...], str]]] = {}
 
     def _adopt(self, version: str, result: dict[str, Any]) -> None:
         super()._adopt(version, result)
@@ -61,14 +82,33 @@ class HttpConnection(Connection):
             extra = f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\n"
             key = _NAME_PARAM.get(method)
             if key is not None:
-                value = (msg.get("params") or {}).get(key)
+                params = msg.get("params") or {}
+                value = params.get(key)
                 if isinstance(value, str):
                     extra += f"Mcp-Name: {encode_header_value(value)}\r\n"
+                    if method == "tools/call":
+                        mapping = self._param_map(value)
+                        if mapping:
+                            extra += param_headers(mapping, params.get("arguments"))
             return self._base + extra.encode()
         h = self._base + self._proto_line
         if self.session_id is not None:
             h += f"Mcp-Session-Id: {self.session_id}\r\n".encode()
         return h
+
+    def _param_map(self, tool: str) -> dict[tuple[str, ...], str] | None:
+        """The tool's ``x-mcp-header`` parameters (SEP-2243), cached per schema object."""
+        lookup = self.tool_definition
+        definition = lookup(tool) if lookup is not None else None
+        if definition is None:
+            return None
+        schema = definition.get("inputSchema")
+        cached = self._param_maps.get(tool)
+        if cached is not None and cached[0] is schema:
+            return cached[1]
+        mapping = header_map(schema)
+        self._param_maps[tool] = (schema, mapping)
+        return mapping
 
     async def _post(self, msg: dict[str, Any], pending: Pending | None) -> dict[str, Any] | None:
         pool = self.pool
@@ -136,7 +176,30 @@ class HttpConnection(Connection):
         sid = resp.headers.get("mcp-session-id")
         if sid is not None and self.session_id is None:
             self.session_id = sid
-        async for ev in iter_sse(resp.read_chunk):
+        resume = _Resume()
+        found = await self._read_events(resp.read_chunk, rid, pending, resume)
+        # SEP-1699: a stream that closes before the answer but carried event ids is resumed
+        # with a GET (Last-Event-ID), after the server's retry time.
+        while found is None and pending is not None and not pending.future.done() and resume.more():
+            await asyncio.sleep(resume.delay())
+            found = await self._resume(rid, pending, resume)
+        if found is not None:
+            return found
+        if pending is not None and pending.future.done():
+            return pending.future.result()
+        if pending is None:
+            return None
+        raise ConnectionFailedError(f"server {self.config.name!r}: response stream ended without a result")
+
+    async def _read_events(
+        self, read_chunk: Any, rid: Any, pending: Pending | None, resume: _Resume
+    ) -> dict[str, Any] | None:
+        """Read one SSE stream until our response; everything else on it is dispatched."""
+        async for ev in iter_sse(read_chunk):
+            if ev.id is not None:
+                resume.last_id = ev.id
+            if ev.retry is not None:
+                resume.retry_ms = ev.retry
             if ev.event != "message" or not ev.data:
                 continue
             try:
@@ -148,11 +211,26 @@ class HttpConnection(Connection):
                 return item
             # Whatever else rides on this request's stream belongs to it (progress, logs, sampling...).
             await self._dispatch(item, pending)
-        if pending is not None and pending.future.done():
-            return pending.future.result()
-        if pending is None:
+        return None
+
+    async def _resume(self, rid: Any, pending: Pending, resume: _Resume) -> dict[str, Any] | None:
+        """One GET that resumes the stream after ``resume.last_id``."""
+        assert self.config.url is not None and resume.last_id is not None
+        resume.attempts += 1
+        headers = {**self.config.headers, "Accept": "text/event-stream", "Last-Event-ID": resume.last_id}
+        if self.identity.protocol:
+            headers["Mcp-Protocol-Version"] = self.identity.protocol
+        if self.session_id is not None:
+            headers["Mcp-Session-Id"] = self.session_id
+        try:
+            async with self._aiohttp().get(self.config.url, headers=headers) as resp:
+                if resp.status != 200:
+                    resume.last_id = None  # the server cannot resume: give up
+                    return None
+                return await self._read_events(resp.content.readany, rid, pending, resume)
+        except aiohttp.ClientError as exc:
+            log.info("server %s: resuming the stream failed: %s", self.config.name, exc)
             return None
-        raise ConnectionFailedError(f"server {self.config.name!r}: response stream ended without a result")
 
     async def _send_request(self, msg: dict[str, Any], pending: Pending) -> dict[str, Any]:
         reply = await self._post(msg, pending)
@@ -170,7 +248,17 @@ class HttpConnection(Connection):
 
     def _after_initialize(self) -> None:
         if self.session_id is not None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            loop = asyncio.get_running_loop()
+            self._listening: asyncio.Future[None] = loop.create_future()
+            self._listener = loop.create_task(self._listen())
+
+    async def _negotiate(self) -> None:
+        await super()._negotiate()
+        if self._listener is not None:
+            # Have the GET stream in place before the first call, so a server that routes
+            # messages to "the" GET stream never sees it open mid-call (bounded wait: optional).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._listening), min(2.0, self.config.connect_timeout))
 
     def _aiohttp(self) -> aiohttp.ClientSession:
         if self._aio is None:
@@ -184,14 +272,21 @@ class HttpConnection(Connection):
                    "Mcp-Protocol-Version": self.identity.protocol}
         if self.session_id is not None:
             headers["Mcp-Session-Id"] = self.session_id
-        with contextlib.suppress(Exception):
+        try:
             async with self._aiohttp().get(self.config.url, headers=headers) as resp:
+                if not self._listening.done():
+                    self._listening.set_result(None)
                 if resp.status != 200:
                     return
                 async for ev in iter_sse(resp.content.readany):
                     if ev.event == "message" and ev.data:
                         with contextlib.suppress(orjson.JSONDecodeError):
                             await self._dispatch(orjson.loads(ev.data))
+        except Exception as exc:  # the stream is optional: losing it never fails a call
+            log.debug("server %s: GET stream ended: %s", self.config.name, exc)
+        finally:
+            if not self._listening.done():
+                self._listening.set_result(None)
 
     async def _close(self) -> None:
         if self._listener is not None:
