@@ -124,6 +124,7 @@ class _Endpoint:
 
     def __init__(self, gw: Gateway, view: View, base: str) -> None:
         s = gw.settings
+        self.generation = gw.hub.generation
         self.dispatcher = GatewayDispatcher(gw, view)
         # Host/Origin are checked once by the gateway app; the frontends only cap bodies.
         guard = Guard(host=s.host, validate_origin=False, max_body=s.max_body)
@@ -166,12 +167,14 @@ class McpRoutes:
     def endpoint(self, principal: Principal, name: str | None) -> _Endpoint | None:
         key = (principal.tenant, name)
         ep = self._endpoints.get(key)
-        if ep is None or _stale(ep, self.gw, principal.tenant):
+        if ep is None or (ep.generation != self.gw.hub.generation and _stale(ep, self.gw, principal.tenant)):
             view = self.view_for(principal.tenant, name)
             if view is None:
                 self._endpoints.pop(key, None)
                 return None
             ep = self._endpoints[key] = _Endpoint(self.gw, view, f"/servers/{name}" if name else "")
+        else:
+            ep.generation = self.gw.hub.generation
         return ep
 
     async def __call__(self, name: str | None, tail: str, scope: Scope, receive: Receive, send: Send) -> None:

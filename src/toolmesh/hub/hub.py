@@ -73,6 +73,8 @@ class Hub:
         self._janitor_interval = janitor_interval
         self.batch_concurrency = batch_concurrency
         self.closed = False
+        #: Bumped on every register/unregister: lets callers cache views of the registry cheaply.
+        self.generation = 0
 
     # -- registry (HUB-2) ---------------------------------------------------------------
     async def register(
@@ -84,6 +86,7 @@ class Hub:
             raise ValueError(f"server {config.name!r} is already registered for tenant {tenant!r}")
         handle = ServerHandle(config, tenant, user, self)
         servers[config.name] = handle
+        self.generation += 1
         log.info("registered server %s for tenant %s: %s", config.name, tenant, config.redacted())
         if connect:
             await handle.connection()
@@ -103,6 +106,7 @@ class Hub:
         handle = servers.pop(name, None)
         if handle is None:
             return False
+        self.generation += 1
         names = self._names.get((tenant, user))
         if names is not None:
             names.remove_server(name)
