@@ -13,6 +13,7 @@ import pytest
 from conftest import SERVERS, ServerProcess, free_port
 from toolmesh.errors import CircuitOpenError, ConnectionFailedError, InvalidArgumentsError, McpRemoteError
 from toolmesh.hub import Hub, ServerConfig
+from toolmesh.hub.transports.base import Connection, Pending
 
 SERVER = str(SERVERS / "hub_forward_server.py")
 CAPS = {"sampling": {}, "elicitation": {"form": {}}}
@@ -161,9 +162,25 @@ async def test_progress_and_logs_reach_the_callbacks(tm_http: ServerProcess, pro
 # -- server -> client requests (handshake era) --------------------------------------------
 
 
-@pytest.mark.parametrize("transport", ["http", "stdio"])
+@pytest.mark.parametrize("transport", ["http", "stdio", "sse"])
 async def test_sampling_and_elicitation_go_to_on_request(sdk_http: ServerProcess, transport: str) -> None:
-    cfg = http(sdk_http, "2025-11-25") if transport == "http" else stdio()
+    sse = None
+    if transport == "http":
+        cfg = http(sdk_http, "2025-11-25")
+    elif transport == "stdio":
+        cfg = stdio()
+    else:
+        port = free_port()
+        sse = ServerProcess([sys.executable, SERVER, "sse", str(port)], port).start()
+        cfg = ServerConfig(name="up", url=f"http://127.0.0.1:{port}/sse", protocol="2025-11-25")
+    try:
+        await _sample_and_elicit(cfg)
+    finally:
+        if sse is not None:
+            sse.stop()
+
+
+async def _sample_and_elicit(cfg: ServerConfig) -> None:
     async with Hub(client_capabilities=CAPS) as hub:
         await hub.register(cfg)
         asked: list[str] = []
@@ -272,3 +289,83 @@ async def test_server_and_tenant_limits_apply(tm_http: ServerProcess) -> None:
         )
         watcher.cancel()
         assert peak_server == 1 and peak_waiting >= 1 and peak_tenant == 2
+
+
+# -- routing rules (pure logic: a loopback Connection, no transport) ----------------------
+
+
+class _Loopback(Connection):
+    """Records what the client sends; the test plays the server by calling ``_dispatch``."""
+
+    def __init__(self) -> None:
+        super().__init__(ServerConfig(name="loop", url="http://127.0.0.1:9/mcp"))
+        self.identity.protocol = "2025-11-25"
+        self.sent: list[dict[str, Any]] = []
+
+    async def _open(self) -> None:
+        return None
+
+    async def _send_request(self, msg: dict[str, Any], pending: Pending) -> dict[str, Any]:
+        self.sent.append(msg)
+        return await pending.future
+
+    async def _send_notification(self, msg: dict[str, Any]) -> None:
+        self.sent.append(msg)
+
+    async def _close(self) -> None:
+        return None
+
+
+async def test_server_requests_route_by_related_request_id_else_only_handler() -> None:
+    conn = _Loopback()
+    seen: list[tuple[str, str]] = []
+    logs: list[tuple[str, Any]] = []
+    gate = asyncio.Event()
+
+    def hooks(tag: str) -> dict[str, Any]:
+        async def on_request(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            seen.append((tag, method))
+            if params.get("wait"):
+                await gate.wait()
+            return {"tag": tag}
+        return {"on_request": on_request, "on_log": lambda p: logs.append((tag, p["data"]))}
+
+    first = asyncio.create_task(conn.request("tools/call", {"name": "a"}, **hooks("a")))
+    second = asyncio.create_task(conn.request("tools/call", {"name": "b"}, **hooks("b")))
+    await asyncio.sleep(0)
+    rid_a, rid_b = (m["id"] for m in conn.sent)
+
+    def related(rid: int) -> dict[str, Any]:
+        return {"_meta": {"io.modelcontextprotocol/related-request-id": rid}}
+
+    await conn._dispatch({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": related(rid_b)})
+    await conn._dispatch({"jsonrpc": "2.0", "method": "notifications/message",
+                          "params": {"level": "info", "data": "to a", **related(rid_a)}})
+    # Two requests with handlers and nothing named: ambiguous, so the default answer.
+    await conn._dispatch({"jsonrpc": "2.0", "id": "s2", "method": "elicitation/create", "params": {}})
+    await asyncio.sleep(0.01)
+    replies = {m["id"]: m for m in conn.sent if "method" not in m}
+    assert replies["s1"]["result"] == {"tag": "b"} and seen == [("b", "sampling/createMessage")]
+    assert replies["s2"]["error"]["code"] == -32601
+    assert logs == [("a", "to a")]
+
+    # The server may cancel a request it sent; the handler is stopped and nothing is answered.
+    await conn._dispatch({"jsonrpc": "2.0", "id": "s3", "method": "elicitation/create",
+                          "params": {"wait": True, **related(rid_a)}})
+    await asyncio.sleep(0.01)
+    await conn._dispatch({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "s3"}})
+    await asyncio.sleep(0.01)
+    assert not conn._serving and all(m.get("id") != "s3" for m in conn.sent)
+
+    await conn._dispatch({"jsonrpc": "2.0", "id": rid_a, "result": {"content": []}})
+    await conn._dispatch({"jsonrpc": "2.0", "id": rid_b, "result": {"content": []}})
+    assert await first == {"content": []} and await second == {"content": []}
+    # Only one request with a handler left in flight: an unnamed server request goes to it.
+    third = asyncio.create_task(conn.request("tools/call", {"name": "c"}, **hooks("c")))
+    await asyncio.sleep(0)
+    await conn._dispatch({"jsonrpc": "2.0", "id": "s4", "method": "roots/list", "params": {}})
+    await asyncio.sleep(0.01)
+    assert {m["id"]: m for m in conn.sent if "method" not in m}["s4"]["result"] == {"tag": "c"}
+    await conn._dispatch({"jsonrpc": "2.0", "id": conn.sent[-2]["id"], "result": {}})
+    assert await third == {}
+    await conn.close()

@@ -3,6 +3,7 @@
     python hub_forward_server.py stdio
     python hub_forward_server.py http PORT        # the SDK's Streamable HTTP app (both protocol eras)
     python hub_forward_server.py toolmesh PORT    # toolmesh.servers' HTTP frontend (both protocol eras)
+    python hub_forward_server.py sse PORT         # the SDK's legacy HTTP+SSE app at /sse
 """
 
 from __future__ import annotations
@@ -134,4 +135,5 @@ if __name__ == "__main__":
     else:
         import uvicorn
 
-        uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+        app = mcp.sse_app() if kind == "sse" else mcp.streamable_http_app()
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
