@@ -139,6 +139,28 @@ async def test_input_required_round_trip_passes_through(tm_http: ServerProcess) 
         assert final["content"][0]["text"] == "state=round-1 answers=['sure']"
 
 
+async def test_call_tool_completes_input_required_with_on_request(tm_http: ServerProcess) -> None:
+    async with Hub() as hub:
+        await hub.register(http(tm_http, "2026-07-28"))
+        plain = await hub.call_tool("up", "confirm", {})
+        assert not plain.ok and plain.error_type == "InputRequired" and "elicitation/create" in plain.text
+        asked: list[str] = []
+
+        async def on_request(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            asked.append(params["message"])
+            return {"action": "accept", "content": {"ok": True}}
+
+        done = await hub.call_tool("up", "confirm", {}, on_request=on_request)
+        assert done.ok and done.text == "state=round-1 answers=['sure']" and asked == ["Sure?"]
+
+
+async def test_call_tool_on_request_in_the_handshake_era(sdk_http: ServerProcess) -> None:
+    async with Hub(client_capabilities=CAPS) as hub:
+        await hub.register(http(sdk_http, "2025-11-25"))
+        r = await hub.call_tool("up", "ask_user", {}, on_request=answer)
+        assert r.ok and r.text == "hello Ada"
+
+
 # -- progress and logs --------------------------------------------------------------------
 
 

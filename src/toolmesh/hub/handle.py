@@ -26,6 +26,8 @@ from toolmesh.errors import (
 from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.catalog import Catalog
 from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.mrtr import complete as complete_input
+from toolmesh.hub.mrtr import needs_input
 from toolmesh.hub.result import ToolResult
 from toolmesh.hub.transports import Connection, make_connection
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
@@ -196,22 +198,44 @@ class ServerHandle:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         validate: bool = True,
+        on_request: ServerRequestHandler | None = None,
     ) -> ToolResult:
-        """Call ``tool``; raises a :class:`ToolmeshError` subclass for anything but a tool-reported error."""
+        """Call ``tool``; raises a :class:`ToolmeshError` subclass for anything but a tool-reported error.
+
+        ``on_request`` answers what the server asks the user or model during the call: handshake-era
+        requests (sampling, elicitation, roots) and 2026-07-28 ``input_required`` rounds. Without it
+        an ``input_required`` answer becomes an error result saying what the server wanted."""
         args = arguments if arguments is not None else {}
         if not isinstance(args, dict):
             raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
         start = time.perf_counter()
+        params = {"name": tool, "arguments": args}
         result, attempts, open_exc = await self._call(
-            tool, {"name": tool, "arguments": args}, args if validate else None, start, timeout, on_progress
+            tool, params, args if validate else None, start, timeout, on_progress, on_request
         )
-        latency = (time.perf_counter() - start) * 1000.0
         if open_exc is not None:
             return ToolResult(
                 server=self.name, tool=tool, ok=False, is_error=True, content=result["content"],
-                error=str(open_exc), error_type="CircuitOpenError", latency_ms=latency, attempts=0,
+                error=str(open_exc), error_type="CircuitOpenError",
+                latency_ms=(time.perf_counter() - start) * 1000.0, attempts=0,
             )
-        return ToolResult.from_mcp(self.name, tool, result, latency, attempts)
+        if needs_input(result):
+            if on_request is None:
+                asked = sorted({str(r.get("method")) for r in (result.get("inputRequests") or {}).values()
+                                if isinstance(r, dict)})
+                text = f"{self.name}/{tool} needs input this call cannot give ({', '.join(asked) or 'unspecified'})"
+                return ToolResult(
+                    server=self.name, tool=tool, ok=False, is_error=True, content=[{"type": "text", "text": text}],
+                    error=text, error_type="InputRequired",
+                    latency_ms=(time.perf_counter() - start) * 1000.0, attempts=attempts,
+                )
+
+            async def again(retry: dict[str, Any]) -> dict[str, Any]:
+                out, _, _ = await self._call(tool, retry, None, time.perf_counter(), timeout, on_progress, on_request)
+                return out
+
+            result = await complete_input(again, params, result, on_request)
+        return ToolResult.from_mcp(self.name, tool, result, (time.perf_counter() - start) * 1000.0, attempts)
 
     async def forward_tool(
         self,

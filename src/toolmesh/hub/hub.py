@@ -272,13 +272,19 @@ class Hub:
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         validate: bool = True,
+        on_request: ServerRequestHandler | None = None,
     ) -> ToolResult:
         """Call one tool. A tool-reported error comes back as ``ToolResult(is_error=True)``;
         everything else (unknown server/tool, bad arguments, timeout, open circuit, dead
-        server) raises a :class:`ToolmeshError` subclass."""
+        server) raises a :class:`ToolmeshError` subclass.
+
+        ``on_request(method, params) -> result`` answers what the server asks during the call
+        (sampling, elicitation, roots; 2026-07-28 ``input_required`` rounds are completed with
+        it). Without it such a call ends as ``ToolResult(error_type="InputRequired")``."""
         handle = self.server(server, tenant=tenant, user=user)
         async with self._tenant_limit(tenant):
-            return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress, validate=validate)
+            return await handle.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress,
+                                          validate=validate, on_request=on_request)
 
     async def forward(
         self,
