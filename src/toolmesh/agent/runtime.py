@@ -46,9 +46,6 @@ from toolmesh.hub import Hub
 from toolmesh.llm import types as t
 
 log = logging.getLogger("toolmesh.agent")
-#: Caps on what calibration may learn (see Agent.calibrate): input-count ratio, output reserve.
-_MAX_RATIO = 3.0
-_MAX_OUTPUT_RESERVE = 8192
 
 FINAL_ANSWER_NUDGE = (
     "Answer the user now in plain text using the information above. Do not call any tools."
@@ -98,9 +95,7 @@ class Agent:
         """Learn how far the local count is from the provider's (conservatively: never shrink fast)."""
         if usage.estimated or estimated_in <= 0:
             return
-        # Bounded: one absurd usage report must not make every later reservation impossible
-        # (a refused call never reports usage again, so the estimate could never recover).
-        ratio = min(max(usage.input_tokens / estimated_in, 0.1), _MAX_RATIO)
+        ratio = max(usage.input_tokens / estimated_in, 0.1)
         old = self._calibration.get(model)
         if old is None:
             self._calibration[model] = (ratio, usage.output_tokens)
@@ -331,7 +326,7 @@ class _Run:
         est_in = agent.count_tokens(cfg.model, request.messages, request.tools)
         ratio, seen_out = agent.calibration(cfg.model) or (1.0, 0)
         reserve_in = int(est_in * ratio) + 1
-        reserve_out = cfg.max_output_tokens or min(max(seen_out, 1024), _MAX_OUTPUT_RESERVE)
+        reserve_out = cfg.max_output_tokens or max(seen_out, 1024)
         est_cost = self._price(cfg.model, t.Usage(reserve_in, reserve_out)) or 0.0
         reservation = self.budgets.reserve(reserve_in + reserve_out, est_cost, 1)
         try:
