@@ -306,3 +306,18 @@ servers:
 """
     cfg = load_config(_write(tmp_path, "m.yaml", text))
     assert cfg.servers["b"].timeout == 9 and cfg.servers["b"].command == "python"
+
+
+def test_forward_headers_are_validated() -> None:
+    import pytest as _pytest
+
+    from toolmesh.hub.config import ServerConfig
+
+    ok = ServerConfig(name="a", url="http://127.0.0.1:1/mcp", forward_headers=["X-User-Token"])
+    assert ok.forward_headers == ["x-user-token"]
+    with _pytest.raises(ValueError, match="transport 'http'"):
+        ServerConfig(name="a", command="x", forward_headers=["X-User-Token"])
+    with _pytest.raises(ValueError, match="not a valid HTTP header name"):
+        ServerConfig(name="a", url="http://127.0.0.1:1/mcp", forward_headers=["X-Bad\r\nInjected: 1"])
+    with _pytest.raises(ValueError, match="may not include"):
+        ServerConfig(name="a", url="http://127.0.0.1:1/mcp", forward_headers=["Mcp-Session-Id"])

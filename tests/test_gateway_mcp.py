@@ -49,6 +49,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: ServerProcess) -> Ite
             "fwd": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp"},
             "twin": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp"},
             "new": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp", "protocol": "2026-07-28"},
+            "passes": {"transport": "http", "url": f"http://127.0.0.1:{upstream.port}/mcp",
+                       "forward_headers": ["X-User-Token"]},
         },
         "tenants": {"acme": {"servers": {"pricing": demo_server("pricing")}}},
         "gateway": {
@@ -270,3 +272,16 @@ async def test_toolmesh_hub_as_client_on_every_transport(gw: Gateway, key: str, 
         await hub.register(cfg)
         result = await hub.call_tool("gw", "point", {"x": 5})
         assert result.structured == {"x": 5, "y": 10}
+
+
+@pytest.mark.parametrize("path", ["/servers/fwd/mcp", "/servers/passes/mcp"])
+def test_caller_credentials_reach_upstream_only_when_configured(gw: Gateway, key: str, path: str) -> None:
+    headers = {"authorization": f"Bearer {key}", "x-user-token": "user-secret", "cookie": "sid=1",
+               "accept": "application/json, text/event-stream", "content-type": "application/json",
+               "mcp-protocol-version": PV, "mcp-method": "tools/call", "mcp-name": "headers_seen"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "headers_seen", "arguments": {}, "_meta": ENV}}
+    seen = httpx.post(gw.url + path, headers=headers, json=body, timeout=30).json()["result"]["structuredContent"]
+    assert seen["authorization"] is None and seen["cookie"] is None  # the gateway key never leaves
+    expected = "user-secret" if path == "/servers/passes/mcp" else None
+    assert seen["x-user-token"] == expected

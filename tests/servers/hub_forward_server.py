@@ -112,6 +112,14 @@ async def caps(ctx: Context) -> dict[str, object]:
     return declared.model_dump(exclude_none=True) if declared is not None else {}
 
 
+@mcp.tool()
+async def headers_seen(ctx: Context) -> dict[str, str | None]:
+    """The credentials-like headers this server received with the call (gateway forwarding tests)."""
+    request = ctx.request_context.request
+    headers = getattr(request, "headers", None) or {}
+    return {name: headers.get(name) for name in ("authorization", "x-user-token", "cookie")}
+
+
 @mcp.resource("forward://greeting")
 def greeting() -> str:
     """A static resource."""

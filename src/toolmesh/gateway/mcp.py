@@ -21,7 +21,7 @@ import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from toolmesh.gateway.auth import Principal
-from toolmesh.gateway.mcp_dispatch import CURRENT_PRINCIPAL, GatewayDispatcher
+from toolmesh.gateway.mcp_dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, GatewayDispatcher
 from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.gateway.web import PRINCIPAL_KEY, Receive, Scope, Send, send_error
@@ -189,6 +189,7 @@ class McpRoutes:
             await send_error(send, 404, f"tenant {principal.tenant!r} has no {what}", "not_found_error")
             return
         CURRENT_PRINCIPAL.set(principal)
+        CURRENT_HEADERS.set(scope["headers"])
         if scope["type"] == "websocket":
             if tail == "ws":
                 await ep.ws(scope, receive, send)  # type: ignore[arg-type]

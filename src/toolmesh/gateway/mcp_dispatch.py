@@ -44,6 +44,7 @@ from toolmesh.errors import (
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
+from toolmesh.hub.transports.http import FORWARDED_HEADERS
 from toolmesh.servers.dispatch import Dispatcher
 from toolmesh.servers.reqcontext import Req, ask_client, can_ask_client
 from toolmesh.servers.state import (
@@ -59,6 +60,8 @@ log = logging.getLogger("toolmesh.gateway.mcp")
 
 #: The authenticated caller of the request being served (set by :class:`McpRoutes`).
 CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("toolmesh_gateway_principal")
+#: The raw HTTP headers of that request (for servers with ``forward_headers``).
+CURRENT_HEADERS: ContextVar[Any] = ContextVar("toolmesh_gateway_headers", default=())
 #: JSON-RPC code for "the upstream server is unavailable" (implementation-defined range).
 UPSTREAM_UNAVAILABLE = -32003
 #: How many sampling/elicitation rounds the gateway runs for a handshake-era client.
@@ -334,7 +337,9 @@ class GatewayDispatcher(Dispatcher):
                 tenant, server = await self.gw.handshake_route(tenant, server)
             except Exception as exc:
                 raise rpc_error_for(exc) from None
+        passed = self._passed_headers(tenant, server)
         for _ in range(_MAX_INPUT_ROUNDS):
+            reset = FORWARDED_HEADERS.set(passed) if passed else None
             try:
                 result = await self.gw.hub.forward(
                     server, method, params, tenant=tenant,
@@ -344,6 +349,9 @@ class GatewayDispatcher(Dispatcher):
                 raise
             except Exception as exc:
                 raise rpc_error_for(exc) from None
+            finally:
+                if reset is not None:
+                    FORWARDED_HEADERS.reset(reset)
             meta_out = result.get("_meta")
             if type(meta_out) is dict and SERVER_INFO_META_KEY in meta_out:
                 result["_meta"] = {k: v for k, v in meta_out.items() if k != SERVER_INFO_META_KEY}
@@ -358,6 +366,20 @@ class GatewayDispatcher(Dispatcher):
             if params["requestState"] is None:
                 del params["requestState"]
         raise RpcError(INTERNAL_ERROR, f"upstream {server!r} kept asking for input after {_MAX_INPUT_ROUNDS} rounds")
+
+    def _passed_headers(self, tenant: str, server: str) -> bytes:
+        """The caller's headers this server's ``forward_headers`` lets through (usually none)."""
+        try:
+            wanted = self.gw.hub.server(server, tenant=tenant).config.forward_headers
+        except ToolmeshError:
+            return b""
+        if not wanted:
+            return b""
+        out = b""
+        for name, value in CURRENT_HEADERS.get():
+            if name.decode("latin-1").lower() in wanted and not any(c in value for c in b"\r\n\0"):
+                out += name + b": " + value + b"\r\n"
+        return out
 
     async def _answer_inputs(self, req: Req, result: dict[str, Any]) -> dict[str, Any]:
         requests = result.get("inputRequests") or {}

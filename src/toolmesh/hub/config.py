@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,6 +13,12 @@ ProtocolPin = Literal["auto", "2025-11-25", "2026-07-28"]
 #: Header names whose values are never logged or printed.
 SECRET_HINTS = ("authorization", "token", "key", "secret", "password", "cookie", "credential")
 
+
+#: An HTTP header name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers the transport owns: forwarding a caller's copy would break or confuse the wire.
+_HOP_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection", "accept",
+                          "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name"})
 
 class CircuitConfig(BaseModel):
     """Circuit breaker thresholds for one server (HUB-5)."""
@@ -65,6 +72,11 @@ class ServerConfig(BaseModel):
         description="capabilities this client advertises to the server (default: the Hub's, else roots only); "
         "e.g. {'sampling': {}, 'elicitation': {}} for a gateway that forwards those requests",
     )
+    forward_headers: list[str] = Field(
+        default_factory=list,
+        description="HTTP only: headers of the gateway's caller passed on to this server with each forwarded "
+        "request (e.g. ['X-User-Token']); nothing of the caller's is forwarded unless listed here",
+    )
     timeout: float = Field(30.0, gt=0, description="default per-call timeout, seconds")
     max_timeout: float = Field(300.0, gt=0, description="hard cap when progress extends a call")
     connect_timeout: float = Field(10.0, gt=0)
@@ -110,6 +122,15 @@ class ServerConfig(BaseModel):
                     self.transport = "sse"
                 else:
                     self.transport = "http"
+        if self.forward_headers:
+            if self.transport != "http":
+                raise ValueError("forward_headers needs transport 'http' (headers travel with each POST)")
+            bad = [h for h in self.forward_headers if not _TOKEN.fullmatch(h)]
+            if bad:
+                raise ValueError(f"forward_headers: {bad[0]!r} is not a valid HTTP header name")
+            if any(h.lower() in _HOP_HEADERS for h in self.forward_headers):
+                raise ValueError(f"forward_headers may not include {sorted(_HOP_HEADERS)}")
+            self.forward_headers = [h.lower() for h in self.forward_headers]
         expected = {"stdio": "command", "inprocess": "server"}.get(self.transport, "url")
         if getattr(self, expected) is None:
             raise ValueError(f"transport {self.transport!r} needs {expected!r}")
@@ -131,6 +152,7 @@ class ServerConfig(BaseModel):
             tuple(sorted(self.headers.items())),
             self.protocol,
             repr(self.client_capabilities),
+            tuple(self.forward_headers),
             id(self.server) if self.server is not None else None,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,9 @@ from toolmesh.net.fasthttp import FastHttpPool, HttpError, Response
 from toolmesh.net.sse import EventTooLarge, iter_sse
 
 log = logging.getLogger("toolmesh.hub")
+#: Extra header lines (``b"Name: value\r\n"...``) for the POSTs of the current task: how a
+#: gateway passes on the caller headers a server's ``forward_headers`` allows. Empty by default.
+FORWARDED_HEADERS: ContextVar[bytes] = ContextVar("toolmesh_forwarded_headers", default=b"")
 
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 #: Resumption attempts (SEP-1699) for one request stream, and the wait when the server set no retry time.
@@ -114,7 +118,7 @@ class HttpConnection(Connection):
         pool = self.pool
         assert pool is not None
         try:
-            resp, conn = await pool.post(orjson.dumps(msg), self._headers(msg))
+            resp, conn = await pool.post(orjson.dumps(msg), self._headers(msg) + FORWARDED_HEADERS.get())
             if resp.streaming:
                 try:
                     if resp.status == 200:
