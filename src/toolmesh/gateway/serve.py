@@ -62,6 +62,9 @@ def _uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
         "ws": "websockets-sansio",
         "lifespan": "on",
         "access_log": False,
+        # X-Forwarded-* are not trusted (and the middleware costs every request); put the
+        # client address in logs from the proxy in front instead.
+        "proxy_headers": False,
         "log_config": None,
         "server_header": False,
         "date_header": False,
