@@ -245,16 +245,22 @@ class GatewayDispatcher(Dispatcher):
         except Exception as exc:
             raise rpc_error_for(exc) from None
 
-    async def resources_read(self, req: Req) -> dict[str, Any]:
+    async def _uri_route(self, req: Req) -> tuple[str, str, str]:
+        """(requested URI, server, upstream URI) of a request's ``uri`` param, or the right error."""
         uri = req.params.get("uri")
         if type(uri) is not str:
-            raise RpcError(INVALID_PARAMS, "resources/read: 'uri' must be a string")
+            raise RpcError(INVALID_PARAMS, f"{req.method}: 'uri' must be a string")
         try:
             route = await self.view.route_uri(uri)
         except Exception as exc:
             raise rpc_error_for(exc) from None
         if route is None:
             raise RpcError(INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
+        return uri, route[0], route[1]
+
+    async def resources_read(self, req: Req) -> dict[str, Any]:
+        uri, server, upstream_uri = await self._uri_route(req)
+        route = (server, upstream_uri)
         forwarded = {k: v for k, v in req.params.items() if k != "_meta"}
         forwarded["uri"] = route[1]
         result = await self._forward(req, route[0], "resources/read", forwarded)
@@ -269,16 +275,8 @@ class GatewayDispatcher(Dispatcher):
 
         The upstream's ``notifications/resources/updated`` reach the client only while a
         request of its session is streaming (there is no standalone GET stream)."""
-        uri = req.params.get("uri")
-        if type(uri) is not str:
-            raise RpcError(INVALID_PARAMS, f"{req.method}: 'uri' must be a string")
-        try:
-            route = await self.view.route_uri(uri)
-        except Exception as exc:
-            raise rpc_error_for(exc) from None
-        if route is None:
-            raise RpcError(INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
-        return await self._forward(req, route[0], req.method, {"uri": route[1]})
+        _, server, upstream_uri = await self._uri_route(req)
+        return await self._forward(req, server, req.method, {"uri": upstream_uri})
 
     # -- completion ----------------------------------------------------------------------
     async def complete(self, req: Req) -> dict[str, Any]:
