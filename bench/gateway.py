@@ -7,7 +7,8 @@ non-200 reply, JSON-RPC error and ``isError`` result as an error. Measured:
 * MCP: ``tools/call add(19, 23)`` (2026-07-28, stateless: ``params._meta`` envelope and the
   ``Mcp-Method`` / ``Mcp-Name`` headers) sent directly to a toolmesh ``ToolServer`` over
   Streamable HTTP (``direct``), and through proxies in front of it: the gateway's ``/mcp``
-  (``toolmesh``: API key on, 1 worker; plus no-auth and 2-worker variants), FastMCP 4.x's
+  (``toolmesh``: API key on, 2 workers, one per core; variants: 1 worker, 1 worker without
+  auth), FastMCP 4.x's
   proxy given an already-connected backend client (``fastmcp_proxy``), and ``mcp-proxy``
   (``mcp_proxy``; it speaks only the 2025-11-25 handshake era and fronts stdio servers, so it
   runs the same server script as its stdio child, and wrk shares one session opened first).

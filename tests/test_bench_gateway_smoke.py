@@ -59,7 +59,7 @@ def test_quick_gateway_bench_prints_one_complete_json_object() -> None:
             "ratio_vs_fastmcp_proxy"} <= mcp.keys()
     for name in ("direct", "toolmesh"):
         _check_leaf(mcp[name], f"mcp.{name}")
-    for name in ("toolmesh_no_auth", "toolmesh_2_workers"):
+    for name in ("toolmesh_1_worker", "toolmesh_no_auth_1_worker"):
         _check_leaf(mcp["variants"][name], f"mcp.variants.{name}")
     for peer in ("fastmcp_proxy", "mcp_proxy"):
         if mcp[peer] is None:  # not installed here: a reason instead

@@ -1,7 +1,7 @@
 """The targets of the gateway benchmark: which processes run, where wrk sends its requests.
 
 :func:`start_all` starts the upstream MCP server, the scripted LLM, three gateway processes
-(API key on with 1 worker, ``--no-auth`` with 1 worker, API key on with 2 workers), FastMCP's
+(API key on with 2 workers, API key on with 1 worker, ``--no-auth`` with 1 worker), FastMCP's
 proxy and mcp-proxy (its default stateful mode and ``--stateless``), waits for every one of
 them, probes each endpoint once and returns the :class:`Target` list. A peer that cannot run
 here (not installed) is left out with its reason in ``Setup.skipped``.
@@ -34,6 +34,8 @@ LLM_RULES = {"rules": [{"when": {"has_tools": True},
                         "respond": {"tool_calls": [{"name": "add", "arguments": {"a": 19, "b": 23}}]}}],
              "models": [MODEL]}
 CHAT_PATH = "/v1/chat/completions"
+#: (name, API keys on, workers) of the gateway processes.
+GATEWAYS = (("toolmesh", True, 2), ("toolmesh_1_worker", True, 1), ("toolmesh_no_auth_1_worker", False, 1))
 
 
 class Target:
@@ -134,16 +136,17 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
     log("creating an API key with `toolmesh keys create`")
     key = _create_key(config, env)
 
-    gateways: dict[str, tuple[Proc, bool]] = {}
-    for name, auth, workers in (("toolmesh", True, 1), ("toolmesh_no_auth", False, 1), ("toolmesh_2_workers", True, 2)):
+    gateways: dict[str, tuple[Proc, bool, int]] = {}
+    # "toolmesh" is what a user deploys on this 2-core machine: API keys on, one worker per core.
+    for name, auth, workers in GATEWAYS:
         port = procs.free_port()
         argv = [PY, "-m", "toolmesh.cli.main", "serve", "--config", str(config), "--port", str(port),
                 "--workers", str(workers)] + ([] if auth else ["--no-auth"])
-        gateways[name] = (Proc(name, argv, port=port, env=env, ready_path="/readyz"), auth)
+        gateways[name] = (Proc(name, argv, port=port, env=env, ready_path="/readyz"), auth, workers)
 
     upstream.wait_ready()
     llm.wait_ready()
-    for gw, _ in gateways.values():
+    for gw, _, _ in gateways.values():
         gw.start()
 
     fastmcp: Proc | None = None
@@ -170,14 +173,13 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
     direct_url = f"http://127.0.0.1:{up_port}/mcp"
     setup.mcp.append(Target("direct", direct_url, _modern_env("add"), "toolmesh ToolServer (bench/servers/"
                             "toolmesh_server.py) over Streamable HTTP, called directly", tree_of(upstream)))
-    for name, (gw, auth) in gateways.items():
+    for name, (gw, auth, workers) in gateways.items():
         gw.wait_ready()
         token = key if auth else None
         tools = procs.list_tools(gw.port, "/mcp", token)
         tool = next((t for t in tools if t == "add" or t.endswith("__add")), None)
         if tool is None:
             raise RuntimeError(f"{name}: no add tool at /mcp (tools: {tools})")
-        workers = 2 if name.endswith("2_workers") else 1
         setup.mcp.append(Target(
             name, f"http://127.0.0.1:{gw.port}/mcp", _modern_env(tool, token),
             f"toolmesh serve /mcp ({'API key' if auth else '--no-auth'}, {workers} worker{'s' * (workers > 1)}), "
@@ -204,14 +206,15 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
     setup.chat.append(Target("direct", f"http://127.0.0.1:{llm_port}{CHAT_PATH}", {"BENCH_KIND": "chat",
                              "BENCH_MODEL": MODEL}, "scripted LLM (aiohttp), 0 ms latency, called directly",
                              tree_of(llm)))
-    gw = gateways["toolmesh"][0]
+    gw, _, workers = gateways["toolmesh"]
     chat_env = {"BENCH_KIND": "chat", "BENCH_MODEL": MODEL, "BENCH_AUTH": key}
     status, _, raw = procs.post(gw.port, CHAT_PATH, {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                                                      "tools": [{"type": "function", "function": {"name": "add"}}]},
                                 {"Authorization": f"Bearer {key}"})
     if status == 200:
         setup.chat.append(Target("toolmesh", f"http://127.0.0.1:{gw.port}{CHAT_PATH}", chat_env,
-                                 "toolmesh serve /v1/chat/completions (API key, 1 worker), request carries tools "
+                                 f"toolmesh serve /v1/chat/completions (API key, {workers} workers), request carries "
+                                 "tools "
                                  "(passthrough to the scripted LLM)", tree_of(gw), tree_of(llm), gw))
     else:
         setup.skipped["openai_toolmesh"] = f"gateway answered {status}: {raw[:200].decode(errors='replace')}"
