@@ -19,6 +19,7 @@ from toolmesh.errors import ConfigError
 from toolmesh.gateway.app import GatewayApp
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.hub.configfile import ToolmeshConfig, load_config
+from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
 from toolmesh.servers.guard import is_loopback
 
 _CONFIG_ENV = "TOOLMESH_GATEWAY_CONFIG"
@@ -58,7 +59,7 @@ def _uvicorn_options(settings: GatewaySettings) -> dict[str, Any]:
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": "httptools",
+        "http": OneWriteHttpToolsProtocol,
         "ws": "websockets-sansio",
         "lifespan": "on",
         "access_log": False,

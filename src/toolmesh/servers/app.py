@@ -130,13 +130,15 @@ async def serve_async(
         raise ValueError(f"unknown transport {transport!r}")
     import uvicorn
 
+    from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
+
     app = ToolmeshApp(server, path=path, host=host, **options)
     policy = app.policy
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http="httptools",
+        http=OneWriteHttpToolsProtocol,
         loop="none",
         ws="websockets-sansio",
         lifespan="on",
