@@ -142,3 +142,37 @@ async def test_concurrency_limit_is_respected(pool_for: Callable[[int], FastHttp
         results = await asyncio.gather(*(pool.post(b'{"i":%d}' % i, H) for i in range(40)))
         assert [r.body for r, _ in results] == [b'{"i":%d}' % i for i in range(40)]
         assert len(conns) <= 4
+
+
+async def test_pool_slots_are_fifo_and_survive_cancellation() -> None:
+    import asyncio
+
+    from toolmesh.net.fasthttp import _Slots
+
+    slots = _Slots(1)
+    assert slots.try_acquire() and not slots.try_acquire()
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await slots.acquire()
+        order.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()  # gives up while waiting: must not take or leak a slot
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.sleep(0)
+    assert order == [0, 2]
+    slots.release()
+    assert slots.try_acquire() and not slots.try_acquire()  # exactly one slot again
+    # A slot handed to a waiter that is cancelled in the same turn is passed on, not lost.
+    late = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    slots.release()
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert slots.try_acquire()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -165,6 +165,48 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+class _Slots:
+    """A counting gate like ``asyncio.Semaphore`` with a synchronous fast path.
+
+    ``try_acquire`` takes a free slot without creating a coroutine; ``acquire`` waits FIFO;
+    ``release`` hands the slot straight to the oldest waiter.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_acquire(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we gave up: pass it on
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
 class FastHttpPool:
     """Keep-alive connections to one origin; at most ``limit`` requests in flight."""
 
@@ -183,7 +225,8 @@ class FastHttpPool:
         self._host_line = f"Host: {host_header}\r\n".encode()
         self.connect_timeout = connect_timeout
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = _Slots(limit)
+        self._request_line = b"POST " + self.path.encode() + b" HTTP/1.1\r\n" + self._host_line
         self._all: set[_Connection] = set()
         self.closed = False
 
@@ -192,12 +235,15 @@ class FastHttpPool:
         if conn in self._idle:
             self._idle.remove(conn)
 
-    async def _acquire(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn
             self._all.discard(conn)
+        return None
+
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -225,15 +271,18 @@ class FastHttpPool:
         """
         if self.closed:
             raise HttpError("client is closed", before_send=True)
-        await self._slots.acquire()
+        # Fast paths: a free slot and an idle connection cost no await at all.
+        if not self._slots.try_acquire():
+            await self._slots.acquire()
         conn: _Connection | None = None
         try:
-            conn = await self._acquire()
-            head = (b"POST " + self.path.encode() + b" HTTP/1.1\r\n" + self._host_line + headers
-                    + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            conn = self._idle_connection() or await self._connect()
+            head = (self._request_line + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
             resp = await conn.send(head, body)
             if not resp.streaming:
-                await conn.wait_complete()
+                done = conn._complete
+                if done is None or not done.done():
+                    await conn.wait_complete()
                 self._release(conn)
                 self._slots.release()
             return resp, conn
