@@ -153,6 +153,13 @@ async def test_bad_input_rejected_without_losing_data(tmp_path: Path) -> None:
         store.audit(**AUDIT)
         await store.flush()
         assert await store.fetchone("SELECT COUNT(*) FROM audit") == (2,)
+        # Same inside a run of one statement (written with executemany): only the bad row goes.
+        sql = "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)"
+        for key in ("a", None, "b", "c"):
+            store.enqueue(sql, (key, b"1", 0.0))
+        await store.flush()
+        rows = await store.fetchall("SELECT key FROM checkpoints WHERE key IN ('a', 'b', 'c') ORDER BY key")
+        assert rows == [("a",), ("b",), ("c",)]
     with pytest.raises(TypeError):
         Store(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError):

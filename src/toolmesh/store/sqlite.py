@@ -181,16 +181,39 @@ class Store:
         conn = self._conn
         try:
             conn.execute("BEGIN")
-            for sql, params in rows:
-                try:
-                    conn.execute(sql, params)
-                except sqlite3.Error as e:  # skip the bad row, keep the others
-                    log.error("store: row rejected (%s): %s %r", e, sql.split("(")[0], params)
+            # Runs of rows with the same statement go through executemany (one C loop instead of
+            # a Python call per row: the audit log writes one row per tool call). A run that fails
+            # is replayed row by row inside a savepoint, so only the bad rows are skipped.
+            start = 0
+            while start < len(rows):
+                sql = rows[start][0]
+                end = start + 1
+                while end < len(rows) and rows[end][0] == sql:
+                    end += 1
+                self._write_run(conn, sql, [r[1] for r in rows[start:end]])
+                start = end
             conn.execute("COMMIT")
         except sqlite3.Error:
             log.exception("store: batch of %d rows failed", len(rows))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+
+    @staticmethod
+    def _write_run(conn: sqlite3.Connection, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
+        if len(params) > 1:
+            conn.execute("SAVEPOINT run")
+            try:
+                conn.executemany(sql, params)
+                conn.execute("RELEASE run")
+                return
+            except sqlite3.Error:
+                conn.execute("ROLLBACK TO run")
+                conn.execute("RELEASE run")
+        for p in params:
+            try:
+                conn.execute(sql, p)
+            except sqlite3.Error as e:  # skip the bad row, keep the others
+                log.error("store: row rejected (%s): %s %r", e, sql.split("(")[0], p)
 
     # -- the async API ---------------------------------------------------------------------
 
