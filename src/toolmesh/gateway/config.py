@@ -97,6 +97,8 @@ class GatewaySettings(_Strict):
     exclude: list[str] = Field(default_factory=list)
     session_secret: str | None = None
     key_cache_ttl: float = Field(default=10.0, ge=0)
+    #: Audit log of MCP tool calls through the gateway (who, what, arguments hash, status, latency).
+    audit: bool = True
     metrics_public: bool = False
     #: Let the admin API register stdio servers (that runs commands on the gateway host).
     admin_stdio: bool = False

@@ -202,6 +202,8 @@ class Gateway:
         error: str | None = None,
     ) -> None:
         """Record one tool call (who, what, arguments hash, result status, latency); never raises."""
+        if not self.settings.audit:
+            return
         try:
             digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
             self.store.audit(
