@@ -285,3 +285,27 @@ def test_caller_credentials_reach_upstream_only_when_configured(gw: Gateway, key
     assert seen["authorization"] is None and seen["cookie"] is None  # the gateway key never leaves
     expected = "user-secret" if path == "/servers/passes/mcp" else None
     assert seen["x-user-token"] == expected
+
+
+def test_tool_calls_are_audited(gw: Gateway, key: str) -> None:
+    import hashlib
+
+    import orjson
+
+    args = {"x": 11}
+    r = modern(gw, key, "/servers/fwd/mcp", "tools/call", {"name": "point", "arguments": args}, "point")
+    assert r.json()["result"]["structuredContent"] == {"x": 11, "y": 22}
+    modern(gw, key, "/servers/fwd/mcp", "tools/call", {"name": "fail", "arguments": {"message": "x"}}, "fail")
+    digest = hashlib.sha256(orjson.dumps(args, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    deadline = time.monotonic() + 20
+    while True:  # rows are written in batches: poll until they land
+        entries = httpx.get(gw.url + "/admin/audit", headers={"authorization": f"Bearer {key}"},
+                            params={"limit": 200}).json()["entries"]
+        point = [e for e in entries if e["tool"] == "point" and e["arguments_hash"] == digest]
+        failed = [e for e in entries if e["tool"] == "fail"]
+        if (point and failed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert point and point[0]["server"] == "fwd" and point[0]["status"] == "ok" and point[0]["tenant"] == "default"
+    assert point[0]["latency_ms"] > 0 and point[0]["user"]
+    assert failed and failed[0]["status"] == "tool_error"

@@ -321,7 +321,7 @@ class GatewayDispatcher(Dispatcher):
                     p["message"] = message
                 await notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": p})
 
-        on_log = self._log_forwarder(req) if notify is not None else None
+        on_log = self._log_forwarder(req) if notify is not None else None  # None when nothing would pass
         on_request = self._asker(req) if can_ask_client(req) else None
         if req.modern and meta is not None:
             # The upstream must see what the client can do (not the gateway's own capabilities),
@@ -403,12 +403,15 @@ class GatewayDispatcher(Dispatcher):
 
         return ask
 
-    def _log_forwarder(self, req: Req) -> Callable[[dict[str, Any]], Any]:
+    def _log_forwarder(self, req: Req) -> Callable[[dict[str, Any]], Any] | None:
         notify = req.notify
         assert notify is not None
         if req.modern:
+            # 2026-07-28 clients get logs only when they opt in (logLevel in _meta).
             wanted = req.meta.get(LOG_LEVEL_META_KEY) if req.meta is not None else None
-            floor = LOG_LEVELS.index(wanted) if wanted in LOG_LEVELS else len(LOG_LEVELS)
+            if wanted not in LOG_LEVELS:
+                return None
+            floor = LOG_LEVELS.index(wanted)
         else:
             floor = req.conn.log_level if req.conn is not None else 0
 

@@ -41,7 +41,7 @@ SqlValue = None | int | float | str | bytes
 _SQL_TYPES = (type(None), int, float, str, bytes)
 
 
-_AUDIT_SQL = ("INSERT INTO audit (at, tenant, user, server, tool, arguments_hash, status, latency_ms,"
+AUDIT_SQL = ("INSERT INTO audit (at, tenant, user, server, tool, arguments_hash, status, latency_ms,"
               " request_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
@@ -342,7 +342,7 @@ class Store:
         for k, v in (("tenant", tenant), ("user", user), ("server", server), ("tool", tool),
                      ("arguments_hash", arguments_hash), ("status", status)):
             _check_str(k, v)
-        self.enqueue(_AUDIT_SQL, (time.time() if at is None else at, tenant, user, server, tool, arguments_hash,
+        self.enqueue(AUDIT_SQL, (time.time() if at is None else at, tenant, user, server, tool, arguments_hash,
                                   status, float(latency_ms), request_id, error))
 
     async def audit_log(self, *, tenant: str | None = None, since: float | None = None,
