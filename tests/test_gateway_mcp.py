@@ -309,3 +309,27 @@ def test_tool_calls_are_audited(gw: Gateway, key: str) -> None:
     assert point and point[0]["server"] == "fwd" and point[0]["status"] == "ok" and point[0]["tenant"] == "default"
     assert point[0]["latency_ms"] > 0 and point[0]["user"]
     assert failed and failed[0]["status"] == "tool_error"
+
+
+async def test_cancellation_reaches_through_the_gateway(gw: Gateway, key: str) -> None:
+    import anyio
+
+    async with client(gw, key, "/servers/fwd/mcp", mode="legacy") as c:
+        # The SDK client sends notifications/cancelled when the caller gives up; the gateway
+        # cancels its upstream call and the session stays usable.
+        with anyio.move_on_after(0.5) as scope:
+            await c.call_tool("sleep", {"seconds": 30})
+        assert scope.cancelled_caught
+        again = await c.call_tool("point", {"x": 3})
+        assert again.structured_content == {"x": 3, "y": 6}
+    deadline = time.monotonic() + 20
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}) as http:
+        while time.monotonic() < deadline:
+            entries = (await http.get(gw.url + "/admin/audit", params={"limit": 200})).json()["entries"]
+            rows = [e for e in entries if e["tool"] == "sleep"]
+            if rows:
+                break
+            await anyio.sleep(0.1)
+    # The upstream call ended long before the tool's 30 s: it was cancelled, not awaited.
+    assert rows and rows[0]["status"] == "cancelled" and rows[0]["latency_ms"] < 29_000

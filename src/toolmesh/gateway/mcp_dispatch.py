@@ -17,6 +17,7 @@ Forwarding, per direction:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -190,6 +191,9 @@ class GatewayDispatcher(Dispatcher):
             return result
         except RpcError as exc:
             status = "timeout" if exc.code == REQUEST_TIMEOUT else "error"
+            raise
+        except asyncio.CancelledError:
+            status = "cancelled"  # the client cancelled or went away; the upstream call was cancelled too
             raise
         finally:
             self.gw.audit(principal, server, tool, arguments or {}, status,
