@@ -210,11 +210,20 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
     g = Gateway(tmp_path, config).start()
     try:
         key = g.key("default", "mcp,admin")
-        assert call_tool(g.url, key, "add__add", {"a": 1, "b": 1}).status_code == 200
+        # The caller's trace (W3C traceparent) is joined: the gateway's span is its child.
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        traced = httpx.post(g.url + "/mcp", timeout=60, headers={
+            "accept": "application/json, text/event-stream", "content-type": "application/json",
+            "mcp-protocol-version": PV, "mcp-method": "tools/call", "mcp-name": "add__add",
+            "authorization": f"Bearer {key}", "traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                  "params": {"name": "add__add", "arguments": {"a": 1, "b": 1}, "_meta": ENV}})
+        assert traced.status_code == 200
         assert httpx.get(g.url + "/admin/servers", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         spans: dict[str, Any] = {}
         deadline = time.monotonic() + 30
-        while not {"gateway mcp", "gateway admin"} <= set(spans) and time.monotonic() < deadline:
+        wanted = {"gateway mcp", "gateway admin", "tools/call add/add"}
+        while not wanted <= set(spans) and time.monotonic() < deadline:
             for path, body in list(_Receiver.bodies):
                 assert path == "/v1/traces"
                 req = trace_pb.ExportTraceServiceRequest.FromString(body)
@@ -231,7 +240,12 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
         assert attrs["http.response.status_code"].int_value == 200
         assert attrs["toolmesh.tenant"].string_value == "default"
         assert span.end_time_unix_nano > span.start_time_unix_nano
+        assert span.trace_id.hex() == caller_trace and span.parent_span_id.hex() == "00f067aa0ba902b7"
         assert "gateway admin" in spans
+        _, tool = spans["tools/call add/add"]  # the forwarded call: a child of the request's span
+        assert tool.trace_id == span.trace_id and tool.parent_span_id == span.span_id
+        tool_attrs = {a.key: a.value.string_value for a in tool.attributes}
+        assert tool_attrs["mcp.server"] == "add" and tool_attrs["mcp.status"] == "ok"
         # log.format text: plain lines, not JSON.
         text = g.log.read_text()
         assert " INFO uvicorn.error: " in text and not text.lstrip().startswith("{")

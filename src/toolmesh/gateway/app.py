@@ -150,6 +150,8 @@ class GatewayApp:
                           [(b"retry-after", retry)], kind="rate_limit_error")
             return
         scope[PRINCIPAL_KEY] = principal
+        if self.ops.tracing:
+            self.ops.begin(scope)
         gw.enter()
         started = time.perf_counter()
         status = [0]

@@ -183,10 +183,12 @@ class GatewayDispatcher(Dispatcher):
         forwarded.pop("_meta", None)
         forwarded["name"] = tool
         principal = CURRENT_PRINCIPAL.get()
+        ops = self.gw.extras.get("ops")
+        span, trace_line = ops.tool_span(server, tool) if ops is not None and ops.tracing else (None, b"")
         started = time.perf_counter()
         status = "error"
         try:
-            result = await self._forward(req, server, "tools/call", forwarded)
+            result = await self._forward(req, server, "tools/call", forwarded, trace_line)
             status = "tool_error" if result.get("isError") else "ok"
             return result
         except RpcError as exc:
@@ -198,6 +200,8 @@ class GatewayDispatcher(Dispatcher):
         finally:
             self.gw.audit(principal, server, tool, arguments or {}, status,
                           (time.perf_counter() - started) * 1000.0, request_id=str(req.id))
+            if span is not None and ops is not None:
+                ops.end_tool_span(span, status)
 
     async def _check_param_headers(self, server: str, tool: str, arguments: dict[str, Any],
                                    headers: Any) -> None:
@@ -311,7 +315,8 @@ class GatewayDispatcher(Dispatcher):
         return await self._forward(req, route[0], "completion/complete", forwarded)
 
     # -- the forwarding core -------------------------------------------------------------
-    async def _forward(self, req: Req, server: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _forward(self, req: Req, server: str, method: str, params: dict[str, Any],
+                       trace_line: bytes = b"") -> dict[str, Any]:
         meta = req.meta
         token = meta.get("progressToken") if meta is not None else None
         on_progress = None
@@ -339,7 +344,7 @@ class GatewayDispatcher(Dispatcher):
                 tenant, server = await self.gw.handshake_route(tenant, server)
             except Exception as exc:
                 raise rpc_error_for(exc) from None
-        passed = self._passed_headers(tenant, server)
+        passed = self._passed_headers(tenant, server) + trace_line
         for _ in range(_MAX_INPUT_ROUNDS):
             reset = FORWARDED_HEADERS.set(passed) if passed else None
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -22,6 +23,8 @@ from toolmesh.observability.prometheus import ToolmeshCollector
 __all__ = ["JsonFormatter", "Ops", "configure_logging", "configure_tracing"]
 
 _PROM_TYPE = CONTENT_TYPE_LATEST.encode()
+#: The open span of the request being served (tracing only).
+CURRENT_SPAN: ContextVar[Any] = ContextVar("toolmesh_gateway_span", default=None)
 
 
 class Ops:
@@ -36,13 +39,20 @@ class Ops:
         # The Hub's per tool / per server call counters and latency summaries.
         self.registry.register(ToolmeshCollector(lambda: (gw.hub._metrics,)))
         self._tracer: Any = current_tracer()
+        #: True when spans are recorded (the app and the MCP dispatcher check it first).
+        self.tracing = self._tracer is not None
         self._span_kind: Any = None
         self._error: Any = None
         if self._tracer is not None:
+            from opentelemetry import trace
             from opentelemetry.trace import SpanKind, Status, StatusCode
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
             self._span_kind = SpanKind.SERVER
+            self._client_kind = SpanKind.CLIENT
             self._error = Status(StatusCode.ERROR)
+            self._propagator = TraceContextTextMapPropagator()
+            self._in_context = trace.set_span_in_context
         else:
             # No tracing: the app's per-request call goes straight to the counters (one call less).
             self.observe = self.requests.observe  # type: ignore[method-assign]
@@ -55,17 +65,47 @@ class Ops:
         if self._tracer is not None:
             self._span(route, status, seconds, tenant)
 
+    def begin(self, scope: Scope) -> None:
+        """Open this request's span (tracing only), joining the caller's trace from its
+        ``traceparent`` / ``tracestate`` headers; :meth:`observe` closes it."""
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k in (b"traceparent", b"tracestate")}
+        parent = self._propagator.extract(carrier) if carrier else None
+        CURRENT_SPAN.set(self._tracer.start_span("gateway request", context=parent, kind=self._span_kind))
+
     def _span(self, route: str, status: int, seconds: float, tenant: str) -> None:
-        # Recorded after the fact with the request's real start and end: no context object
-        # has to travel through the sub-apps.
+        span = CURRENT_SPAN.get()
         end = time.time_ns()
-        span = self._tracer.start_span(
-            f"gateway {route}", kind=self._span_kind, start_time=end - int(seconds * 1e9),
-            attributes={"http.route": route, "http.response.status_code": status, "toolmesh.tenant": tenant},
-        )
+        if span is None:  # refused at the edge before a span was opened: record it after the fact
+            span = self._tracer.start_span(f"gateway {route}", kind=self._span_kind,
+                                           start_time=end - int(seconds * 1e9))
+        else:
+            span.update_name(f"gateway {route}")
+            CURRENT_SPAN.set(None)
+        span.set_attributes({"http.route": route, "http.response.status_code": status, "toolmesh.tenant": tenant})
         if status >= 500:
             span.set_status(self._error)
         span.end(end_time=end)
+
+    def tool_span(self, server: str, tool: str) -> tuple[Any, bytes]:
+        """A child span for one forwarded tool call and the ``traceparent`` header line that
+        carries it upstream (so an instrumented MCP server joins the same trace)."""
+        parent = CURRENT_SPAN.get()
+        span = self._tracer.start_span(
+            f"tools/call {server}/{tool}", kind=self._client_kind,
+            context=self._in_context(parent) if parent is not None else None,
+            attributes={"mcp.server": server, "mcp.tool": tool},
+        )
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=self._in_context(span))
+        lines = "".join(f"{k}: {v}\r\n" for k, v in carrier.items())
+        return span, lines.encode("latin-1")
+
+    def end_tool_span(self, span: Any, status: str) -> None:
+        span.set_attribute("mcp.status", status)
+        if status not in ("ok", "tool_error"):
+            span.set_status(self._error)
+        span.end()
 
     # -- endpoints -----------------------------------------------------------------------
     async def health(self, scope: Scope, receive: Receive, send: Send, *, ready: bool) -> None:
