@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
 import peers
+import runner
 from agent_servers import frameworks as F
 from agent_servers import procs
 from agent_servers.floor import FloorAgent
@@ -365,41 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sessions < 1:
         parser.error("--sessions must be >= 1")
 
-    def on_signal(signum: int, frame: Any) -> None:
-        _log(f"interrupted by signal {signum}: stopping servers")
-        procs.kill_all()
-        os._exit(128 + signum)
-
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, on_signal)
-        except ValueError:  # not the main thread: the caller handles signals
-            break
     coro = run(args.quick, calls=args.calls, duration=args.duration, sessions=args.sessions, seed=args.seed,
                toolmesh_max_concurrency=args.toolmesh_max_concurrency)
-    try:
-        if args.loop == "uvloop":
-            try:
-                import uvloop
-            except ImportError:
-                _log("uvloop not installed: using asyncio's loop")
-                result = asyncio.run(coro)
-            else:
-                result = uvloop.run(coro)
-        else:
-            result = asyncio.run(coro)
-    finally:
-        procs.kill_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.json:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        _render(result)
-    return 1 if result["errors"] else 0
+    result = runner.run_guarded(lambda: runner.run_loop(coro, args.loop), procs.kill_all)
+    return runner.emit(result, args.json, _render)
 
 
 if __name__ == "__main__":

@@ -29,16 +29,14 @@ import datetime as dt
 import os
 import platform
 import random
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
+import runner
 from gateway_servers import procs, targets
 
 MCP_CONNS = 64
@@ -268,30 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: wrk is not installed (Debian package 'wrk'; `make bench` installs it)", file=sys.stderr)
         return 2
 
-    def on_signal(signum: int, frame: Any) -> None:
-        _log(f"interrupted by signal {signum}: stopping servers")
-        procs.stop_all()
-        os._exit(128 + signum)
+    from gateway_servers import report
 
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, on_signal)
-        except ValueError:  # not the main thread: the caller handles signals
-            break
-    try:
-        result = run(args.quick, seconds=args.seconds, rounds=args.rounds, seed=args.seed)
-    finally:
-        procs.stop_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        from gateway_servers import report
-
-        report.render(result)
-    return 1 if result["errors"] else 0
+    result = runner.run_guarded(lambda: run(args.quick, seconds=args.seconds, rounds=args.rounds, seed=args.seed),
+                                procs.stop_all)
+    return runner.emit(result, args.json, report.render)
 
 
 if __name__ == "__main__":

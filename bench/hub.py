@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import random
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
 import peers
+import runner
 
 LIBS = ("toolmesh", "sdk", "fastmcp")
 CONCURRENCY = 64
@@ -360,45 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls is not None and args.calls < 1:
         parser.error("--calls must be >= 1")
 
-    def on_signal(signum: int, frame: Any) -> None:
-        # Not a KeyboardInterrupt: cancelling the clients mid-call can hang their close. Stop
-        # every server right here (HTTP servers and the clients' stdio children) and leave.
-        _log(f"interrupted by signal {signum}: stopping servers")
+    def stop() -> None:  # HTTP servers and the clients' stdio children
         peers.kill_all()
         peers.kill_children()
-        os._exit(128 + signum)
 
-    previous: dict[int, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[signum] = signal.signal(signum, on_signal)
-        except ValueError:  # not the main thread: the caller handles signals
-            break
     coro = run(args.quick, calls=args.calls, duration=args.duration, seed=args.seed)
-    try:
-        if args.loop == "uvloop":
-            try:
-                import uvloop
-            except ImportError:
-                _log("uvloop not installed: using asyncio's loop")
-                result = asyncio.run(coro)
-            else:
-                result = uvloop.run(coro)
-        else:
-            result = asyncio.run(coro)
-    finally:
-        peers.kill_all()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if args.json:
-        import orjson
+    result = runner.run_guarded(lambda: runner.run_loop(coro, args.loop), stop)
+    import report
 
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        import report
-
-        report.render(result)
-    return 1 if result["errors"] else 0
+    return runner.emit(result, args.json, report.render)
 
 
 if __name__ == "__main__":
