@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import runner
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 PY = sys.executable
@@ -54,19 +55,10 @@ async def wait_port(proc: subprocess.Popen[bytes], port: int, what: str, tail: A
         return
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_port = runner.free_port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux only: the child gets SIGTERM if the bench process dies without cleaning up.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_die_with_parent = runner.die_with_parent
 
 
 @dataclass
@@ -111,18 +103,7 @@ class HttpServer:
 
 def kill_all() -> None:
     """Stop every server subprocess still running: SIGTERM, then SIGKILL after 3 s."""
-    for proc in _PROCS:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-    deadline = time.monotonic() + 3.0
-    for proc in _PROCS:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    _PROCS.clear()
+    runner.stop_processes(_PROCS)
 
 
 def _children() -> list[tuple[int, str]]:

@@ -61,3 +61,44 @@ def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]
     else:
         render(result)
     return 1 if result["errors"] else 0
+
+
+# -- processes the benchmarks start ------------------------------------------------------------
+def free_port() -> int:
+    """A free loopback TCP port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child (preexec_fn)
+    """Linux: the child gets SIGTERM if the benchmark process dies without cleaning up."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_processes(procs: list[Any], grace: float = 3.0) -> None:
+    """SIGTERM every process still running, SIGKILL what is left after ``grace`` s; empties ``procs``."""
+    import contextlib
+    import subprocess
+    import time
+
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()

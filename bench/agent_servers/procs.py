@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 import peers
+import runner
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -24,19 +22,10 @@ _PROCS: list[subprocess.Popen[bytes]] = []
 _LOGS: dict[int, Any] = {}  # pid -> the child's stderr (a temporary file)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_port = runner.free_port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux only: the child gets SIGTERM if the bench process dies without cleaning up.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_die_with_parent = runner.die_with_parent
 
 
 def _spawn(args: list[str], stdout: Any) -> subprocess.Popen[bytes]:
@@ -118,15 +107,4 @@ class ToolServer:
 
 def kill_all() -> None:
     """Stop every server subprocess still running: SIGTERM, then SIGKILL after 3 s."""
-    for proc in _PROCS:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-    deadline = time.monotonic() + 3.0
-    for proc in _PROCS:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    _PROCS.clear()
+    runner.stop_processes(_PROCS)

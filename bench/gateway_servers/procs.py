@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+import runner
+
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "calls.lua"
 PY = sys.executable
@@ -31,21 +33,10 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _ALL: list[Proc] = []
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_port = runner.free_port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux: the child gets SIGTERM if the bench process dies without cleaning up.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_die_with_parent = runner.die_with_parent
 
 
 def _ppid_map() -> dict[int, int]:
