@@ -29,7 +29,6 @@ from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import X_MCP_HEADER_KEY, validate_mcp_param_headers
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from toolmesh import __version__
 from toolmesh.errors import (
@@ -47,6 +46,7 @@ from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.hub.transports.http import FORWARDED_HEADERS
 from toolmesh.servers.dispatch import Dispatcher
+from toolmesh.servers.methods import handshake
 from toolmesh.servers.reqcontext import Req, ask_client, can_ask_client
 from toolmesh.servers.state import (
     INTERNAL_ERROR,
@@ -139,12 +139,7 @@ class GatewayDispatcher(Dispatcher):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def initialize(self, req: Req) -> dict[str, Any]:
-        requested = req.params.get("protocolVersion")
-        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-        if req.conn is not None:
-            req.conn.version = version
-            req.conn.client_caps = req.params.get("capabilities")
-        return {"protocolVersion": version, "capabilities": self.legacy_caps, "serverInfo": self.server_info}
+        return handshake(req, self.legacy_caps, self.server_info)
 
     async def discover(self, req: Req) -> dict[str, Any]:
         return {"supportedVersions": ["2026-07-28"], "capabilities": self.modern_caps}

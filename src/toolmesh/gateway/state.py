@@ -208,12 +208,8 @@ class Gateway:
         try:
             digest = hashlib.sha256(orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)).hexdigest()
             who = user or principal.user or principal.key_id
-            if type(server) is str and type(tool) is str and type(who) is str:
-                # Every value's type is known here: skip the store's per-field checks (hot path).
-                self.store.enqueue_trusted(AUDIT_SQL, (time.time(), principal.tenant, who, server, tool, digest,
-                                                       status, float(latency_ms), request_id, error))
-            else:
-                self.store.audit(tenant=principal.tenant, user=who, server=server, tool=tool, arguments_hash=digest,
-                                 status=status, latency_ms=latency_ms, request_id=request_id, error=error)
+            # Every value is a str/float by construction here: skip the store's per-field checks (hot path).
+            self.store.enqueue_trusted(AUDIT_SQL, (time.time(), principal.tenant, who, server, tool, digest,
+                                                   status, float(latency_ms), request_id, error))
         except Exception:
             log.exception("audit write failed")

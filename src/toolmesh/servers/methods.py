@@ -48,6 +48,21 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return out
 
 
+def handshake(req: Req, capabilities: dict[str, Any], server_info: dict[str, Any],
+              instructions: str | None = None) -> dict[str, Any]:
+    """The ``initialize`` answer: agree on a handshake-era version and remember the client's
+    capabilities on the connection (shared by every dispatcher, the gateway's included)."""
+    requested = req.params.get("protocolVersion")
+    version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    if req.conn is not None:
+        req.conn.version = version
+        req.conn.client_caps = req.params.get("capabilities")
+    result: dict[str, Any] = {"protocolVersion": version, "capabilities": capabilities, "serverInfo": server_info}
+    if instructions:
+        result["instructions"] = instructions
+    return result
+
+
 class _Deadline:
     __slots__ = ("fired", "task")
 
@@ -86,19 +101,7 @@ class McpMethods:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def initialize(self, req: Req) -> dict[str, Any]:
-        requested = req.params.get("protocolVersion")
-        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
-        if req.conn is not None:
-            req.conn.version = version
-            req.conn.client_caps = req.params.get("capabilities")
-        result: dict[str, Any] = {
-            "protocolVersion": version,
-            "capabilities": self.legacy_caps,
-            "serverInfo": self.server_info,
-        }
-        if self.server.instructions:
-            result["instructions"] = self.server.instructions
-        return result
+        return handshake(req, self.legacy_caps, self.server_info, self.server.instructions)
 
     async def discover(self, req: Req) -> dict[str, Any]:
         result: dict[str, Any] = {
