@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +53,33 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="newer"):
         await store.fetchone("SELECT 1")
     await store.aclose()
+
+
+def _open_at_once(db: str, barrier: Any, n: int) -> None:
+    async def main() -> None:
+        barrier.wait()
+        async with Store(db) as store:
+            await store.put_checkpoint(f"p/{n}", n)
+    asyncio.run(main())
+
+
+def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
+    # Gateway workers start together on a new store: only one of them may run the migrations.
+    db = str(tmp_path / "race.db")
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        path = f"{db}.{round_}"
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, i)) for i in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        conn = sqlite3.connect(path)
+        assert conn.execute("SELECT count(*) FROM checkpoints WHERE key LIKE 'p/%'").fetchone()[0] == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
 
 
 async def test_persists_across_reopen(tmp_path: Path) -> None:
