@@ -8,11 +8,18 @@ together on the next: same bytes, same order, one syscall. A streaming response 
 goes out as it is produced (each iteration's writes are flushed).
 
 Use it as uvicorn's ``http`` implementation: ``uvicorn.Config(app, http=OneWriteHttpToolsProtocol)``.
+
+uvicorn tells an app nothing when it starts a graceful shutdown until every response has
+finished, so long-lived streams would hold the shutdown for its whole timeout.
+:func:`on_shutdown` registers a callback run when uvicorn begins shutting this protocol's
+connections down, so an app can end its streams then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -65,8 +72,36 @@ class _GatheringTransport:
         return getattr(self._transport, name)
 
 
+_on_shutdown: dict[object, Callable[[], None]] = {}
+
+
+def on_shutdown(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` (once) when the server starts shutting connections down; returns a remover."""
+    token = object()
+    _on_shutdown[token] = callback
+
+    def remove() -> None:
+        _on_shutdown.pop(token, None)
+
+    return remove
+
+
+def _shutting_down() -> None:
+    callbacks = list(_on_shutdown.values())
+    _on_shutdown.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one bad callback must not stop the others or the shutdown
+            logging.getLogger("toolmesh.net").exception("shutdown callback failed")
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` whose responses leave in one write (see the module doc)."""
+
+    def shutdown(self) -> None:
+        _shutting_down()
+        super().shutdown()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_GatheringTransport(transport, self.loop))  # type: ignore[arg-type]

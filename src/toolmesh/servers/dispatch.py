@@ -85,6 +85,16 @@ def encode(message: Any) -> bytes:
 class Dispatcher(McpMethods):
     """Routes JSON-RPC messages to an ``MCPServer`` (policy from ``ToolServer`` when present)."""
 
+    #: Whether this dispatcher sends messages outside requests (a handshake-era session may
+    #: then open the Streamable HTTP GET stream; otherwise GET answers 405).
+    pushes = False
+
+    def channel_opened(self, conn: Conn) -> None:
+        """``conn.sink`` now reaches the client (SSE stream, WebSocket, or GET stream opened)."""
+
+    def channel_closed(self, conn: Conn) -> None:
+        """``conn.sink`` no longer reaches the client."""
+
     def __init__(self, server: MCPServer[Any], policy: ServerPolicy | None = None) -> None:
         super().__init__(server, policy if policy is not None else policy_of(server))
         common: dict[str, Handler] = {

@@ -2,7 +2,9 @@
 
 2026-07-28: every POST is self-contained (per-request ``_meta`` envelope, routing headers
 checked). Handshake era: ``initialize`` opens a session (``Mcp-Session-Id``), later POSTs
-must carry it (unknown → 404), DELETE ends it, GET (server→client stream) → 405.
+must carry it (unknown → 404), DELETE ends it. GET opens the session's standalone
+server→client stream when the dispatcher sends messages outside requests (``pushes``;
+the gateway does), else → 405.
 Responses are JSON unless the request emits notifications (progress, logs) or server→client
 requests (sampling, elicitation, roots) and the client accepts ``text/event-stream``: then
 those and the result go out as SSE; the client POSTs its answers to the server's requests
@@ -13,9 +15,11 @@ A client that disconnects mid-request cancels the handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS as MODERN_VERSIONS
@@ -46,6 +50,11 @@ _NO_ENVELOPE = (
     "params._meta must be an object carrying the required 'io.modelcontextprotocol/protocolVersion' "
     "and 'io.modelcontextprotocol/clientCapabilities' envelope keys"
 )
+#: GET streams: a comment line this often keeps proxies from timing the stream out.
+_KEEPALIVE = 15.0
+#: Messages queued for a GET stream whose client is not reading before the stream is ended.
+_STREAM_BACKLOG = 1000
+_CLOSED: Any = object()
 #: After this long a still-running request starts watching for the client going away.
 _WATCH_AFTER = 0.2
 
@@ -202,6 +211,8 @@ class StreamableHttp:
         self.idle_timeout = session_idle_timeout
         self._swept = time.monotonic()
         self._watchdog = _Watchdog()
+        #: Open GET streams: session → ends it.
+        self._streams: dict[Conn, Callable[[], None]] = {}
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -224,10 +235,15 @@ class StreamableHttp:
                 await respond(send, 404 if sid else 400, b"")
                 return
             conn.cancel_all()
+            if (close := self._streams.get(conn)) is not None:
+                close()
             self.guard.release()
             await respond(send, 200, b"")
+        elif method == "GET" and self.dispatcher.pushes:
+            await self._get(scope, receive, send, headers)
         else:
-            await respond(send, 405, b"", [(b"allow", b"POST, DELETE")])
+            allow = b"GET, POST, DELETE" if self.dispatcher.pushes else b"POST, DELETE"
+            await respond(send, 405, b"", [(b"allow", allow)])
 
     async def _post(self, scope: Scope, receive: ASGIReceive, send: ASGISend, headers: dict[str, str]) -> None:
         ctype = headers.get("content-type", "")
@@ -308,6 +324,65 @@ class StreamableHttp:
                 status = MODERN_HTTP_STATUS.get(code, 200)
         await respond(send, status, encode(response), extra)
 
+    async def _get(self, scope: Scope, receive: ASGIReceive, send: ASGISend, headers: dict[str, str]) -> None:
+        """A handshake-era session's standalone stream: messages the server sends outside requests."""
+        if "text/event-stream" not in headers.get("accept", ""):
+            err = error_response(None, INVALID_REQUEST, "Not Acceptable: the client must accept text/event-stream")
+            await respond(send, 406, encode(err))
+            return
+        extra: list[tuple[bytes, bytes]] = []
+        conn = await self._session(None, headers, scope, send, extra)
+        if conn is None:
+            return
+        if conn.sink is not None:
+            err = error_response(None, INVALID_REQUEST, "Conflict: this session already has a GET stream")
+            await respond(send, 409, encode(err))
+            return
+        sid = headers.get("mcp-session-id", "")
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def sink(message: dict[str, Any]) -> None:
+            # A client that stopped reading loses its stream, not the server's memory.
+            queue.put_nowait(message if queue.qsize() < _STREAM_BACKLOG else _CLOSED)
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            queue.put_nowait(_CLOSED)
+
+        conn.sink = sink
+        self._streams[conn] = lambda: queue.put_nowait(_CLOSED)
+        self.dispatcher.channel_opened(conn)
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
+            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), _KEEPALIVE)
+                except TimeoutError:
+                    if self.codec is not None and await self.codec.ended(sid):
+                        break  # ended (DELETE) through another worker
+                    await send({"type": "http.response.body", "body": b": ping\n\n", "more_body": True})
+                    continue
+                if item is _CLOSED:
+                    break
+                conn.last_seen = time.monotonic()
+                await send({"type": "http.response.body", "body": sse_event(item), "more_body": True})
+        finally:
+            watcher.cancel()
+            self._streams.pop(conn, None)
+            if conn.sink is sink:
+                conn.sink = None
+                self.dispatcher.channel_closed(conn)
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def end_streams(self) -> None:
+        """End every open GET stream (server shutting down: clients reconnect elsewhere)."""
+        for close in list(self._streams.values()):
+            close()
+
     async def _session(
         self, msg: Any, headers: dict[str, str], scope: Scope, send: ASGISend, extra: list[tuple[bytes, bytes]]
     ) -> Conn | None:
@@ -351,7 +426,8 @@ class StreamableHttp:
     def _expire(self, now: float) -> None:
         # Sessions whose client vanished without DELETE; swept at most once a minute (on initialize).
         self._swept = now
-        for sid in [s for s, c in self.sessions.items() if now - c.last_seen > self.idle_timeout and not c.inflight]:
+        for sid in [s for s, c in self.sessions.items()
+                    if now - c.last_seen > self.idle_timeout and not c.inflight and c.sink is None]:
             del self.sessions[sid]
             self.guard.release()
 

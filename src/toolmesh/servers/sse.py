@@ -61,6 +61,8 @@ class LegacySse:
         sid = uuid.uuid4().hex
         session = _SseSession(Conn(f"sse:{sid}"))
         self.sessions[sid] = session
+        session.conn.sink = session.notify
+        self.dispatcher.channel_opened(session.conn)
         endpoint = f"{scope.get('root_path', '')}{self.messages_path}?session_id={sid}"
 
         async def watch() -> None:
@@ -96,6 +98,8 @@ class LegacySse:
         finally:
             watcher.cancel()
             self.sessions.pop(sid, None)
+            session.conn.sink = None
+            self.dispatcher.channel_closed(session.conn)
             session.conn.cancel_all()
             for task in session.tasks:
                 task.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 PARSE_ERROR = -32700
@@ -70,6 +71,7 @@ class Conn:
         "last_seen",
         "log_level",
         "pending",
+        "sink",
         "version",
     )
 
@@ -84,6 +86,9 @@ class Conn:
         self.cancelled: set[Any] = set()
         self.last_seen = 0.0
         self.pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        # Where server-initiated messages outside any request go (list_changed, resources/updated):
+        # the SSE stream, the WebSocket, or a Streamable HTTP session's GET stream; None = nowhere.
+        self.sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._next_id = 0
 
     def expect_response(self) -> tuple[int, asyncio.Future[dict[str, Any]]]:

@@ -60,6 +60,9 @@ class WebSocketFrontend:
             async with lock:
                 await send({"type": "websocket.send", "text": encode(message).decode()})
 
+        conn.sink = out
+        self.dispatcher.channel_opened(conn)
+
         async def run(msg: Any) -> None:
             try:
                 response = await self.dispatcher.handle(msg, conn, out)
@@ -95,6 +98,8 @@ class WebSocketFrontend:
                 task.add_done_callback(tasks.discard)
         finally:
             closed = True
+            conn.sink = None
+            self.dispatcher.channel_closed(conn)
             conn.cancel_all()
             for task in tasks:
                 task.cancel()
