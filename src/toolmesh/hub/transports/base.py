@@ -143,16 +143,19 @@ class Connection(ABC):
         loop = asyncio.get_running_loop()
         now = loop.time()
         soonest = now + _SWEEP
+        armed = False
         for p in self._pending.values():
-            if p.timed_out:
+            if p.timed_out or p.task is None:  # no waiting task: a listen stream, open until closed
                 continue
+            armed = True
             if p.deadline <= now:
                 if p.task is not None and not p.task.done():
                     p.timed_out = True
                     p.task.cancel()
             elif p.deadline < soonest:
                 soonest = p.deadline
-        self._sweeper = loop.call_at(soonest, self._sweep)
+        if armed:
+            self._sweeper = loop.call_at(soonest, self._sweep)
 
     async def close(self) -> None:
         if self.closed:

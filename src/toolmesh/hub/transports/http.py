@@ -23,6 +23,7 @@ import orjson
 from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostError, ToolmeshError
 from toolmesh.hub.transports.base import MODERN, Connection, Pending
 from toolmesh.hub.transports.headers import encode_header_value, header_map, param_headers
+from toolmesh.hub.transports.listen import LISTEN, LISTEN_ACK, ListenLoop, check_final, listen_message
 from toolmesh.net.fasthttp import FastHttpPool, HttpError, Response
 from toolmesh.net.sse import EventTooLarge, iter_sse
 
@@ -60,6 +61,7 @@ class HttpConnection(Connection):
     pool: FastHttpPool | None = None
     session_id: str | None = None
     _listener: asyncio.Task[None] | None = None
+    _listen_loop: ListenLoop | None = None
     _aio: aiohttp.ClientSession | None = None
 
     async def _open(self) -> None:
@@ -258,6 +260,7 @@ class HttpConnection(Connection):
 
     async def _negotiate(self) -> None:
         await super()._negotiate()
+        self._listen_loop = ListenLoop.start_for(self, self._listen_modern)
         if self._listener is not None:
             # Have the GET stream in place before the first call, so a server that routes
             # messages to "the" GET stream never sees it open mid-call (bounded wait: optional).
@@ -292,7 +295,43 @@ class HttpConnection(Connection):
             if not self._listening.done():
                 self._listening.set_result(None)
 
+    async def _listen_modern(self, notifications: dict[str, Any], loop: ListenLoop) -> None:
+        """One 2026-07-28 ``subscriptions/listen`` POST, read until the server ends it (see listen.py).
+
+        aiohttp, not the fasthttp pool: a stream held for the connection's life must not take
+        one of the pool's call slots; and no deadline: it is not a call."""
+        assert self.config.url is not None
+        rid = f"listen-{next(self._ids)}"
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "User-Agent": "toolmesh", **self.config.headers,
+                   "Mcp-Protocol-Version": MODERN, "Mcp-Method": LISTEN}
+        body = orjson.dumps(listen_message(rid, notifications, self._meta))
+        async with self._aiohttp().post(self.config.url, data=body, headers=headers) as resp:
+            if resp.content_type == "application/json":
+                # An answer instead of a stream: an error (or an immediate graceful end).
+                data = orjson.loads(await resp.read())
+                check_final(data if isinstance(data, dict) else {}, self.config.name)
+                return
+            if resp.status != 200 or resp.content_type != "text/event-stream":
+                raise ConnectionError(f"HTTP {resp.status} ({resp.content_type}) for {LISTEN}")
+            async for ev in iter_sse(resp.content.readany):
+                if ev.event != "message" or not ev.data:
+                    continue
+                try:
+                    item = orjson.loads(ev.data)
+                except orjson.JSONDecodeError:
+                    log.warning("server %s sent invalid JSON on its listen stream", self.config.name)
+                    continue
+                if isinstance(item, dict) and "method" not in item and item.get("id") == rid:
+                    check_final(item, self.config.name)
+                    return
+                if isinstance(item, dict) and item.get("method") == LISTEN_ACK:
+                    loop.acknowledged()
+                await self._dispatch(item)
+
     async def _close(self) -> None:
+        if self._listen_loop is not None:
+            await self._listen_loop.stop()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -15,6 +15,7 @@ import orjson
 
 from toolmesh.errors import ConnectionFailedError
 from toolmesh.hub.transports.base import Connection, Pending
+from toolmesh.hub.transports.listen import LISTEN_ACK, ListenLoop, check_final, listen_message
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -24,6 +25,7 @@ class StreamConnection(Connection):
 
     _reader: asyncio.Task[None] | None = None
     _broken: BaseException | None = None
+    _listen_loop: ListenLoop | None = None
 
     @abstractmethod
     async def _write(self, data: bytes) -> None:
@@ -75,7 +77,32 @@ class StreamConnection(Connection):
             raise self._broken
         await self._write(orjson.dumps(msg))
 
+    async def _negotiate(self) -> None:
+        await super()._negotiate()
+        self._listen_loop = ListenLoop.start_for(self, self._listen_modern)
+
+    async def _listen_modern(self, notifications: dict[str, Any], loop: ListenLoop) -> None:
+        """One 2026-07-28 ``subscriptions/listen`` request: its id stays pending while the server
+        streams its notifications on the shared channel; its response ends the stream.
+
+        No waiting task: the deadline sweep leaves it alone (it is not a call)."""
+        rid = next(self._ids)
+        pending = Pending(asyncio.get_running_loop().create_future())
+        self._pending[rid] = pending
+        try:
+            response = await self._send_request(listen_message(rid, notifications, self._meta), pending)
+        finally:
+            self._pending.pop(rid, None)
+        check_final(response, self.config.name)
+
+    async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
+        if method == LISTEN_ACK and self._listen_loop is not None:
+            self._listen_loop.acknowledged()
+        await super()._handle_notification(method, params)
+
     async def _stop_reader(self) -> None:
+        if self._listen_loop is not None:
+            await self._listen_loop.stop()
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             try:

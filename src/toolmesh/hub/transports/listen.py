@@ -1,0 +1,144 @@
+"""2026-07-28 change notifications: one ``subscriptions/listen`` stream per connection (SEP-2575).
+
+A modern server has no standing GET stream. A client that wants ``notifications/*/list_changed``
+opens a ``subscriptions/listen`` request whose response *is* the stream: the server acknowledges
+(``notifications/subscriptions/acknowledged``, always first), then sends the notifications the
+client asked for, each tagged with ``_meta["io.modelcontextprotocol/subscriptionId"]``. Nothing
+is replayed after a drop, so the client re-listens and refetches.
+
+:class:`ListenLoop` keeps that stream open for as long as its connection lives: it asks for
+exactly the kinds whose ``listChanged`` the server advertised, reopens a stream that ended or
+failed with a backoff, and stops with the connection. The stream is optional: it never fails or
+delays a call. Each transport supplies how to open the stream once; what arrives on it goes
+through the connection's usual dispatch (so the Hub invalidates its catalogue and tells its
+change listeners), and the acknowledgement makes the Hub drop its cached listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolmesh.hub.transports.base import Connection
+
+log = logging.getLogger("toolmesh.hub")
+
+LISTEN = "subscriptions/listen"
+LISTEN_ACK = "notifications/subscriptions/acknowledged"
+#: Capability -> the ``SubscriptionFilter`` flag that asks for its list_changed notifications.
+FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"}
+#: Wait before reopening a stream that ended or failed: doubles up to the maximum, seconds.
+FIRST_DELAY = 0.5
+MAX_DELAY = 30.0
+
+#: Opens the stream once and reads it until it ends: ``open_once(notifications, loop)``. Returns
+#: when the server ended the stream (or answered with a result); raises when it failed.
+OpenOnce = Callable[[dict[str, Any], "ListenLoop"], Awaitable[None]]
+
+
+class ListenRefused(Exception):
+    """The server will not serve ``subscriptions/listen`` at all: stop asking."""
+
+
+def listen_filter(capabilities: Any) -> dict[str, Any]:
+    """The ``notifications`` filter for a server's capabilities: every kind advertising ``listChanged``."""
+    if not isinstance(capabilities, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for kind, flag in FLAGS.items():
+        cap = capabilities.get(kind)
+        if isinstance(cap, dict) and cap.get("listChanged") is True:
+            out[flag] = True
+    return out
+
+
+class ListenLoop:
+    """Keeps one ``subscriptions/listen`` stream open while ``conn`` is alive."""
+
+    def __init__(self, conn: Connection, notifications: dict[str, Any] | None, open_once: OpenOnce) -> None:
+        self.conn = conn
+        self.notifications = notifications
+        self._open_once = open_once
+        self._task: asyncio.Task[None] | None = None
+        #: Streams the server acknowledged so far (the first one and every reopening).
+        self.opened = 0
+        self._acked = False
+
+    @classmethod
+    def start_for(cls, conn: Connection, open_once: OpenOnce) -> ListenLoop | None:
+        """A running loop for a modern ``conn`` whose server advertises ``listChanged``, else ``None``.
+
+        A connection pinned to 2026-07-28 skipped ``server/discover``: the loop asks it first."""
+        if not conn.modern:
+            return None
+        caps = conn.identity.capabilities
+        notifications = listen_filter(caps) if caps else None
+        if notifications == {}:
+            return None
+        loop = cls(conn, notifications, open_once)
+        loop._task = asyncio.get_running_loop().create_task(loop._run(), name=f"mcp-listen:{conn.config.name}")
+        return loop
+
+    def acknowledged(self) -> None:
+        """The transport saw the server's acknowledgement of the current stream."""
+        self._acked = True
+        self.opened += 1
+
+    async def _run(self) -> None:
+        delay = FIRST_DELAY
+        name = self.conn.config.name
+        if self.notifications is None:
+            try:
+                found = await self.conn.request("server/discover", timeout=self.conn.config.connect_timeout)
+            except Exception as exc:
+                log.info("server %s: no change notifications: server/discover failed: %s", name, exc)
+                return
+            self.notifications = listen_filter(found.get("capabilities"))
+            if not self.notifications:
+                return
+        while self.conn.alive:
+            self._acked = False
+            try:
+                await self._open_once(self.notifications, self)
+                log.info("server %s ended its listen stream; listening again", name)
+            except ListenRefused as exc:
+                log.info("server %s: no change notifications: %s", name, exc)
+                return
+            except Exception as exc:  # optional: losing the stream never fails a call
+                log.info("server %s: listen stream failed: %s", name, exc)
+            if not self.conn.alive:
+                return
+            if self._acked:
+                delay = FIRST_DELAY  # the stream worked: a fresh problem starts the backoff over
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def listen_message(rid: int | str, notifications: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``subscriptions/listen`` request (``meta``: the connection's 2026-07-28 envelope)."""
+    return {"jsonrpc": "2.0", "id": rid, "method": LISTEN, "params": {"notifications": notifications, "_meta": meta}}
+
+
+def check_final(response: dict[str, Any], name: str) -> None:
+    """The listen request's own response: a result is a graceful end, an error says why."""
+    err = response.get("error")
+    if isinstance(err, dict):
+        message = f"server {name!r} answered {LISTEN} with {err.get('code')}: {err.get('message')}"
+        if err.get("code") == -32601:
+            raise ListenRefused(message)
+        raise ConnectionError(message)
+
+
+__all__ = ["FLAGS", "LISTEN", "LISTEN_ACK", "ListenLoop", "ListenRefused", "check_final", "listen_filter",
+           "listen_message"]
