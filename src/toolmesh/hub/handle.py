@@ -31,6 +31,7 @@ from toolmesh.hub.mrtr import needs_input
 from toolmesh.hub.result import ToolResult
 from toolmesh.hub.transports import Connection, make_connection
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
+from toolmesh.hub.transports.listen import LISTEN_ACK
 from toolmesh.resilience.circuit import CircuitBreaker
 from toolmesh.resilience.circuit_registry import CircuitGuard
 from toolmesh.resilience.limits import ConcurrencyLimiter
@@ -133,6 +134,15 @@ class ServerHandle:
         if self.catalog.on_notification(method):
             self._validators.clear()
             self._hub._on_catalog_changed(self)
+            if not self.closed:  # listeners hear of it after the invalidation: what they list is fresh
+                self._hub._emit_change(self.tenant, self.user, self.name, method, params)
+        elif method == "notifications/resources/updated":
+            if not self.closed:
+                self._hub._emit_change(self.tenant, self.user, self.name, method, params)
+        elif method == LISTEN_ACK:
+            # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
+            self.catalog.invalidate()
+            self._validators.clear()
         elif method == "notifications/message":
             log.info("server %s: %s", self.name, params.get("data"))
 

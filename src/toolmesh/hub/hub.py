@@ -28,6 +28,7 @@ from toolmesh.errors import (
     ServerNotFoundError,
     ToolmeshError,
 )
+from toolmesh.hub.changes import ChangeSource
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.convert import anthropic_tool, openai_tool
 from toolmesh.hub.handle import ServerHandle
@@ -47,7 +48,7 @@ StatusCallback = Callable[[HealthEvent], Awaitable[None] | None]
 _Key = tuple[str, str | None]  # (tenant, user)
 
 
-class Hub:
+class Hub(ChangeSource):
     """Connects many MCP servers per tenant and calls their tools fast and safely."""
 
     def __init__(

@@ -1,0 +1,105 @@
+"""Change notifications: the Hub tells its owner when an upstream server's catalogue changes.
+
+    def on_change(event: ChangeEvent) -> None:
+        print(event.tenant, event.server, event.method, event.params)
+
+    remove = hub.add_change_listener(on_change)
+    ...
+    remove()
+
+Events come from both protocol eras: handshake-era servers send ``notifications/*/list_changed``
+and ``notifications/resources/updated`` on their session (HTTP GET stream, stdio, WebSocket);
+2026-07-28 servers send them on the ``subscriptions/listen`` stream the connection keeps open
+(see :mod:`toolmesh.hub.transports.listen`). A list change reaches the listeners after the
+Hub's catalogue was invalidated, so whatever a listener triggers lists fresh data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("toolmesh.hub")
+
+#: The ``_meta`` key a 2026-07-28 listen stream stamps on every notification it carries.
+SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
+#: The notification methods that reach change listeners.
+CHANGE_METHODS = frozenset({
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One upstream change notification, attributed to the registration that received it."""
+
+    #: The tenant the server is registered for.
+    tenant: str
+    #: The user the server is registered for (``None``: the tenant's own server).
+    user: str | None
+    #: The registered server name.
+    server: str
+    #: The notification method, e.g. ``"notifications/tools/list_changed"``.
+    method: str
+    #: The notification's params (``uri`` for ``resources/updated``), without the listen stream's
+    #: ``_meta`` subscription tag.
+    params: dict[str, Any]
+
+
+#: A plain sync callback; what it raises is logged and swallowed.
+ChangeListener = Callable[[ChangeEvent], None]
+
+
+def untagged(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without ``_meta[SUBSCRIPTION_ID]`` (and without ``_meta`` when that was all of it)."""
+    meta = params.get("_meta")
+    if not isinstance(meta, dict) or SUBSCRIPTION_ID not in meta:
+        return dict(params)
+    rest = {k: v for k, v in meta.items() if k != SUBSCRIPTION_ID}
+    out = {k: v for k, v in params.items() if k != "_meta"}
+    if rest:
+        out["_meta"] = rest
+    return out
+
+
+class ChangeSource:
+    """The Hub's listener registry (a mixin: keeps the Hub module small)."""
+
+    _change_listeners: dict[object, ChangeListener]
+
+    def add_change_listener(self, callback: ChangeListener) -> Callable[[], None]:
+        """Call ``callback(event)`` for every upstream change notification; returns the remover.
+
+        ``callback`` is a plain sync function run on the Hub's event loop (do the slow part in a
+        task of your own); what it raises is logged and swallowed. The remover is idempotent. The
+        same function added twice is called twice."""
+        if not callable(callback):
+            raise TypeError("change listener must be callable")
+        listeners = self.__dict__.setdefault("_change_listeners", {})
+        token = object()
+        listeners[token] = callback
+
+        def remove() -> None:
+            listeners.pop(token, None)
+
+        return remove
+
+    def _emit_change(self, tenant: str, user: str | None, server: str, method: str, params: dict[str, Any]) -> None:
+        """Deliver one notification to every listener (nothing is built when there are none)."""
+        listeners = self.__dict__.get("_change_listeners")
+        if not listeners:
+            return
+        event = ChangeEvent(tenant, user, server, method, untagged(params))
+        for callback in list(listeners.values()):
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must never break the connection that delivered the event
+                log.exception("change listener %r failed for %s from %s", callback, method, server)
+
+
+__all__ = ["CHANGE_METHODS", "SUBSCRIPTION_ID", "ChangeEvent", "ChangeListener", "ChangeSource", "untagged"]
