@@ -11,6 +11,7 @@ the connection that opened them (use one worker or sticky routing for that trans
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ from toolmesh.gateway.mcp_dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, Ga
 from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.gateway.web import PRINCIPAL_KEY, Receive, Scope, Send, send_error
+from toolmesh.net.onewrite import on_shutdown
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.http import StreamableHttp
 from toolmesh.servers.sse import LegacySse
@@ -133,6 +135,20 @@ class _Endpoint:
                                    session_idle_timeout=s.session_idle_timeout, session_codec=codec)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
         self.ws = WebSocketFrontend(self.dispatcher, guard)
+        # GET streams would otherwise hold a graceful shutdown for its whole timeout.
+        self._remove_hook = on_shutdown(self.http.end_streams)
+
+    def close(self) -> None:
+        """Stop change delivery and end the GET and listen streams (the gateway is stopping)."""
+        self._remove_hook()
+        self.dispatcher.close()
+        self.http.end_streams()
+
+    async def retire(self) -> None:
+        """Replaced by a new view: clients hear that their lists changed, then streams end."""
+        self._remove_hook()
+        await self.dispatcher.changes.retire()
+        self.http.end_streams()
 
 
 class McpRoutes:
@@ -141,6 +157,21 @@ class McpRoutes:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        gw.servers_changed.append(self.refresh)
+
+    def refresh(self, tenant: str) -> None:
+        """Servers of ``tenant`` were registered or removed: retire the views that changed, so
+        their clients hear list_changed now (the next request builds the new view)."""
+        for key, ep in list(self._endpoints.items()):
+            if key[0] == tenant and _stale(ep, self.gw, tenant):
+                del self._endpoints[key]
+                self._retire(ep)
+
+    def _retire(self, ep: _Endpoint) -> None:
+        task = asyncio.get_running_loop().create_task(ep.retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def view_for(self, tenant: str, name: str | None) -> View | None:
         """The view ``name`` (``None``: all servers) for ``tenant``, or ``None`` if it has no such view."""
@@ -168,6 +199,8 @@ class McpRoutes:
         key = (principal.tenant, name)
         ep = self._endpoints.get(key)
         if ep is None or (ep.generation != self.gw.hub.generation and _stale(ep, self.gw, principal.tenant)):
+            if ep is not None:
+                self._retire(ep)
             view = self.view_for(principal.tenant, name)
             if view is None:
                 self._endpoints.pop(key, None)
@@ -207,6 +240,7 @@ class McpRoutes:
 
     async def aclose(self) -> None:
         for ep in self._endpoints.values():
+            ep.close()
             for conn in ep.http.sessions.values():
                 conn.cancel_all()
         self._endpoints.clear()

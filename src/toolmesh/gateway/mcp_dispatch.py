@@ -42,6 +42,7 @@ from toolmesh.errors import (
     ToolTimeoutError,
 )
 from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.mcp_changes import ChangeFanout
 from toolmesh.gateway.mcp_view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.hub.transports.http import FORWARDED_HEADERS
@@ -51,9 +52,11 @@ from toolmesh.servers.reqcontext import Req, ask_client, can_ask_client
 from toolmesh.servers.state import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     LOG_LEVELS,
     RATE_LIMITED,
     REQUEST_TIMEOUT,
+    Conn,
     RpcError,
 )
 
@@ -70,9 +73,9 @@ _MAX_INPUT_ROUNDS = 8
 _LIST_TTL_MS = 5_000
 _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 _CAPABILITIES: dict[str, Any] = {
-    "tools": {"listChanged": False},
-    "prompts": {"listChanged": False},
-    "resources": {"listChanged": False, "subscribe": True},
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"listChanged": True, "subscribe": True},
     "completions": {},
 }
 
@@ -100,6 +103,8 @@ def rpc_error_for(exc: BaseException) -> RpcError:
 class GatewayDispatcher(Dispatcher):
     """Serves one :class:`View` of one tenant."""
 
+    pushes = True  # upstream changes reach handshake-era clients outside requests
+
     def __init__(self, gw: Gateway, view: View) -> None:
         # Dispatcher.__init__ binds an SDK MCPServer; the gateway has none, so set up what
         # Dispatcher.handle uses directly.
@@ -109,8 +114,10 @@ class GatewayDispatcher(Dispatcher):
         self.lifespan_state = {}
         self.server_info = {"name": f"toolmesh-gateway/{view.name}" if view.name else "toolmesh-gateway",
                             "version": __version__}
-        # 2026-07-28 has no resources/subscribe (it uses subscriptions/listen, not served here).
-        self.modern_caps = {**_CAPABILITIES, "resources": {"listChanged": False}}
+        # 2026-07-28 has no resources/subscribe; its subscriptions/listen carries list changes.
+        self.modern_caps = {**_CAPABILITIES, "resources": {"listChanged": True}}
+        self.changes = ChangeFanout(view.tenant, view.servers)
+        self.changes.attach(gw.hub)
         self.legacy_caps = {**_CAPABILITIES, "logging": {}}
         self._param_schemas: dict[int, tuple[Any, bool]] = {}
         self.instructions: str | None = None
@@ -124,7 +131,7 @@ class GatewayDispatcher(Dispatcher):
             "prompts/get": self.prompts_get,
             "completion/complete": self.complete,
         }
-        self.modern_methods = {**common, "server/discover": self.discover}
+        self.modern_methods = {**common, "server/discover": self.discover, "subscriptions/listen": self.listen}
         # resources/subscribe exists only in the handshake era (2026-07-28 has subscriptions/listen).
         self.legacy_methods = {**common, "initialize": self.initialize, "ping": self.ping,
                                "logging/setLevel": self.set_level, "resources/subscribe": self.subscribe,
@@ -138,6 +145,22 @@ class GatewayDispatcher(Dispatcher):
         yield {}
 
     # -- lifecycle -----------------------------------------------------------------------
+    def channel_opened(self, conn: Conn) -> None:
+        self.changes.opened(conn)
+
+    def channel_closed(self, conn: Conn) -> None:
+        self.changes.closed(conn)
+
+    def close(self) -> None:
+        """The endpoint is being replaced or the gateway stops: stop change delivery."""
+        self.changes.close()
+
+    async def listen(self, req: Req) -> dict[str, Any]:
+        if req.notify is None:
+            raise RpcError(INVALID_REQUEST,
+                           "subscriptions/listen needs a streaming response (Accept: text/event-stream)")
+        return await self.changes.listen(req)
+
     async def initialize(self, req: Req) -> dict[str, Any]:
         return handshake(req, self.legacy_caps, self.server_info)
 
@@ -276,10 +299,13 @@ class GatewayDispatcher(Dispatcher):
     async def subscribe(self, req: Req) -> dict[str, Any]:
         """Forward resources/(un)subscribe to the upstream that owns the URI.
 
-        The upstream's ``notifications/resources/updated`` reach the client only while a
-        request of its session is streaming (there is no standalone GET stream)."""
-        _, server, upstream_uri = await self._uri_route(req)
-        return await self._forward(req, server, req.method, {"uri": upstream_uri})
+        The upstream's ``notifications/resources/updated`` then reach the client on its
+        outbound channel (WebSocket, SSE stream or GET stream), under the URI it subscribed to."""
+        uri, server, upstream_uri = await self._uri_route(req)
+        result = await self._forward(req, server, req.method, {"uri": upstream_uri})
+        if req.conn is not None:
+            self.changes.subscribe(req.conn, server, upstream_uri, uri, req.method == "resources/subscribe")
+        return result
 
     # -- completion ----------------------------------------------------------------------
     async def complete(self, req: Req) -> dict[str, Any]:

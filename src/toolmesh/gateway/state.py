@@ -11,14 +11,16 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from toolmesh.agent.factory import AgentStack, build_agent
+from toolmesh.errors import ServerNotFoundError
 from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal
 from toolmesh.gateway.config import GatewaySettings
-from toolmesh.hub import Hub
+from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.store.sqlite import AUDIT_SQL
@@ -66,6 +68,9 @@ class Gateway:
         #: Filled by the sub-apps at start-up (e.g. Prometheus families); free-form by design.
         self.extras: dict[str, Any] = {}
         self._twins: dict[tuple[str, str], tuple[str, str]] = {}
+        self.hub.add_change_listener(self._twin_changed)
+        #: Called with the tenant after an upstream was registered or removed at run time.
+        self.servers_changed: list[Callable[[str], None]] = []
 
     @classmethod
     async def create(
@@ -168,16 +173,38 @@ class Gateway:
             self._twins[key] = found
         return found
 
+    def _twin_changed(self, event: ChangeEvent) -> None:
+        # Both connections to one upstream show the same catalogue: a change heard on one
+        # (e.g. during a handshake-era client's call) makes the other's listings stale too.
+        base, sep, _ = event.tenant.partition("#")
+        other = base if sep else base + HANDSHAKE_TENANT_SUFFIX
+        try:
+            handle = self.hub.server(event.server, tenant=other, user=event.user)
+        except ServerNotFoundError:
+            return
+        handle.catalog.on_notification(event.method)
+
     async def register_server(self, config: ServerConfig, tenant: str) -> None:
         """Register (or replace) an upstream at run time, with its handshake-era twin."""
-        await self.unregister_server(config.name, tenant)
+        await self.unregister_server(config.name, tenant, announce=False)
         await self.hub.register(config, tenant=tenant)
+        self._announce(tenant)
 
-    async def unregister_server(self, name: str, tenant: str) -> bool:
+    async def unregister_server(self, name: str, tenant: str, *, announce: bool = True) -> bool:
         """Remove an upstream (and its twin); False if it was not registered."""
         self._twins.pop((tenant, name), None)
         await self.hub.unregister(name, tenant=tenant + HANDSHAKE_TENANT_SUFFIX)
-        return await self.hub.unregister(name, tenant=tenant)
+        removed = await self.hub.unregister(name, tenant=tenant)
+        if removed and announce:
+            self._announce(tenant)
+        return removed
+
+    def _announce(self, tenant: str) -> None:
+        for hook in self.servers_changed:
+            try:
+                hook(tenant)
+            except Exception:
+                log.exception("servers-changed hook failed")
 
     # -- auth ----------------------------------------------------------------------------
     async def principal(self, token: str | None) -> Principal | None:
