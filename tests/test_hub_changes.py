@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from conftest import SERVERS, ServerProcess, free_port
+from toolmesh.errors import ServerNotFoundError
 from toolmesh.hub import ChangeEvent, Hub, ServerConfig
 from toolmesh.hub.handle import ServerHandle
 
@@ -93,6 +95,18 @@ async def connected(hub: Hub, config: ServerConfig, *, tenant: str = "acme", use
     if handle.conn.modern:
         await until(lambda: listens(handle) >= 1)  # nothing is replayed: listen before changing anything
     return handle
+
+
+async def reopening_announced(events: Events) -> None:
+    """A reopened listen stream is announced as a change of every list it covers (the gap is
+    not replayed), with no event for the first opening; then the queue is emptied."""
+    first = await events.next()
+    assert (first.method, first.params) == (TOOLS_CHANGED, {})
+    assert all(e.params == {} and e.method.endswith("/list_changed") for e in events.seen)
+    assert len({e.method for e in events.seen}) == len(events.seen)  # once per kind, not once per connection
+    while not events.queue.empty():
+        events.queue.get_nowait()
+    events.seen.clear()
 
 
 async def tool_names(hub: Hub, *, tenant: str = "acme", user: str | None = None) -> set[str]:
@@ -246,6 +260,7 @@ async def test_listen_stream_ended_by_server_is_reopened(tm_http: ServerProcess)
         assert handle.catalog.misses == 1
         await tool_names(hub)
         assert handle.catalog.misses == 2  # the reopening dropped the cached listing: events may have been missed
+        await reopening_announced(events)
         await hub.call_tool("up", "add_tool", {"name": "later"}, tenant="acme")
         assert (await events.next()).method == TOOLS_CHANGED
         assert "later" in await tool_names(hub)
@@ -260,6 +275,7 @@ async def test_listen_stream_reopened_after_server_restart(tm_http: ServerProces
         tm_http.restart()  # the stream breaks; a stateless connection lives on
         await until(lambda: listens(handle) >= 2)
         assert handle.conn is conn
+        await reopening_announced(events)
         await hub.call_tool("up", "add_tool", {"name": "after_restart"}, tenant="acme")
         assert (await events.next()).method == TOOLS_CHANGED
         assert "after_restart" in await tool_names(hub)
@@ -272,6 +288,7 @@ async def test_stdio_listen_stream_reopened() -> None:
         handle = await connected(hub, stdio_config(MODERN))
         await hub.call_tool("up", "end_listens", tenant="acme")
         await until(lambda: listens(handle) >= 2)
+        await reopening_announced(events)
         await hub.call_tool("up", "add_tool", {"name": "later"}, tenant="acme")
         assert (await events.next()).method == TOOLS_CHANGED
 
@@ -285,3 +302,20 @@ async def test_listen_stream_closes_with_the_connection(tm_http: ServerProcess) 
         assert loop is not None and loop._task is not None and not loop._task.done()
         await hub.unregister("up", tenant="acme")
         assert loop._task.done()
+
+
+async def test_watched_server_stays_connected_while_idle(tm_http: ServerProcess) -> None:
+    async with Hub() as hub:
+        config = http_config(tm_http, MODERN).model_copy(update={"idle_ttl": 1.0})
+        handle = await hub.register(config, tenant="acme")
+        assert handle.conn is None
+        release = hub.watch("up", tenant="acme")
+        await until(lambda: handle.conn is not None and listens(handle) >= 1)  # opened in the background
+        later = time.monotonic() + 3600
+        assert await hub.close_idle(later) == 0 and handle.conn is not None
+        release()
+        release()  # idempotent
+        assert handle.watchers == 0
+        assert await hub.close_idle(later) == 1 and handle.conn is None
+        with pytest.raises(ServerNotFoundError):
+            hub.watch("nope", tenant="acme")

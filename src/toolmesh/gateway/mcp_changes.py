@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from toolmesh.errors import ServerNotFoundError
 from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.net.onewrite import on_shutdown
 from toolmesh.servers.reqcontext import Req
@@ -74,24 +75,45 @@ class ChangeFanout:
         self._flush: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._removers: list[Callable[[], None]] = []
+        self._hub: Hub | None = None
+        #: Releases of Hub.watch while anyone listens (idle upstream connections would go deaf).
+        self._watching: list[Callable[[], None]] = []
 
     def attach(self, hub: Hub) -> None:
         """Start listening to ``hub``; end the listen streams when the server shuts down."""
+        self._hub = hub
         self._removers = [hub.add_change_listener(self.on_change), on_shutdown(self.end_streams)]
 
     def close(self) -> None:
         """Stop listening; end the open listen streams (the endpoint is being replaced)."""
+        self._detach()
+        self.end_streams()
+
+    def _detach(self) -> None:
         for remove in self._removers:
             remove()
         self._removers = []
-        self.end_streams()
+        self._hub = None
+        self._unwatch()
+
+    def _watch(self) -> None:
+        """Someone listens: keep the view's upstream connections open so changes keep arriving."""
+        if self._watching or self._hub is None:
+            return
+        for server in self.servers:
+            with contextlib.suppress(ServerNotFoundError):  # removed meanwhile: the view is being retired
+                self._watching.append(self._hub.watch(server, tenant=self.tenant))
+
+    def _unwatch(self) -> None:
+        if (not self.channels and not self.streams) or self._hub is None:
+            for release in self._watching:
+                release()
+            self._watching = []
 
     async def retire(self) -> None:
         """The view changed (servers registered or removed): tell every client its lists
         changed, then end the listen streams so clients come back to the new view."""
-        for remove in self._removers:
-            remove()
-        self._removers = []
+        self._detach()
         for stream in list(self.streams):
             for method in sorted(stream.kinds):
                 stream.put(method)
@@ -108,10 +130,12 @@ class ChangeFanout:
     # -- handshake-era channels ------------------------------------------------------
     def opened(self, conn: Conn) -> None:
         self.channels[conn] = None
+        self._watch()
 
     def closed(self, conn: Conn) -> None:
         self.channels.pop(conn, None)
         self.subscriptions.pop(conn, None)
+        self._unwatch()
 
     def subscribe(self, conn: Conn, server: str, upstream_uri: str, uri: str, on: bool) -> None:
         """Record (or drop) ``conn``'s subscription to ``uri`` (served by ``server`` as ``upstream_uri``)."""
@@ -136,6 +160,7 @@ class ChangeFanout:
         assert notify is not None  # the dispatcher refuses listen without a stream
         stream = _Listen(frozenset(m for m, flag in LIST_CHANGED.items() if flag in honored))
         self.streams.add(stream)  # before the ack: a change during its write is queued, not lost
+        self._watch()
         try:
             await notify({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
                           "params": {"notifications": honored, "_meta": meta}})
@@ -143,6 +168,7 @@ class ChangeFanout:
                 await notify({"jsonrpc": "2.0", "method": method, "params": {"_meta": meta}})
         finally:
             self.streams.discard(stream)
+            self._unwatch()
         return {"_meta": meta}
 
     # -- events from the Hub -------------------------------------------------------------

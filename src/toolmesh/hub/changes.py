@@ -16,10 +16,14 @@ Hub's catalogue was invalidated, so whatever a listener triggers lists fresh dat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolmesh.hub.handle import ServerHandle
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -67,10 +71,44 @@ def untagged(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: ``subscriptions/listen`` filter flag → the notification it stands for.
+LIST_FLAGS = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
+
+
 class ChangeSource:
     """The Hub's listener registry (a mixin: keeps the Hub module small)."""
 
     _change_listeners: dict[object, ChangeListener]
+
+    if TYPE_CHECKING:
+        def server(self, name: str, *, tenant: str = ..., user: str | None = None) -> ServerHandle: ...
+
+    def watch(self, server: str, *, tenant: str = "default", user: str | None = None) -> Callable[[], None]:
+        """Keep ``server``'s connection open so its change notifications keep arriving.
+
+        The idle janitor skips a watched server, and the connection is opened now in the
+        background if there is none. Returns the release (idempotent). Raises
+        :class:`~toolmesh.errors.ServerNotFoundError` for an unknown server."""
+        handle = self.server(server, tenant=tenant, user=user)
+        handle.watchers += 1
+        if handle.conn is None:
+            tasks: set[asyncio.Task[Any]] = self.__dict__.setdefault("_watch_tasks", set())
+            task = asyncio.get_running_loop().create_task(_connect_quietly(handle))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                handle.watchers -= 1
+
+        return release
 
     def add_change_listener(self, callback: ChangeListener) -> Callable[[], None]:
         """Call ``callback(event)`` for every upstream change notification; returns the remover.
@@ -102,4 +140,12 @@ class ChangeSource:
                 log.exception("change listener %r failed for %s from %s", callback, method, server)
 
 
-__all__ = ["CHANGE_METHODS", "SUBSCRIPTION_ID", "ChangeEvent", "ChangeListener", "ChangeSource", "untagged"]
+async def _connect_quietly(handle: ServerHandle) -> None:
+    try:
+        await handle.connection()
+    except Exception as exc:  # the next call reconnects; watching is best effort
+        log.debug("watch: cannot connect %s yet: %s", handle.name, exc)
+
+
+__all__ = ["CHANGE_METHODS", "LIST_FLAGS", "SUBSCRIPTION_ID", "ChangeEvent", "ChangeListener", "ChangeSource",
+           "untagged"]

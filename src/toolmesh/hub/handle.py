@@ -25,6 +25,7 @@ from toolmesh.errors import (
 )
 from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.catalog import Catalog
+from toolmesh.hub.changes import LIST_FLAGS
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.mrtr import complete as complete_input
 from toolmesh.hub.mrtr import needs_input
@@ -74,6 +75,9 @@ class ServerHandle:
         self.sessions_lost = 0
         self._validators: dict[str, ArgumentValidator] = {}
         self.closed = False
+        #: Owners that need this connection kept open (Hub.watch): the idle janitor skips it.
+        self.watchers = 0
+        self._listen_acks = 0
 
     # -- connection -------------------------------------------------------------------
     async def connection(self) -> Connection:
@@ -143,6 +147,13 @@ class ServerHandle:
             # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
             self.catalog.invalidate()
             self._validators.clear()
+            self._listen_acks += 1
+            if self._listen_acks > 1 and not self.closed:
+                # Listeners' own clients may hold lists from before the gap: tell them to refetch.
+                honoured = params.get("notifications")
+                for flag, changed in LIST_FLAGS.items():
+                    if isinstance(honoured, dict) and honoured.get(flag) is True:
+                        self._hub._emit_change(self.tenant, self.user, self.name, changed, {})
         elif method == "notifications/message":
             log.info("server %s: %s", self.name, params.get("data"))
 

@@ -445,7 +445,8 @@ class Hub(ChangeSource):
         for servers in list(self._servers.values()):
             for h in list(servers.values()):
                 ttl = h.config.idle_ttl
-                if ttl is not None and h.conn is not None and h.limiter.in_flight == 0 and now - h.last_used > ttl:
+                if (ttl is not None and h.conn is not None and h.limiter.in_flight == 0 and not h.watchers
+                        and now - h.last_used > ttl):
                     await h.drop()
                     closed += 1
         return closed
