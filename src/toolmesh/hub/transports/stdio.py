@@ -47,6 +47,13 @@ class StdioConnection(StreamConnection):
         self._start_reader()
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
 
+    def _probe_timeout(self) -> float:
+        # The probe is the child's first message, so it also waits for the process to start (an
+        # interpreter importing its SDK on a busy machine can take seconds). Giving up early and
+        # falling back to initialize would reach a server that then adopts 2026-07-28 from the
+        # late probe and refuses the initialize on the same pipe.
+        return self.config.connect_timeout
+
     async def _read_loop(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         readline = self.proc.stdout.readline
