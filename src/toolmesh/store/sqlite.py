@@ -69,6 +69,25 @@ _WAKE = object()
 _STOP = _Stop()
 
 
+
+def _enable_wal(conn: sqlite3.Connection, wait: float = 10.0) -> None:
+    """Switch to WAL, retrying while another process holds the file.
+
+    Switching the journal mode can fail with "database is locked" at once, without the
+    busy handler, while another process is switching it or migrating (gateway workers
+    opening a new store together)."""
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
 class Store:
     """The embedded SQLite store. Use ``async with Store(path) as store`` or call :meth:`aclose`.
 
@@ -116,7 +135,7 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         try:
