@@ -305,3 +305,18 @@ async def test_tenant_concurrency_bound() -> None:
         results = await asyncio.gather(watch(), *calls)
         assert all(r.ok for r in results[1:])
         assert peak == 3
+
+
+async def test_slow_starting_stdio_server_still_connects(tmp_path: Path) -> None:
+    # The discover probe goes unanswered while the process starts; the server then reads it late
+    # and adopts 2026-07-28, so an initialize on the same pipe would be refused. The Hub starts a
+    # new process for the initialize instead (this one starts at once).
+    cmd, args = fixture_stdio_args()
+    config = ServerConfig(name="slow", command=cmd, args=[str(SERVERS / "slow_start.py"), str(tmp_path / "started"),
+                                                          "5", *args], connect_timeout=8)
+    async with Hub() as hub:
+        handle = await hub.register(config, connect=True)
+        assert handle.conn is not None
+        result = await hub.call_tool("slow", "add", {"a": 2, "b": 3})
+        assert result.ok, result.error
+        assert (tmp_path / "started").exists()

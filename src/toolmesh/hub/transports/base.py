@@ -73,6 +73,7 @@ class Connection(ABC):
         self.config = config
         self.identity = ServerIdentity()
         self.closed = False
+        self._probe_timed_out = False
         self.on_notification: NotificationHandler | None = None
         #: The last known definition of a tool, by name (the Hub's catalogue): transports that
         #: derive request headers from a tool's schema (HTTP ``Mcp-Param-*``) look it up here.
@@ -417,7 +418,13 @@ class Connection(ABC):
             return
         if pin == "auto" and await self._try_discover():
             return
+        if pin == "auto" and self._probe_timed_out:
+            await self._fresh_channel()
         await self._initialize(LEGACY if pin == "auto" else pin)
+
+    async def _fresh_channel(self) -> None:  # noqa: B027 - optional hook
+        """After an unanswered probe: a transport whose server may still adopt 2026-07-28 from
+        the late probe (one process, one pipe) starts over before ``initialize``."""
 
     async def _try_discover(self, *, retried: bool = False) -> bool:
         """Probe ``server/discover``; True when the server speaks the modern revision."""
@@ -436,8 +443,9 @@ class Connection(ABC):
                         f"server {self.config.name!r} supports only {supported}, none of which toolmesh speaks"
                     ) from exc
             return False
-        except (ToolTimeoutError, ProtocolError):
+        except (ToolTimeoutError, ProtocolError) as exc:
             self.identity.protocol = ""
+            self._probe_timed_out = isinstance(exc, ToolTimeoutError)
             return False
         versions = result.get("supportedVersions") or []
         if MODERN not in versions:
@@ -447,7 +455,8 @@ class Connection(ABC):
         return True
 
     def _probe_timeout(self) -> float:
-        return min(self.config.connect_timeout, 5.0)
+        # Half the connect budget at most: an unanswered probe must leave time for initialize.
+        return min(self.config.connect_timeout / 2, 5.0)
 
     async def _initialize(self, version: str) -> None:
         self.identity.protocol = version

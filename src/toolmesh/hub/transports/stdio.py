@@ -47,12 +47,13 @@ class StdioConnection(StreamConnection):
         self._start_reader()
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
 
-    def _probe_timeout(self) -> float:
-        # The probe is the child's first message, so it also waits for the process to start (an
-        # interpreter importing its SDK on a busy machine can take seconds). Giving up early and
-        # falling back to initialize would reach a server that then adopts 2026-07-28 from the
-        # late probe and refuses the initialize on the same pipe.
-        return self.config.connect_timeout
+    async def _fresh_channel(self) -> None:
+        # The probe went unanswered: a handshake-only server ignores it, but a slow-starting
+        # dual-era one (an interpreter importing its SDK on a busy machine) would still read it,
+        # adopt 2026-07-28 and refuse the initialize on this pipe. A new process starts clean.
+        await self._close()
+        self._broken = None
+        await self._open()
 
     async def _read_loop(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
