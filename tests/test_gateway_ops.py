@@ -207,9 +207,20 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
     endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
     config = config_for(upstream, otel={"endpoint": endpoint, "service_name": "tm-test"},
                         log={"format": "text", "level": "info"})
+    # A model that asks for add__add once, then answers: the agent-mode run's tool call gets a span too.
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [
+        {"when": {"last_role": "user", "has_tools": True},
+         "respond": {"tool_calls": [{"name": "add__add", "arguments": {"a": 2, "b": 3}}]}},
+        {"when": {"last_role": "tool"}, "respond": {"text": "it is {{tool_results}}"}}]}))
+    llm_port = free_port()
+    llm = ServerProcess([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", str(llm_port),
+                         "--rules", str(rules)], llm_port).start()
+    config["llm"] = {"deployments": [{"name": "scripted", "provider": "openai", "api_key": "k",
+                                      "base_url": f"http://127.0.0.1:{llm_port}/v1", "model": "deepseek-chat"}]}
     g = Gateway(tmp_path, config).start()
     try:
-        key = g.key("default", "mcp,admin")
+        key = g.key("default", "mcp,admin,chat")
         # The caller's trace (W3C traceparent) is joined: the gateway's span is its child.
         caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
         traced = httpx.post(g.url + "/mcp", timeout=60, headers={
@@ -220,10 +231,15 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
                   "params": {"name": "add__add", "arguments": {"a": 1, "b": 1}, "_meta": ENV}})
         assert traced.status_code == 200
         assert httpx.get(g.url + "/admin/servers", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        chat = httpx.post(g.url + "/v1/chat/completions", timeout=60, headers={"authorization": f"Bearer {key}"},
+                          json={"model": "deepseek-chat", "messages": [{"role": "user", "content": "2 + 3?"}]})
+        assert chat.status_code == 200 and "5" in chat.json()["choices"][0]["message"]["content"], chat.text
         spans: dict[str, Any] = {}
+        tool_spans: list[Any] = []
         deadline = time.monotonic() + 30
-        wanted = {"gateway mcp", "gateway admin", "tools/call add/add"}
-        while not wanted <= set(spans) and time.monotonic() < deadline:
+        wanted = {"gateway mcp", "gateway admin", "gateway openai", "tools/call add/add"}
+        while not (wanted <= set(spans) and len(tool_spans) >= 2) and time.monotonic() < deadline:
+            tool_spans = []
             for path, body in list(_Receiver.bodies):
                 assert path == "/v1/traces"
                 req = trace_pb.ExportTraceServiceRequest.FromString(body)
@@ -232,7 +248,13 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
                     for ss in rs.scope_spans:
                         for span in ss.spans:
                             spans[span.name] = (service, span)
+                            if span.name == "tools/call add/add":
+                                tool_spans.append(span)
             time.sleep(0.2)
+        _, run = spans["gateway openai"]  # the agent run's tool call: a child of the /v1 request's span
+        [agent_call] = [t for t in tool_spans if t.parent_span_id == run.span_id]
+        assert agent_call.trace_id == run.trace_id
+        assert {a.key: a.value.string_value for a in agent_call.attributes}["mcp.status"] == "ok"
         service, span = spans["gateway mcp"]
         attrs = {a.key: a.value for a in span.attributes}
         assert service == "tm-test"
@@ -242,8 +264,9 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
         assert span.end_time_unix_nano > span.start_time_unix_nano
         assert span.trace_id.hex() == caller_trace and span.parent_span_id.hex() == "00f067aa0ba902b7"
         assert "gateway admin" in spans
-        _, tool = spans["tools/call add/add"]  # the forwarded call: a child of the request's span
-        assert tool.trace_id == span.trace_id and tool.parent_span_id == span.span_id
+        # the forwarded call: a child of the request's span
+        [tool] = [t for t in tool_spans if t.parent_span_id == span.span_id]
+        assert tool.trace_id == span.trace_id
         tool_attrs = {a.key: a.value.string_value for a in tool.attributes}
         assert tool_attrs["mcp.server"] == "add" and tool_attrs["mcp.status"] == "ok"
         # log.format text: plain lines, not JSON.
@@ -251,6 +274,7 @@ def test_otel_spans_reach_an_otlp_http_receiver(tmp_path: Path, upstream: Server
         assert " INFO uvicorn.error: " in text and not text.lstrip().startswith("{")
     finally:
         g.stop()
+        llm.stop()
         receiver.shutdown()
 
 

@@ -98,7 +98,8 @@ def install_history(agent: Any) -> None:
 class AgentTurn:
     """One chat completion served by the agent runtime."""
 
-    __slots__ = ("call", "cfg", "finished", "gw", "principal", "question", "result", "run_id", "started", "user")
+    __slots__ = ("call", "cfg", "finished", "gw", "principal", "question", "result", "run_id", "spans", "started",
+                 "user")
 
     def __init__(self, gw: Gateway, principal: Principal, call: ChatCall, user: str, cfg: AgentConfig) -> None:
         last = call.messages[-1]
@@ -117,6 +118,8 @@ class AgentTurn:
         self.result: RunResult | None = None
         self.started: dict[str, tuple[str, dict[str, Any]]] = {}
         self.finished: list[ToolCallFinished] = []
+        #: Open tool-call spans by call id (tracing only).
+        self.spans: dict[str, Any] = {}
 
     async def _events(self) -> AsyncGenerator[AgentEvent, None]:
         call = self.call
@@ -125,12 +128,19 @@ class AgentTurn:
         token = _REQUEST_CONTEXT.set((system, earlier))
         agen = cast(AsyncGenerator[AgentEvent, None], self.gw.agent.stream(
             self.question, tenant=self.principal.tenant, user=self.user, conversation=call.session, config=self.cfg))
+        ops: Any = self.gw.extras.get("ops")
+        tracing = ops is not None and ops.tracing
         try:
             async for ev in agen:
                 if isinstance(ev, ToolCallStarted):
                     self.started[ev.id] = (ev.name, ev.arguments)
+                    if tracing:
+                        server, tool = self._route(ev.name)
+                        self.spans[ev.id] = ops.tool_span(server, tool)[0]
                 elif isinstance(ev, ToolCallFinished):
                     self.finished.append(ev)
+                    if (span := self.spans.pop(ev.id, None)) is not None:
+                        ops.end_tool_span(span, "ok" if ev.ok else "error")
                 elif isinstance(ev, Final):
                     self.result = ev.result
                 elif isinstance(ev, RunStarted):
@@ -140,6 +150,9 @@ class AgentTurn:
             await agen.aclose()
             with contextlib.suppress(ValueError):  # closed from another context: nothing to restore
                 _REQUEST_CONTEXT.reset(token)
+            for span in self.spans.values():  # cut off with the run
+                ops.end_tool_span(span, "cancelled")
+            self.spans.clear()
             self._audit()
 
     def _audit(self) -> None:
@@ -158,11 +171,14 @@ class AgentTurn:
 
     def _record(self, ev: ToolCallFinished) -> ToolCallRecord:
         name, args = self.started.get(ev.id, (ev.name, {}))
-        try:
-            server, tool = self.gw.hub.resolve(name, tenant=self.principal.tenant, user=self.user)
-        except Exception:  # an unknown name (the model made it up): audit it as such
-            server, tool = "", name
+        server, tool = self._route(name)
         return ToolCallRecord(ev.id, name, args, ev.ok, ev.latency_ms, ev.error, server, tool)
+
+    def _route(self, name: str) -> tuple[str, str]:
+        try:
+            return self.gw.hub.resolve(name, tenant=self.principal.tenant, user=self.user)
+        except Exception:  # an unknown name (the model made it up): recorded as such
+            return "", name
 
     def _refusal(self, result: RunResult) -> ApiError | None:
         """A run stopped by a budget before any model call produced nothing: that is a 429."""
