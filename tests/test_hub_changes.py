@@ -319,3 +319,40 @@ async def test_watched_server_stays_connected_while_idle(tm_http: ServerProcess)
         assert await hub.close_idle(later) == 1 and handle.conn is None
         with pytest.raises(ServerNotFoundError):
             hub.watch("nope", tenant="acme")
+
+
+@pytest.mark.parametrize("protocol", [MODERN, LEGACY])
+async def test_watch_resource_in_both_eras(tm_http: ServerProcess, protocol: str) -> None:
+    async with Hub() as hub:
+        events = Events()
+        hub.add_change_listener(events)
+        handle = await connected(hub, http_config(tm_http, protocol))
+        opened = listens(handle)
+        release = await hub.watch_resource("up", "changes://doc", tenant="acme")
+        assert release is not None
+        second = await hub.watch_resource("up", "changes://doc", tenant="acme")  # counted, not asked twice
+        assert second is not None and handle.resource_watch == {"changes://doc": 2}
+        if protocol == MODERN:
+            await until(lambda: listens(handle) > opened)  # the stream was replaced to ask for the URI
+        await hub.call_tool("up", "touch", {"uri": "changes://doc"}, tenant="acme")
+        event = await events.next()
+        assert (event.server, event.method, event.params) == ("up", UPDATED, {"uri": "changes://doc"})
+        assert len(events.seen) == 1  # replacing the stream is no gap: no list_changed announced
+        await second()
+        await release()
+        await release()  # idempotent
+        assert handle.resource_watch == {}
+        if protocol == MODERN:
+            await until(lambda: listens(handle) > opened + 1)
+        # Unwatched: a touch is silent, the next list change still arrives.
+        await hub.call_tool("up", "touch", {"uri": "changes://doc"}, tenant="acme")
+        await hub.call_tool("up", "add_tool", {"name": "after"}, tenant="acme")
+        assert (await events.next()).method == TOOLS_CHANGED
+        assert [e.method for e in events.seen] == [UPDATED, TOOLS_CHANGED]
+
+
+async def test_watch_resource_refused_without_a_listen_stream(quiet_http: ServerProcess) -> None:
+    async with Hub() as hub:
+        await hub.register(http_config(quiet_http, "auto"), tenant="acme", connect=True)
+        assert await hub.watch_resource("up", "changes://doc", tenant="acme") is None
+        assert hub.server("up", tenant="acme").resource_watch == {}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +107,27 @@ class ChangeSource:
             if not released:
                 released = True
                 handle.watchers -= 1
+
+        return release
+
+    async def watch_resource(self, server: str, uri: str, *, tenant: str = "default",
+                             user: str | None = None) -> Callable[[], Awaitable[None]] | None:
+        """Ask ``server`` for ``notifications/resources/updated`` of ``uri`` (they reach the change
+        listeners); returns the async release, or ``None`` when the server cannot send them.
+
+        Counted per URI: the server is asked once however many owners watch it. Handshake era:
+        ``resources/subscribe`` on the session; 2026-07-28: the URI joins the connection's
+        ``subscriptions/listen`` filter (the stream is replaced at once)."""
+        handle = self.server(server, tenant=tenant, user=user)
+        if not await handle.watch_resource(uri, True):
+            return None
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                await handle.watch_resource(uri, False)
 
         return release
 

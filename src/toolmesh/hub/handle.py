@@ -77,6 +77,8 @@ class ServerHandle:
         self.closed = False
         #: Owners that need this connection kept open (Hub.watch): the idle janitor skips it.
         self.watchers = 0
+        #: Resource URI → how many owners want its ``notifications/resources/updated``.
+        self.resource_watch: dict[str, int] = {}
         self._listen_acks = 0
 
     # -- connection -------------------------------------------------------------------
@@ -102,6 +104,7 @@ class ServerHandle:
             conn = make_connection(self.config, caps if caps is not None else self._hub.client_capabilities)
             conn.on_notification = self._on_notification
             conn.tool_definition = self.catalog.tool
+            conn.resource_uris = self._resource_uris
             try:
                 await conn.start()
             except ToolmeshError:
@@ -113,6 +116,8 @@ class ServerHandle:
                 self._last_failure_at = time.monotonic()
                 raise ConnectionFailedError(f"server {self.name!r}: cannot connect: {exc}") from exc
             self._connect_failures = 0
+            if not conn.modern and self.resource_watch:
+                await self._subscribe_all(conn)
             self.connects += 1
             if self.connects == 1:
                 self._hub._metrics.record_connect(self.label)
@@ -148,7 +153,8 @@ class ServerHandle:
             self.catalog.invalidate()
             self._validators.clear()
             self._listen_acks += 1
-            if self._listen_acks > 1 and not self.closed:
+            loop = getattr(self.conn, "_listen_loop", None)
+            if self._listen_acks > 1 and not self.closed and not (loop is not None and loop.last_ack_refilter):
                 # Listeners' own clients may hold lists from before the gap: tell them to refetch.
                 honoured = params.get("notifications")
                 for flag, changed in LIST_FLAGS.items():
@@ -156,6 +162,45 @@ class ServerHandle:
                         self._hub._emit_change(self.tenant, self.user, self.name, changed, {})
         elif method == "notifications/message":
             log.info("server %s: %s", self.name, params.get("data"))
+
+    # -- resource subscriptions -------------------------------------------------------------
+    def _resource_uris(self) -> list[str]:
+        return sorted(self.resource_watch)
+
+    async def watch_resource(self, uri: str, on: bool) -> bool:
+        """Count one owner in (or out) of ``uri``'s updates; False if the server cannot send them.
+
+        Handshake era: ``resources/(un)subscribe`` on the session (again after a reconnect).
+        2026-07-28: the connection's listen stream is replaced by one that also asks for the URI."""
+        count = self.resource_watch.get(uri, 0) + (1 if on else -1)
+        if count > 0:
+            self.resource_watch[uri] = count
+        else:
+            self.resource_watch.pop(uri, None)
+        if (on and count != 1) or (not on and count != 0):
+            return True
+        try:
+            conn = await self.connection()
+            if conn.modern:
+                loop = getattr(conn, "_listen_loop", None)
+                if loop is None or not loop.active:
+                    raise ConnectionFailedError(f"server {self.name!r} keeps no listen stream")
+                loop.refilter()
+            else:
+                await conn.request("resources/subscribe" if on else "resources/unsubscribe", {"uri": uri})
+        except Exception as exc:
+            if on:
+                self.resource_watch.pop(uri, None)
+                log.info("server %s: cannot watch %s: %s", self.name, uri, exc)
+                return False
+        return True
+
+    async def _subscribe_all(self, conn: Connection) -> None:
+        for uri in list(self.resource_watch):
+            try:
+                await conn.request("resources/subscribe", {"uri": uri})
+            except Exception as exc:  # the others still count
+                log.info("server %s: cannot re-subscribe to %s: %s", self.name, uri, exc)
 
     async def request(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         """One raw request with reconnect-once on a lost session."""

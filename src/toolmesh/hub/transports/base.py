@@ -78,6 +78,8 @@ class Connection(ABC):
         #: The last known definition of a tool, by name (the Hub's catalogue): transports that
         #: derive request headers from a tool's schema (HTTP ``Mcp-Param-*``) look it up here.
         self.tool_definition: Callable[[str], dict[str, Any] | None] | None = None
+        #: The resource URIs to ask a 2026-07-28 listen stream for (the Hub's subscriptions).
+        self.resource_uris: Callable[[], list[str]] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int | str, Pending] = {}
         self._sweeper: asyncio.TimerHandle | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ MAX_DELAY = 30.0
 
 #: Opens the stream once and reads it until it ends: ``open_once(notifications, loop)``. Returns
 #: when the server ended the stream (or answered with a result); raises when it failed.
-OpenOnce = Callable[[dict[str, Any], "ListenLoop"], Awaitable[None]]
+OpenOnce = Callable[[dict[str, Any], "ListenLoop"], Coroutine[Any, Any, None]]
 
 
 class ListenRefused(Exception):
@@ -64,9 +64,14 @@ class ListenLoop:
         self.notifications = notifications
         self._open_once = open_once
         self._task: asyncio.Task[None] | None = None
+        self._current: asyncio.Task[None] | None = None
         #: Streams the server acknowledged so far (the first one and every reopening).
         self.opened = 0
         self._acked = False
+        self._refiltering = False
+        #: Whether the last acknowledged stream replaced one only to change its resource URIs
+        #: (no gap: nothing was missed).
+        self.last_ack_refilter = False
 
     @classmethod
     def start_for(cls, conn: Connection, open_once: OpenOnce) -> ListenLoop | None:
@@ -87,6 +92,25 @@ class ListenLoop:
         """The transport saw the server's acknowledgement of the current stream."""
         self._acked = True
         self.opened += 1
+        self.last_ack_refilter = self._refiltering
+        self._refiltering = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the loop still keeps (or is about to open) a stream."""
+        return self._task is not None and not self._task.done()
+
+    def refilter(self) -> None:
+        """The resource URIs to watch changed: replace the current stream by one asking for them now."""
+        self._refiltering = True
+        current = self._current
+        if current is not None and not current.done():
+            current.cancel()
+
+    def _filter(self) -> dict[str, Any]:
+        assert self.notifications is not None
+        uris = self.conn.resource_uris() if self.conn.resource_uris is not None else []
+        return {**self.notifications, "resourceSubscriptions": uris} if uris else self.notifications
 
     async def _run(self) -> None:
         delay = FIRST_DELAY
@@ -102,9 +126,15 @@ class ListenLoop:
                 return
         while self.conn.alive:
             self._acked = False
+            self._current = asyncio.get_running_loop().create_task(self._open_once(self._filter(), self))
             try:
-                await self._open_once(self.notifications, self)
+                await self._current
                 log.info("server %s ended its listen stream; listening again", name)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if (task is not None and task.cancelling()) or not self._refiltering:
+                    raise
+                continue  # replaced for a new filter: reopen at once
             except ListenRefused as exc:
                 log.info("server %s: no change notifications: %s", name, exc)
                 return
