@@ -169,16 +169,21 @@ async def test_sdk_client_listen_through_the_gateway(gw: Gateway, key: str) -> N
     http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30)
     async with Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode=PV) as c:
         before = {t.name for t in (await c.list_tools()).tools}
-        async with c.listen(tools_list_changed=True, resource_subscriptions=["changes://doc"]) as sub:
-            # List changes are honoured; resource subscriptions on this revision are not.
+        wanted = ["chg+changes://doc", "changes://doc"]  # served prefixed (both upstreams have it): the 2nd is unknown
+        async with c.listen(tools_list_changed=True, resource_subscriptions=wanted) as sub:
             assert sub.honored.tools_list_changed is True
-            assert not sub.honored.resource_subscriptions
+            assert sub.honored.resource_subscriptions == ["chg+changes://doc"]
+            events = sub.__aiter__()
             name = fresh()
             await c.call_tool("chg__add_tool", {"name": name})
-            event = await asyncio.wait_for(sub.__aiter__().__anext__(), WAIT)
+            event = await asyncio.wait_for(events.__anext__(), WAIT)
             assert type(event).__name__ == "ToolsListChanged"
             after = {t.name for t in (await c.list_tools()).tools}
             assert after - before == {f"chg__{name}"}
+            # The upstream's update of the watched resource arrives under the served URI.
+            await c.call_tool("chg__touch", {"uri": "changes://doc"})
+            event = await asyncio.wait_for(events.__anext__(), WAIT)
+            assert type(event).__name__ == "ResourceUpdated" and event.uri == "chg+changes://doc"  # type: ignore[attr-defined]
 
 
 async def test_sdk_handshake_client_gets_list_changed(gw: Gateway, key: str) -> None:

@@ -8,8 +8,9 @@ receive them:
 * handshake-era clients with an outbound channel (a WebSocket, a legacy SSE stream, or a
   Streamable HTTP session's GET stream) get ``notifications/{tools,prompts,resources}/list_changed``
   and ``notifications/resources/updated`` for the URIs they subscribed to;
-* 2026-07-28 clients get the list kinds they asked for on a ``subscriptions/listen`` stream
-  (resource subscriptions are not honoured there, and the acknowledgement says so).
+* 2026-07-28 clients get the list kinds they asked for on a ``subscriptions/listen`` stream,
+  and updates of the resource URIs they named that the view can route to an upstream able to
+  send them (the acknowledgement lists those; the Hub watches them upstream while the stream lasts).
 
 A change reaches the gateway once per upstream connection (a server can have a 2026-07-28
 and a handshake-era connection), so events coalesce: one notification per kind per window.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from toolmesh.errors import ServerNotFoundError
@@ -44,19 +45,22 @@ COALESCE_S = 0.05
 #: Notifications queued for one listen stream whose client is not reading before it is ended.
 _BACKLOG = 1000
 _END: Any = object()
+RouteUri = Callable[[str], Awaitable[tuple[str, str] | None]]
 
 
 class _Listen:
     """One 2026-07-28 ``subscriptions/listen`` stream."""
 
-    __slots__ = ("kinds", "queue")
+    __slots__ = ("kinds", "queue", "resources")
 
     def __init__(self, kinds: frozenset[str]) -> None:
         self.kinds = kinds
+        #: (server, upstream URI) → the URI the client asked for.
+        self.resources: dict[tuple[str, str], str] = {}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
 
-    def put(self, method: str) -> None:
-        self.queue.put_nowait(method if self.queue.qsize() < _BACKLOG else _END)
+    def put(self, method: str, params: dict[str, Any] | None = None) -> None:
+        self.queue.put_nowait((method, params or {}) if self.queue.qsize() < _BACKLOG else _END)
 
 
 class ChangeFanout:
@@ -146,30 +150,58 @@ class ChangeFanout:
             subs.pop((server, upstream_uri), None)
 
     # -- 2026-07-28 ----------------------------------------------------------------------
-    async def listen(self, req: Req) -> dict[str, Any]:
-        """``subscriptions/listen``: acknowledge, stream the requested list changes until the client leaves."""
+    async def listen(self, req: Req, route: RouteUri) -> dict[str, Any]:
+        """``subscriptions/listen``: acknowledge, then stream the requested changes until the client leaves.
+
+        ``route`` maps a served resource URI to (server, upstream URI), or None."""
         wanted = req.params.get("notifications")
         if type(wanted) is not dict:
             raise RpcError(INVALID_PARAMS, "subscriptions/listen: 'notifications' must be an object")
         uris = wanted.get("resourceSubscriptions")
         if uris is not None and (type(uris) is not list or any(type(u) is not str for u in uris)):
             raise RpcError(INVALID_PARAMS, "subscriptions/listen: 'resourceSubscriptions' must be a list of strings")
-        honored = {flag: True for flag in LIST_CHANGED.values() if wanted.get(flag) is True}
+        honored: dict[str, Any] = {flag: True for flag in LIST_CHANGED.values() if wanted.get(flag) is True}
         meta = {SUBSCRIPTION_ID: req.id}
         notify = req.notify
         assert notify is not None  # the dispatcher refuses listen without a stream
         stream = _Listen(frozenset(m for m, flag in LIST_CHANGED.items() if flag in honored))
         self.streams.add(stream)  # before the ack: a change during its write is queued, not lost
         self._watch()
+        releases: list[Callable[[], Awaitable[None]]] = []
         try:
+            for uri in dict.fromkeys(uris or ()):
+                release = await self._watch_resource(uri, route)
+                if release is not None:
+                    releases.append(release[0])
+                    stream.resources[release[1]] = uri
+            if stream.resources:
+                honored["resourceSubscriptions"] = list(stream.resources.values())
             await notify({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
                           "params": {"notifications": honored, "_meta": meta}})
-            while (method := await stream.queue.get()) is not _END:
-                await notify({"jsonrpc": "2.0", "method": method, "params": {"_meta": meta}})
+            while (item := await stream.queue.get()) is not _END:
+                await notify({"jsonrpc": "2.0", "method": item[0], "params": {**item[1], "_meta": meta}})
         finally:
             self.streams.discard(stream)
             self._unwatch()
+            for release_one in releases:
+                with contextlib.suppress(Exception):
+                    await release_one()
         return {"_meta": meta}
+
+    async def _watch_resource(self, uri: str, route: RouteUri
+                              ) -> tuple[Callable[[], Awaitable[None]], tuple[str, str]] | None:
+        """Have the upstream serving ``uri`` send its updates; None when it cannot (not honoured)."""
+        if self._hub is None:
+            return None
+        try:
+            found = await route(uri)
+            if found is None:
+                return None
+            release = await self._hub.watch_resource(found[0], found[1], tenant=self.tenant)
+        except Exception as exc:
+            log.debug("listen: not watching %s: %s", uri, exc)
+            return None
+        return (release, found) if release is not None else None
 
     # -- events from the Hub -------------------------------------------------------------
     def on_change(self, event: ChangeEvent) -> None:
@@ -198,10 +230,14 @@ class ChangeFanout:
                 if conn.initialized:
                     self._send(conn, {"jsonrpc": "2.0", "method": method})
         for key, params in updates.items():
+            extra = {k: v for k, v in params.items() if k not in ("uri", "_meta")}
+            for stream in self.streams:
+                uri = stream.resources.get(key)
+                if uri is not None:
+                    stream.put(RESOURCE_UPDATED, {**extra, "uri": uri})
             for conn, subs in self.subscriptions.items():
                 uri = subs.get(key)
                 if uri is not None and conn in self.channels:
-                    extra = {k: v for k, v in params.items() if k not in ("uri", "_meta")}
                     self._send(conn, {"jsonrpc": "2.0", "method": RESOURCE_UPDATED, "params": {**extra, "uri": uri}})
 
     def _send(self, conn: Conn, message: dict[str, Any]) -> None:

@@ -159,7 +159,13 @@ class GatewayDispatcher(Dispatcher):
         if req.notify is None:
             raise RpcError(INVALID_REQUEST,
                            "subscriptions/listen needs a streaming response (Accept: text/event-stream)")
-        return await self.changes.listen(req)
+        return await self.changes.listen(req, self._route_uri_quietly)
+
+    async def _route_uri_quietly(self, uri: str) -> tuple[str, str] | None:
+        try:
+            return await self.view.route_uri(uri)
+        except Exception:
+            return None
 
     async def initialize(self, req: Req) -> dict[str, Any]:
         return handshake(req, self.legacy_caps, self.server_info)

@@ -34,6 +34,8 @@ FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "resource
 #: Wait before reopening a stream that ended or failed: doubles up to the maximum, seconds.
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
+#: A stream replaced for a new filter is retired when its successor is acknowledged, at the latest after this.
+RETIRE_AFTER = 10.0
 
 #: Opens the stream once and reads it until it ends: ``open_once(notifications, loop)``. Returns
 #: when the server ended the stream (or answered with a result); raises when it failed.
@@ -69,6 +71,7 @@ class ListenLoop:
         self.opened = 0
         self._acked = False
         self._refiltering = False
+        self._replaced: asyncio.Task[None] | None = None
         #: Whether the last acknowledged stream replaced one only to change its resource URIs
         #: (no gap: nothing was missed).
         self.last_ack_refilter = False
@@ -94,6 +97,9 @@ class ListenLoop:
         self.opened += 1
         self.last_ack_refilter = self._refiltering
         self._refiltering = False
+        replaced, self._replaced = self._replaced, None
+        if replaced is not None and not replaced.done():
+            replaced.cancel()
 
     @property
     def active(self) -> bool:
@@ -101,11 +107,22 @@ class ListenLoop:
         return self._task is not None and not self._task.done()
 
     def refilter(self) -> None:
-        """The resource URIs to watch changed: replace the current stream by one asking for them now."""
+        """The resource URIs to watch changed: open a stream asking for them now; the current one is
+        retired once the new one is acknowledged, so no event falls between the two (one may
+        arrive twice)."""
+        if self._task is None or self._task.done() or self.notifications is None:
+            return
+        old = self._current
+        if old is None or old.done():
+            return  # between streams: the next one is opened with the new filter
         self._refiltering = True
-        current = self._current
-        if current is not None and not current.done():
-            current.cancel()
+        if self._replaced is not None and not self._replaced.done():
+            self._replaced.cancel()
+        self._replaced = old
+        self._acked = False
+        self._current = asyncio.get_running_loop().create_task(self._open_once(self._filter(), self))
+        # Should the new stream never be acknowledged, the old one still goes.
+        asyncio.get_running_loop().call_later(RETIRE_AFTER, old.cancel)
 
     def _filter(self) -> dict[str, Any]:
         assert self.notifications is not None
@@ -125,20 +142,26 @@ class ListenLoop:
             if not self.notifications:
                 return
         while self.conn.alive:
-            self._acked = False
-            self._current = asyncio.get_running_loop().create_task(self._open_once(self._filter(), self))
+            task = self._current
+            if task is None or task.done():
+                self._acked = False
+                task = self._current = asyncio.get_running_loop().create_task(self._open_once(self._filter(), self))
             try:
-                await self._current
+                await task
+                if task is not self._current:
+                    continue  # a stream replaced for a new filter ended: its successor runs
                 log.info("server %s ended its listen stream; listening again", name)
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if (task is not None and task.cancelling()) or not self._refiltering:
+                me = asyncio.current_task()
+                if (me is not None and me.cancelling()) or task is self._current:
                     raise
-                continue  # replaced for a new filter: reopen at once
+                continue  # the replaced stream, retired on purpose
             except ListenRefused as exc:
                 log.info("server %s: no change notifications: %s", name, exc)
                 return
             except Exception as exc:  # optional: losing the stream never fails a call
+                if task is not self._current:
+                    continue
                 log.info("server %s: listen stream failed: %s", name, exc)
             if not self.conn.alive:
                 return
@@ -148,6 +171,9 @@ class ListenLoop:
             delay = min(delay * 2, MAX_DELAY)
 
     async def stop(self) -> None:
+        for stream in (self._current, self._replaced):
+            if stream is not None and not stream.done():
+                stream.cancel()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
