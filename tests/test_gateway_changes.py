@@ -4,6 +4,7 @@ resources/updated, on the GET stream, WebSocket, legacy SSE and 2026-07-28 subsc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -197,9 +198,16 @@ async def test_sdk_handshake_client_gets_list_changed(gw: Gateway, key: str) -> 
     async with Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode="legacy",
                       message_handler=handler) as c:
         await c.list_tools()
-        name = fresh()
-        await c.call_tool("chg__add_tool", {"name": name})
-        assert isinstance(await asyncio.wait_for(seen.get(), WAIT), ToolListChangedNotification)
+        # The SDK opens its GET stream in the background after initialize: a change made before
+        # it is open has nowhere to go, so change again until one is heard (each change adds a tool).
+        got = None
+        for _ in range(5):
+            name = fresh()
+            await c.call_tool("chg__add_tool", {"name": name})
+            with contextlib.suppress(TimeoutError):
+                got = await asyncio.wait_for(seen.get(), WAIT / 4)
+                break
+        assert isinstance(got, ToolListChangedNotification)
         assert f"chg__{name}" in {t.name for t in (await c.list_tools()).tools}
 
 
