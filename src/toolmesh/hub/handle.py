@@ -9,6 +9,7 @@ with exponential backoff; idle connections are closed by the Hub's janitor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -185,7 +186,11 @@ class ServerHandle:
                 loop = getattr(conn, "_listen_loop", None)
                 if loop is None or not loop.active:
                     raise ConnectionFailedError(f"server {self.name!r} keeps no listen stream")
-                loop.refilter()
+                acked = loop.refilter()
+                if acked is not None and on:
+                    # Watching starts when the server acknowledged the new filter (bounded wait).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(acked, self.config.connect_timeout)
             else:
                 await conn.request("resources/subscribe" if on else "resources/unsubscribe", {"uri": uri})
         except Exception as exc:

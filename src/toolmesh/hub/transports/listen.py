@@ -72,6 +72,7 @@ class ListenLoop:
         self._acked = False
         self._refiltering = False
         self._replaced: asyncio.Task[None] | None = None
+        self._ack_waiters: list[asyncio.Future[None]] = []
         #: Whether the last acknowledged stream replaced one only to change its resource URIs
         #: (no gap: nothing was missed).
         self.last_ack_refilter = False
@@ -100,21 +101,27 @@ class ListenLoop:
         replaced, self._replaced = self._replaced, None
         if replaced is not None and not replaced.done():
             replaced.cancel()
+        waiters, self._ack_waiters = self._ack_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def active(self) -> bool:
         """Whether the loop still keeps (or is about to open) a stream."""
         return self._task is not None and not self._task.done()
 
-    def refilter(self) -> None:
+    def refilter(self) -> asyncio.Future[None] | None:
         """The resource URIs to watch changed: open a stream asking for them now; the current one is
         retired once the new one is acknowledged, so no event falls between the two (one may
-        arrive twice)."""
+        arrive twice). Returns a future done at that acknowledgement (None: nothing to wait for)."""
         if self._task is None or self._task.done() or self.notifications is None:
-            return
+            return None
         old = self._current
         if old is None or old.done():
-            return  # between streams: the next one is opened with the new filter
+            return None  # between streams: the next one is opened with the new filter
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters.append(acked)
         self._refiltering = True
         if self._replaced is not None and not self._replaced.done():
             self._replaced.cancel()
@@ -123,6 +130,7 @@ class ListenLoop:
         self._current = asyncio.get_running_loop().create_task(self._open_once(self._filter(), self))
         # Should the new stream never be acknowledged, the old one still goes.
         asyncio.get_running_loop().call_later(RETIRE_AFTER, old.cancel)
+        return acked
 
     def _filter(self) -> dict[str, Any]:
         assert self.notifications is not None
