@@ -85,7 +85,7 @@ def stdio_config(protocol: str, *extra: str) -> ServerConfig:
 
 def listens(handle: ServerHandle) -> int:
     """How many listen streams the server acknowledged on the current connection."""
-    loop = getattr(handle.conn, "_listen_loop", None)
+    loop = getattr(handle.conn, "listen_loop", None)
     return loop.opened if loop is not None else 0
 
 
@@ -231,7 +231,7 @@ async def test_no_listen_stream_without_list_changed(quiet_http: ServerProcess) 
     async with Hub() as hub:
         handle = await hub.register(http_config(quiet_http, "auto"), tenant="acme", connect=True)
         assert handle.conn is not None and handle.conn.modern
-        assert getattr(handle.conn, "_listen_loop", "missing") is None  # discover said: nothing to listen for
+        assert getattr(handle.conn, "listen_loop", "missing") is None  # discover said: nothing to listen for
         assert (await hub.call_tool("up", "add_tool", {"name": "x"}, tenant="acme")).ok
 
 
@@ -239,12 +239,12 @@ async def test_pinned_modern_connection_discovers_before_listening(quiet_http: S
                                                                    tm_http: ServerProcess) -> None:
     async with Hub() as hub:
         quiet = await hub.register(http_config(quiet_http, MODERN), tenant="acme", connect=True)
-        loop: Any = getattr(quiet.conn, "_listen_loop", None)
+        loop: Any = getattr(quiet.conn, "listen_loop", None)
         assert loop is not None and loop._task is not None  # a pinned connection skipped server/discover
         await asyncio.wait_for(asyncio.shield(loop._task), WAIT)  # ...asks it, finds no listChanged, stops
         assert loop.opened == 0 and loop.notifications == {}
         chatty = await connected(hub, http_config(tm_http, MODERN, name="chatty"))
-        chatty_loop: Any = getattr(chatty.conn, "_listen_loop", None)
+        chatty_loop: Any = getattr(chatty.conn, "listen_loop", None)
         assert chatty_loop is not None and chatty_loop.notifications == {
             "toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
 
@@ -298,7 +298,7 @@ async def test_listen_stream_closes_with_the_connection(tm_http: ServerProcess) 
         events = Events()
         hub.add_change_listener(events)
         handle = await connected(hub, http_config(tm_http, MODERN))
-        loop: Any = getattr(handle.conn, "_listen_loop", None)
+        loop: Any = getattr(handle.conn, "listen_loop", None)
         assert loop is not None and loop._task is not None and not loop._task.done()
         await hub.unregister("up", tenant="acme")
         assert loop._task.done()

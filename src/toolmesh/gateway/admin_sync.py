@@ -142,19 +142,10 @@ class Overlay:
         if existing is not None and existing.config.model_dump() == cfg.model_dump():
             return
         # The Gateway's helpers also handle the server's handshake-era twin connection.
-        register = getattr(self.gw, "register_server", None)
-        if register is not None:
-            await register(cfg, tenant)
-            return
-        await self._unregister(cfg.name, tenant)
-        await self.gw.hub.register(cfg, tenant=tenant)
+        await self.gw.register_server(cfg, tenant)
 
     async def _unregister(self, name: str, tenant: str) -> None:
-        unregister = getattr(self.gw, "unregister_server", None)
-        if unregister is not None:
-            await unregister(name, tenant)
-        else:
-            await self.gw.hub.unregister(name, tenant=tenant)
+        await self.gw.unregister_server(name, tenant)
 
     # -- views -----------------------------------------------------------------------------
     def source(self, tenant: str, name: str) -> str | None:

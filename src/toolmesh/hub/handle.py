@@ -154,7 +154,7 @@ class ServerHandle:
             self.catalog.invalidate()
             self._validators.clear()
             self._listen_acks += 1
-            loop = getattr(self.conn, "_listen_loop", None)
+            loop = self.conn.listen_loop if self.conn is not None else None
             if self._listen_acks > 1 and not self.closed and not (loop is not None and loop.last_ack_refilter):
                 # Listeners' own clients may hold lists from before the gap: tell them to refetch.
                 honoured = params.get("notifications")
@@ -183,7 +183,7 @@ class ServerHandle:
         try:
             conn = await self.connection()
             if conn.modern:
-                loop = getattr(conn, "_listen_loop", None)
+                loop = conn.listen_loop
                 if loop is None or not loop.active:
                     raise ConnectionFailedError(f"server {self.name!r} keeps no listen stream")
                 acked = loop.refilter()

@@ -21,7 +21,7 @@ import itertools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolmesh.errors import (
     ConnectionFailedError,
@@ -60,12 +60,18 @@ __all__ = [
     "ServerIdentity", "ServerRequestHandler",
 ]
 
+if TYPE_CHECKING:
+    from toolmesh.hub.transports.listen import ListenLoop
+
 log = logging.getLogger("toolmesh.hub")
 
 
 
 class Connection(ABC):
     """One live connection to one MCP server. Created closed; ``start()`` opens it."""
+
+    #: The 2026-07-28 ``subscriptions/listen`` stream keeper (transports that keep one; else None).
+    listen_loop: ListenLoop | None = None
 
     def __init__(self, config: ServerConfig, client_capabilities: dict[str, Any] | None = None) -> None:
         """``client_capabilities`` (else ``config.client_capabilities``, else roots only) is what

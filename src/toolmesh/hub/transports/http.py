@@ -61,7 +61,6 @@ class HttpConnection(Connection):
     pool: FastHttpPool | None = None
     session_id: str | None = None
     _listener: asyncio.Task[None] | None = None
-    _listen_loop: ListenLoop | None = None
     _aio: aiohttp.ClientSession | None = None
 
     async def _open(self) -> None:
@@ -260,7 +259,7 @@ class HttpConnection(Connection):
 
     async def _negotiate(self) -> None:
         await super()._negotiate()
-        self._listen_loop = ListenLoop.start_for(self, self._listen_modern)
+        self.listen_loop = ListenLoop.start_for(self, self._listen_modern)
         if self._listener is not None:
             # Have the GET stream in place before the first call, so a server that routes
             # messages to "the" GET stream never sees it open mid-call (bounded wait: optional).
@@ -330,8 +329,8 @@ class HttpConnection(Connection):
                 await self._dispatch(item)
 
     async def _close(self) -> None:
-        if self._listen_loop is not None:
-            await self._listen_loop.stop()
+        if self.listen_loop is not None:
+            await self.listen_loop.stop()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -25,7 +25,6 @@ class StreamConnection(Connection):
 
     _reader: asyncio.Task[None] | None = None
     _broken: BaseException | None = None
-    _listen_loop: ListenLoop | None = None
 
     @abstractmethod
     async def _write(self, data: bytes) -> None:
@@ -79,7 +78,7 @@ class StreamConnection(Connection):
 
     async def _negotiate(self) -> None:
         await super()._negotiate()
-        self._listen_loop = ListenLoop.start_for(self, self._listen_modern)
+        self.listen_loop = ListenLoop.start_for(self, self._listen_modern)
 
     async def _listen_modern(self, notifications: dict[str, Any], loop: ListenLoop) -> None:
         """One 2026-07-28 ``subscriptions/listen`` request: its id stays pending while the server
@@ -96,13 +95,13 @@ class StreamConnection(Connection):
         check_final(response, self.config.name)
 
     async def _handle_notification(self, method: str, params: dict[str, Any]) -> None:
-        if method == LISTEN_ACK and self._listen_loop is not None:
-            self._listen_loop.acknowledged()
+        if method == LISTEN_ACK and self.listen_loop is not None:
+            self.listen_loop.acknowledged()
         await super()._handle_notification(method, params)
 
     async def _stop_reader(self) -> None:
-        if self._listen_loop is not None:
-            await self._listen_loop.stop()
+        if self.listen_loop is not None:
+            await self.listen_loop.stop()
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             try:
