@@ -15,19 +15,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
 
-from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.admin import AdminApi
 from toolmesh.gateway.config import GatewaySettings
+from toolmesh.gateway.mcp import McpRoutes
+from toolmesh.gateway.openai import OpenAIApi
+from toolmesh.gateway.ops import Ops
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import PRINCIPAL_KEY, ASGIApp, Receive, Scope, Send, send_error
+from toolmesh.gateway.web import PRINCIPAL_KEY, send_error
 from toolmesh.hub.configfile import ToolmeshConfig
+from toolmesh.net.asgi import Message, Receive, Scope, Send
 from toolmesh.servers.guard import is_loopback
 
 log = logging.getLogger("toolmesh.gateway")
 
 _MCP_TAILS = ("mcp", "sse", "messages", "ws")
 _SCOPE_OF = {"v1": "chat", "admin": "admin"}
+
+
+@dataclass(slots=True)
+class SubApps:
+    """The sub-apps of a started gateway, built together in the lifespan."""
+
+    ops: Ops
+    mcp: McpRoutes
+    openai: OpenAIApi
+    admin: AdminApi
 
 
 class GatewayApp:
@@ -44,35 +58,24 @@ class GatewayApp:
         self.settings = settings or GatewaySettings.from_section(config.section("gateway"), config.source)
         self.store_path = store_path
         self.gw: Gateway | None = None
+        self.apps: SubApps | None = None
         self._hosts = _allowed_hosts(self.settings)
         self._origins = frozenset(o.rstrip("/").lower() for o in self.settings.allowed_origins)
-        self.mcp: Any = None
-        self.openai: ASGIApp | None = None
-        self.admin: ASGIApp | None = None
-        self.ops: Any = None
 
     # -- lifespan ------------------------------------------------------------------------
     async def startup(self) -> Gateway:
         """Build the gateway and its sub-apps (also usable without an ASGI server, in tests)."""
-        from toolmesh.gateway.admin import AdminApi
-        from toolmesh.gateway.mcp import McpRoutes
-        from toolmesh.gateway.openai_api import OpenAIApi
-        from toolmesh.gateway.ops import Ops
-
         gw = await Gateway.create(self.config, self.settings, store_path=self.store_path)
         self.gw = gw
-        self.ops = Ops(gw)
-        self.mcp = McpRoutes(gw)
-        self.openai = OpenAIApi(gw)
-        self.admin = AdminApi(gw)
+        self.apps = SubApps(ops=Ops(gw), mcp=McpRoutes(gw), openai=OpenAIApi(gw), admin=AdminApi(gw))
         await gw.start()
         return gw
 
     async def shutdown(self) -> None:
         if self.gw is not None:
             await self.gw.aclose()
-            if self.mcp is not None:
-                await self.mcp.aclose()
+            if self.apps is not None:
+                await self.apps.mcp.aclose()
             self.gw = None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -98,13 +101,13 @@ class GatewayApp:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
-        gw = self.gw
+        gw, apps = self.gw, self.apps
         path: str = scope["path"]
-        if gw is None:
+        if gw is None or apps is None:
             await _refuse(scope, receive, send, 503, "gateway is not started")
             return
         if kind == "http" and path in ("/healthz", "/readyz"):
-            await self.ops.health(scope, receive, send, ready=path == "/readyz")
+            await apps.ops.health(scope, receive, send, ready=path == "/readyz")
             return
         headers = scope["headers"]
         host = origin = token = None
@@ -127,7 +130,7 @@ class GatewayApp:
         parts = path.strip("/").split("/")
         head = parts[0]
         if head == "metrics" and self.settings.metrics_public and kind == "http":
-            await self.ops.metrics(scope, receive, send)
+            await apps.ops.metrics(scope, receive, send)
             return
         if token is not None and token[:7].lower() == "bearer ":
             token = token[7:].strip()
@@ -150,45 +153,24 @@ class GatewayApp:
                           [(b"retry-after", retry)], kind="rate_limit_error")
             return
         scope[PRINCIPAL_KEY] = principal
-        if self.ops.tracing:
-            self.ops.begin(scope)
+        if apps.ops.tracing:
+            apps.ops.begin(scope)
         gw.enter()
         started = time.perf_counter()
         status = [0]
 
-        async def tracked_send(message: Any) -> None:
+        async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
         route = "other"
         try:
-            route = await self._route(head, parts, principal, scope, receive, tracked_send)
+            route = await _route(apps, head, parts, scope, receive, tracked_send)
         finally:
             gw.leave()
             if kind == "http":
-                self.ops.observe(route, status[0] or 499, time.perf_counter() - started, principal.tenant)
-
-    async def _route(self, head: str, parts: list[str], principal: Principal,
-                     scope: Scope, receive: Receive, send: Send) -> str:
-        """Dispatch to a sub-app; returns the route label for metrics."""
-        if head in _MCP_TAILS and len(parts) == 1:
-            await self.mcp(None, head, scope, receive, send)
-            return "mcp"
-        if head == "servers" and len(parts) == 3 and parts[2] in _MCP_TAILS:
-            await self.mcp(parts[1], parts[2], scope, receive, send)
-            return "mcp_server"
-        if head == "v1" and self.openai is not None:
-            await self.openai(scope, receive, send)
-            return "openai"
-        if head == "admin" and self.admin is not None:
-            await self.admin(scope, receive, send)
-            return "admin"
-        if head == "metrics" and scope["type"] == "http":
-            await self.ops.metrics(scope, receive, send)
-            return "metrics"
-        await _refuse(scope, receive, send, 404, f"no route {scope['path']!r}", kind="not_found_error")
-        return "not_found"
+                apps.ops.observe(route, status[0] or 499, time.perf_counter() - started, principal.tenant)
 
     async def _deny(
         self, scope: Scope, receive: Receive, send: Send, status: int, message: str,
@@ -196,8 +178,8 @@ class GatewayApp:
     ) -> None:
         """Refuse at the edge, and count it (refusals are traffic too)."""
         await _refuse(scope, receive, send, status, message, headers, kind=kind)
-        if scope["type"] == "http" and self.ops is not None:
-            self.ops.observe("refused", status, 0.0, "-")
+        if scope["type"] == "http" and self.apps is not None:
+            self.apps.ops.observe("refused", status, 0.0, "-")
 
     def _origin_ok(self, origin: str) -> bool:
         norm = origin.rstrip("/").lower()
@@ -206,6 +188,27 @@ class GatewayApp:
         host = norm.split("://", 1)[-1].split("/", 1)[0]
         host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return is_loopback(host.strip("[]")) or host in ("localhost",)
+
+
+async def _route(apps: SubApps, head: str, parts: list[str], scope: Scope, receive: Receive, send: Send) -> str:
+    """Dispatch to a sub-app; returns the route label for metrics."""
+    if head in _MCP_TAILS and len(parts) == 1:
+        await apps.mcp(None, head, scope, receive, send)
+        return "mcp"
+    if head == "servers" and len(parts) == 3 and parts[2] in _MCP_TAILS:
+        await apps.mcp(parts[1], parts[2], scope, receive, send)
+        return "mcp_server"
+    if head == "v1":
+        await apps.openai(scope, receive, send)
+        return "openai"
+    if head == "admin":
+        await apps.admin(scope, receive, send)
+        return "admin"
+    if head == "metrics" and scope["type"] == "http":
+        await apps.ops.metrics(scope, receive, send)
+        return "metrics"
+    await _refuse(scope, receive, send, 404, f"no route {scope['path']!r}", kind="not_found_error")
+    return "not_found"
 
 
 def _allowed_hosts(settings: GatewaySettings) -> frozenset[str] | None:

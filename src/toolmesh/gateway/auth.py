@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from toolmesh.gateway.config import GatewaySettings, RateLimit
 from toolmesh.resilience.limits import TokenBucket
@@ -62,7 +63,17 @@ class Principal:
 ANONYMOUS = Principal(tenant="default", scopes=frozenset(SCOPES), key_id="anonymous")
 
 
-async def create_key(store: Any, tenant: str, scopes: list[str], name: str | None = None) -> dict[str, Any]:
+class KeyStore(Protocol):
+    """Where keys live (:class:`toolmesh.store.sqlite.Store`): by the SHA-256 of the key, never the key."""
+
+    async def put_api_key(self, key_hash: str, tenant: str, scopes: Sequence[str], name: str | None = None) -> None: ...
+
+    async def get_api_key(self, key_hash: str) -> dict[str, Any] | None: ...
+
+    async def flush(self) -> None: ...
+
+
+async def create_key(store: KeyStore, tenant: str, scopes: list[str], name: str | None = None) -> dict[str, Any]:
     """Create and store a key; returns ``{key, tenant, scopes}`` (the only time the key is seen)."""
     if not tenant or not isinstance(tenant, str):
         raise ValueError("tenant must be a non-empty string")
@@ -75,7 +86,7 @@ async def create_key(store: Any, tenant: str, scopes: list[str], name: str | Non
 class KeyRing:
     """Resolves bearer tokens to principals through the store, with a per-worker cache."""
 
-    def __init__(self, store: Any, ttl: float = 10.0, max_entries: int = 100_000) -> None:
+    def __init__(self, store: KeyStore, ttl: float = 10.0, max_entries: int = 100_000) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -32,6 +32,18 @@ _SECRET_KEY = "gateway/session-secret"
 HANDSHAKE_TENANT_SUFFIX = "#handshake"
 #: What the gateway's upstream connections advertise (answered by the downstream client).
 FORWARDED_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}}
+
+
+class ToolSpans(Protocol):
+    """Trace spans for forwarded tool calls (the ops sub-app, when tracing is on)."""
+
+    def tool_span(self, server: str, tool: str) -> tuple[Any, bytes]:
+        """A started span and the ``traceparent`` header line that carries it upstream."""
+        ...
+
+    def end_tool_span(self, span: Any, status: str) -> None:
+        """Close a span from :meth:`tool_span` with the call's outcome."""
+        ...
 
 
 class Gateway:
@@ -67,6 +79,8 @@ class Gateway:
         self._probe: asyncio.Task[None] | None = None
         #: Filled by the sub-apps at start-up (e.g. Prometheus families); free-form by design.
         self.extras: dict[str, Any] = {}
+        #: Set by the ops sub-app when tracing is on: the MCP endpoint and the agent trace tool calls.
+        self.tool_spans: ToolSpans | None = None
         self._twins: dict[tuple[str, str], tuple[str, str]] = {}
         self.hub.add_change_listener(self._twin_changed)
         #: Called with the tenant after an upstream was registered or removed at run time.

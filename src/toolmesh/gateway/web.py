@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from toolmesh.gateway.auth import Principal
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from toolmesh.net.asgi import Receive, Scope, Send
 
 #: Where the app puts the authenticated caller for the sub-apps.
 PRINCIPAL_KEY = "toolmesh.principal"
-
-_JSON = (b"content-type", b"application/json")
 
 
 class BodyTooLarge(Exception):

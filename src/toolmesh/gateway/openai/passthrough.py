@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from toolmesh.agent.budget import BudgetSet, Reservation
 from toolmesh.gateway.auth import Principal
-from toolmesh.gateway.openai_agent import StartStream
-from toolmesh.gateway.openai_errors import to_api_error
-from toolmesh.gateway.openai_wire import (
+from toolmesh.gateway.errors import ApiError
+from toolmesh.gateway.openai.agent import StartStream
+from toolmesh.gateway.openai.errors import to_api_error
+from toolmesh.gateway.openai.wire import (
     DONE,
-    ApiError,
     ChatCall,
     Chunks,
     assistant_message,

@@ -22,16 +22,18 @@ import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from toolmesh.gateway.auth import Principal
-from toolmesh.gateway.mcp_dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, GatewayDispatcher
-from toolmesh.gateway.mcp_view import View
+from toolmesh.gateway.mcp.dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, GatewayDispatcher
+from toolmesh.gateway.mcp.view import View
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import PRINCIPAL_KEY, Receive, Scope, Send, send_error
+from toolmesh.gateway.web import PRINCIPAL_KEY, send_error
+from toolmesh.net.asgi import Receive, Scope, Send
 from toolmesh.net.onewrite import on_shutdown
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.http import StreamableHttp
 from toolmesh.servers.sse import LegacySse
 from toolmesh.servers.state import Conn
 from toolmesh.servers.ws import WebSocketFrontend
+from toolmesh.store.sqlite import Store
 
 _CAP_KEYS = ("sampling", "elicitation", "roots", "experimental")
 
@@ -45,7 +47,7 @@ class SealedSessions:
     ``gateway.session_secret``). A session is only valid for its own tenant.
     """
 
-    def __init__(self, secret: bytes, tenant: str, max_age: float, store: Any = None) -> None:
+    def __init__(self, secret: bytes, tenant: str, max_age: float, store: Store | None = None) -> None:
         self.secret = secret
         self.tenant = tenant
         self.max_age = max_age

@@ -30,7 +30,7 @@ from toolmesh.net.onewrite import on_shutdown
 from toolmesh.servers.reqcontext import Req
 from toolmesh.servers.state import INVALID_PARAMS, Conn, RpcError
 
-log = logging.getLogger("toolmesh.gateway.mcp")
+log = logging.getLogger("toolmesh.gateway.mcp.endpoints")
 
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 #: Notification method → the ``subscriptions/listen`` filter flag that asks for it.

@@ -18,6 +18,8 @@ import orjson
 from toolmesh.errors import ConfigError
 from toolmesh.gateway.app import GatewayApp
 from toolmesh.gateway.config import GatewaySettings
+from toolmesh.gateway.ops.logs import configure_logging
+from toolmesh.gateway.ops.tracing import configure_tracing
 from toolmesh.hub.configfile import ToolmeshConfig, load_config
 from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
 from toolmesh.servers.guard import is_loopback
@@ -49,8 +51,6 @@ def create_app() -> GatewayApp:
 
 
 def _setup_observability(settings: GatewaySettings) -> None:
-    from toolmesh.gateway.ops import configure_logging, configure_tracing
-
     configure_logging(settings.log)
     configure_tracing(settings.otel)
 
@@ -85,7 +85,7 @@ def serve(config_path: str, overrides: dict[str, Any]) -> None:
         os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
         os.environ[_OVERRIDES_ENV] = orjson.dumps(overrides).decode()
         uvicorn.run(
-            "toolmesh.gateway.serve:create_app", factory=True, workers=settings.workers, loop="uvloop",
+            "toolmesh.gateway.run:create_app", factory=True, workers=settings.workers, loop="uvloop",
             **_uvicorn_options(settings),
         )
         return

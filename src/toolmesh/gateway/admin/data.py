@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from toolmesh.gateway.admin_common import ApiError, Request
+from toolmesh.gateway.admin.request import Request
 from toolmesh.gateway.auth import KEY_PREFIX, create_key, hash_key, parse_scopes
+from toolmesh.gateway.errors import ApiError
 
 __all__ = ["GROUPS", "audit", "create_api_key", "delete_session", "get_session", "list_keys", "list_sessions",
            "revoke_api_key", "usage"]

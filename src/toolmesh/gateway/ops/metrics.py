@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from toolmesh.gateway.state import HANDSHAKE_TENANT_SUFFIX
+from toolmesh.gateway.state import HANDSHAKE_TENANT_SUFFIX, Gateway
 from toolmesh.observability.health import HealthStatus
+from toolmesh.store.sqlite import Store
 
 __all__ = ["BUCKETS", "GatewayCollector", "RequestStats", "UsageTotals"]
 
@@ -61,7 +61,7 @@ class UsageTotals:
         #: (tenant, model) -> [requests, input, output, cached_input, reasoning, cost_usd, unpriced]
         self.totals: dict[tuple[str, str], list[float]] = {}
 
-    async def refresh(self, store: Any) -> None:
+    async def refresh(self, store: Store) -> None:
         try:
             row = await store.fetchone("SELECT MAX(id) FROM usage")
             top = int(row[0] or 0) if row else 0
@@ -84,7 +84,7 @@ class UsageTotals:
 class GatewayCollector:
     """Builds the gateway families from live state at scrape time (``gw`` is the worker's Gateway)."""
 
-    def __init__(self, gw: Any, requests: RequestStats, usage: UsageTotals, prefix: str = "toolmesh") -> None:
+    def __init__(self, gw: Gateway, requests: RequestStats, usage: UsageTotals, prefix: str = "toolmesh") -> None:
         self.gw = gw
         self.requests = requests
         self.usage = usage

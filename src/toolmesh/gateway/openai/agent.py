@@ -32,10 +32,10 @@ from toolmesh.agent.events import (
     ToolCallStarted,
 )
 from toolmesh.gateway.auth import Principal
-from toolmesh.gateway.openai_errors import budget_error, to_api_error
-from toolmesh.gateway.openai_wire import (
+from toolmesh.gateway.errors import ApiError
+from toolmesh.gateway.openai.errors import budget_error, to_api_error
+from toolmesh.gateway.openai.wire import (
     DONE,
-    ApiError,
     ChatCall,
     Chunks,
     assistant_message,
@@ -128,19 +128,18 @@ class AgentTurn:
         token = _REQUEST_CONTEXT.set((system, earlier))
         agen = cast(AsyncGenerator[AgentEvent, None], self.gw.agent.stream(
             self.question, tenant=self.principal.tenant, user=self.user, conversation=call.session, config=self.cfg))
-        ops: Any = self.gw.extras.get("ops")
-        tracing = ops is not None and ops.tracing
+        tracer = self.gw.tool_spans
         try:
             async for ev in agen:
                 if isinstance(ev, ToolCallStarted):
                     self.started[ev.id] = (ev.name, ev.arguments)
-                    if tracing:
+                    if tracer is not None:
                         server, tool = self._route(ev.name)
-                        self.spans[ev.id] = ops.tool_span(server, tool)[0]
+                        self.spans[ev.id] = tracer.tool_span(server, tool)[0]
                 elif isinstance(ev, ToolCallFinished):
                     self.finished.append(ev)
-                    if (span := self.spans.pop(ev.id, None)) is not None:
-                        ops.end_tool_span(span, "ok" if ev.ok else "error")
+                    if tracer is not None and (span := self.spans.pop(ev.id, None)) is not None:
+                        tracer.end_tool_span(span, "ok" if ev.ok else "error")
                 elif isinstance(ev, Final):
                     self.result = ev.result
                 elif isinstance(ev, RunStarted):
@@ -151,7 +150,8 @@ class AgentTurn:
             with contextlib.suppress(ValueError):  # closed from another context: nothing to restore
                 _REQUEST_CONTEXT.reset(token)
             for span in self.spans.values():  # cut off with the run
-                ops.end_tool_span(span, "cancelled")
+                if tracer is not None:
+                    tracer.end_tool_span(span, "cancelled")
             self.spans.clear()
             self._audit()
 

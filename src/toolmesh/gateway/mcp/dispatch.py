@@ -6,7 +6,7 @@ and reuses that module's envelope checks, cancellation tracking and result decor
 
 Forwarding, per direction:
 
-* client → upstream: requests by name/URI routing (:class:`~toolmesh.gateway.mcp_view.View`),
+* client → upstream: requests by name/URI routing (:class:`~toolmesh.gateway.mcp.view.View`),
   cancellation (the downstream request's task is cancelled, the Hub tells the upstream);
 * upstream → client: progress (re-keyed to the client's ``progressToken``), log messages
   (filtered by the client's level), and in the handshake era the upstream's sampling /
@@ -42,8 +42,8 @@ from toolmesh.errors import (
     ToolTimeoutError,
 )
 from toolmesh.gateway.auth import Principal
-from toolmesh.gateway.mcp_changes import ChangeFanout
-from toolmesh.gateway.mcp_view import View
+from toolmesh.gateway.mcp.changes import ChangeFanout
+from toolmesh.gateway.mcp.view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.hub.transports.http import FORWARDED_HEADERS
 from toolmesh.servers.dispatch import Dispatcher
@@ -60,7 +60,7 @@ from toolmesh.servers.state import (
     RpcError,
 )
 
-log = logging.getLogger("toolmesh.gateway.mcp")
+log = logging.getLogger("toolmesh.gateway.mcp.endpoints")
 
 #: The authenticated caller of the request being served (set by :class:`McpRoutes`).
 CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("toolmesh_gateway_principal")
@@ -207,8 +207,8 @@ class GatewayDispatcher(Dispatcher):
         forwarded.pop("_meta", None)
         forwarded["name"] = tool
         principal = CURRENT_PRINCIPAL.get()
-        ops = self.gw.extras.get("ops")
-        span, trace_line = ops.tool_span(server, tool) if ops is not None and ops.tracing else (None, b"")
+        spans = self.gw.tool_spans
+        span, trace_line = spans.tool_span(server, tool) if spans is not None else (None, b"")
         started = time.perf_counter()
         status = "error"
         try:
@@ -224,8 +224,8 @@ class GatewayDispatcher(Dispatcher):
         finally:
             self.gw.audit(principal, server, tool, arguments or {}, status,
                           (time.perf_counter() - started) * 1000.0, request_id=str(req.id))
-            if span is not None and ops is not None:
-                ops.end_tool_span(span, status)
+            if span is not None and spans is not None:
+                spans.end_tool_span(span, status)
 
     async def _check_param_headers(self, server: str, tool: str, arguments: dict[str, Any],
                                    headers: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from toolmesh.gateway.errors import ApiError
 from toolmesh.llm import types as t
 
 #: Request fields forwarded verbatim to the model on the pass-through path (``tools`` given).
@@ -23,29 +24,6 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _CHOICES = frozenset({"auto", "none", "required"})
 _FN_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _MAX_ID = 256
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", *,
-                 param: str | None = None, code: str | None = None, retry_after: float | None = None) -> None:
-        self.status = status
-        self.message = message
-        self.kind = kind
-        self.param = param
-        self.code = code
-        self.retry_after = retry_after
-        super().__init__(message)
-
-    def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.kind, "param": self.param,
-                                       "code": self.code}})
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        if self.retry_after is None:
-            return []
-        return [(b"retry-after", str(max(1, int(self.retry_after + 0.999))).encode())]
 
 
 def bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -339,4 +317,4 @@ DONE = b"data: [DONE]\n\n"
 
 def sse_error(err: ApiError) -> bytes:
     """An error after the stream started (the SDK raises ``APIError`` on it)."""
-    return b"data: " + err.body() + b"\n\n"
+    return b"data: " + err.openai_body() + b"\n\n"

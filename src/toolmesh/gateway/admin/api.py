@@ -30,12 +30,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from toolmesh.gateway import admin_data as data
-from toolmesh.gateway.admin_common import ApiError, Request, send_api_error
-from toolmesh.gateway.admin_servers import ServersAdmin
-from toolmesh.gateway.admin_sync import Overlay
+from toolmesh.gateway.admin import data
+from toolmesh.gateway.admin.request import Request
+from toolmesh.gateway.admin.servers import ServersAdmin
+from toolmesh.gateway.admin.sync import Overlay
+from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import Receive, Scope, Send, principal_of, send_json
+from toolmesh.gateway.web import principal_of, send_bytes, send_json
+from toolmesh.net.asgi import Receive, Scope, Send
 
 __all__ = ["AdminApi"]
 
@@ -71,7 +73,7 @@ class AdminApi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await send_api_error(send, ApiError(404, "the admin API is HTTP only"))
+            await _send_error(send, ApiError(404, "the admin API is HTTP only"))
             return
         req = Request.from_scope(self.gw, principal_of(scope), scope, receive)
         try:
@@ -80,11 +82,11 @@ class AdminApi:
             await self.overlay.sync()
             result = await handler(req)
         except ApiError as err:
-            await send_api_error(send, err)
+            await _send_error(send, err)
             return
         except Exception as exc:  # a bug in one admin call must not take the worker down
             log.exception("admin %s %s failed", req.method, scope["path"])
-            await send_api_error(send, ApiError(500, f"internal error: {type(exc).__name__}"))
+            await _send_error(send, ApiError(500, f"internal error: {type(exc).__name__}"))
             return
         status, body = result if isinstance(result, tuple) else (200, result)
         await send_json(send, status, body)
@@ -139,3 +141,8 @@ def _arg(fn: Callable[[Request, str], Awaitable[Any]]) -> Callable[[Request], Aw
         return await fn(req, req.parts[1])
 
     return call
+
+
+async def _send_error(send: Send, err: ApiError) -> None:
+    """The admin error shape (:meth:`ApiError.admin_body`), with the error's headers."""
+    await send_bytes(send, err.status, err.admin_body(), headers=err.response_headers())

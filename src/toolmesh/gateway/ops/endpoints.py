@@ -1,7 +1,7 @@
 """Operations (GW-5): ``/healthz``, ``/readyz``, ``/metrics``, per-request metrics and spans.
 
-``configure_logging`` and ``configure_tracing`` are called by ``serve.py`` before uvicorn
-starts (see :mod:`toolmesh.gateway.ops_logging` and :mod:`toolmesh.gateway.ops_tracing`).
+Logging and tracing are set up by :mod:`toolmesh.gateway.run` before uvicorn starts (see
+:mod:`toolmesh.gateway.ops.logs` and :mod:`toolmesh.gateway.ops.tracing`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from toolmesh.gateway.ops_logging import JsonFormatter, configure_logging
-from toolmesh.gateway.ops_metrics import GatewayCollector, RequestStats, UsageTotals
-from toolmesh.gateway.ops_tracing import configure_tracing, current_tracer
+from toolmesh.gateway.ops.metrics import GatewayCollector, RequestStats, UsageTotals
+from toolmesh.gateway.ops.tracing import current_tracer
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import Receive, Scope, Send, send_bytes, send_error, send_json
+from toolmesh.gateway.web import send_bytes, send_error, send_json
+from toolmesh.net.asgi import Receive, Scope, Send
 from toolmesh.observability.prometheus import ToolmeshCollector
 
-__all__ = ["JsonFormatter", "Ops", "configure_logging", "configure_tracing"]
+__all__ = ["Ops"]
 
 _PROM_TYPE = CONTENT_TYPE_LATEST.encode()
 #: The open span of the request being served (tracing only).
@@ -53,10 +53,10 @@ class Ops:
             self._error = Status(StatusCode.ERROR)
             self._propagator = TraceContextTextMapPropagator()
             self._in_context = trace.set_span_in_context
+            gw.tool_spans = self
         else:
             # No tracing: the app's per-request call goes straight to the counters (one call less).
             self.observe = self.requests.observe  # type: ignore[method-assign]
-        gw.extras["ops"] = self
 
     # -- hot path ------------------------------------------------------------------------
     def observe(self, route: str, status: int, seconds: float, tenant: str) -> None:

@@ -15,7 +15,7 @@ from toolmesh.errors import (
     RequestRejectedError,
     UnknownModelError,
 )
-from toolmesh.gateway.openai_wire import ApiError
+from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.web import BodyTooLarge
 
 log = logging.getLogger("toolmesh.gateway.openai")

@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from toolmesh.errors import ConfigError, ServerNotFoundError
-from toolmesh.gateway.admin_common import ApiError, Request
-from toolmesh.gateway.admin_sync import Doc, Overlay
+from toolmesh.gateway.admin.request import Request
+from toolmesh.gateway.admin.sync import Doc, Overlay
+from toolmesh.gateway.errors import ApiError
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.handle import ServerHandle
 

@@ -1,6 +1,6 @@
 """Logging for ``toolmesh serve`` (GW-5): one JSON object per line, or plain text.
 
-``serve.py`` starts uvicorn with ``log_config=None``, so uvicorn's own loggers propagate to
+:mod:`toolmesh.gateway.run` starts uvicorn with ``log_config=None``, so uvicorn's own loggers propagate to
 the root logger configured here and come out in the same format as toolmesh's.
 """
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the admin API: request context, errors, query and body parsing."""
+"""Shared pieces of the admin API: the request context, query and body parsing."""
 
 from __future__ import annotations
 
@@ -11,33 +11,12 @@ from urllib.parse import parse_qsl
 import orjson
 
 from toolmesh.gateway.auth import Principal
+from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import BodyTooLarge, Receive, Scope, Send, read_body, send_json
+from toolmesh.gateway.web import BodyTooLarge, read_body
+from toolmesh.net.asgi import Receive, Scope
 
-__all__ = ["ApiError", "Request", "parse_time", "send_api_error"]
-
-_KINDS = {400: "invalid_request_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
-          409: "conflict_error", 413: "invalid_request_error"}
-
-
-class ApiError(Exception):
-    """An error answer: ``status``, a message, and the offending field (``param``) if any."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-
-async def send_api_error(send: Send, err: ApiError) -> None:
-    """The gateway's error shape (:func:`toolmesh.gateway.web.send_error`) plus ``param``."""
-    body = {"error": {"message": err.message, "type": _KINDS.get(err.status, "api_error"), "code": err.code,
-                      "param": err.param}}
-    await send_json(send, err.status, body, err.headers)
+__all__ = ["Request", "parse_time"]
 
 
 @dataclass

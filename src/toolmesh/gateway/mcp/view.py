@@ -26,7 +26,7 @@ from typing import Any
 from toolmesh.hub import Hub
 from toolmesh.hub.naming import ToolNameMap
 
-log = logging.getLogger("toolmesh.gateway.mcp")
+log = logging.getLogger("toolmesh.gateway.mcp.endpoints")
 
 _KINDS = ("tools", "prompts")
 

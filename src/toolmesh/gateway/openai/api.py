@@ -5,8 +5,8 @@
     GET  /v1/models/{id}        one of them
 
 Without ``tools`` in the request the agent runtime answers with the caller's tenant's MCP
-tools (:mod:`toolmesh.gateway.openai_agent`); with ``tools`` the gateway is a plain OpenAI
-endpoint in front of the LLM router (:mod:`toolmesh.gateway.openai_passthrough`). Errors
+tools (:mod:`toolmesh.gateway.openai.agent`); with ``tools`` the gateway is a plain OpenAI
+endpoint in front of the LLM router (:mod:`toolmesh.gateway.openai.passthrough`). Errors
 use OpenAI's error shape and status codes, so the official SDK raises its usual types.
 
 Raw ASGI, ``orjson`` and hand-written validation keep the added latency per request small.
@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from toolmesh.gateway.openai_agent import AgentTurn, SendBody, install_history
-from toolmesh.gateway.openai_errors import to_api_error
-from toolmesh.gateway.openai_passthrough import PassThrough
-from toolmesh.gateway.openai_wire import ApiError, ChatCall, parse_chat, sse_error
+from toolmesh.gateway.errors import ApiError
+from toolmesh.gateway.openai.agent import AgentTurn, SendBody, install_history
+from toolmesh.gateway.openai.errors import to_api_error
+from toolmesh.gateway.openai.passthrough import PassThrough
+from toolmesh.gateway.openai.wire import ChatCall, parse_chat, sse_error
 from toolmesh.gateway.state import Gateway
-from toolmesh.gateway.web import Receive, Scope, Send, principal_of, read_body, send_bytes
+from toolmesh.gateway.web import principal_of, read_body, send_bytes
 from toolmesh.llm.types import ChatRequest
+from toolmesh.net.asgi import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from toolmesh.agent.config import AgentConfig
@@ -64,7 +66,7 @@ class _Cycle:
 
     async def error(self, err: ApiError) -> None:
         self.done = True
-        await send_bytes(self.send, err.status, err.body(), headers=err.headers())
+        await send_bytes(self.send, err.status, err.openai_body(), headers=err.response_headers())
 
 
 class OpenAIApi:
@@ -96,7 +98,7 @@ class OpenAIApi:
             else:
                 raise ApiError(404, f"no route {scope['path']!r} in the OpenAI-compatible API", code="not_found")
         except ApiError as err:
-            await send_bytes(send, err.status, err.body(), headers=err.headers())
+            await send_bytes(send, err.status, err.openai_body(), headers=err.response_headers())
 
     # -- chat completions -----------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
