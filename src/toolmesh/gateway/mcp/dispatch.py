@@ -120,7 +120,11 @@ class GatewayDispatcher(Dispatcher):
         self.changes.attach(gw.hub)
         self.legacy_caps = {**_CAPABILITIES, "logging": {}}
         self._param_schemas: dict[int, tuple[Any, bool]] = {}
-        self.instructions: str | None = None
+        self.instructions: str | None = None if view.servers else (
+            f"Tenant {view.tenant!r} has no MCP servers registered yet, so this endpoint offers no tools, "
+            "resources or prompts. Register one with POST /admin/servers or under `servers:` in the gateway's "
+            "config file; connected clients are told when the lists change."
+        )
         common: dict[str, Callable[[Req], Any]] = {
             "tools/list": self.tools_list,
             "tools/call": self.tools_call,
@@ -168,10 +172,13 @@ class GatewayDispatcher(Dispatcher):
             return None
 
     async def initialize(self, req: Req) -> dict[str, Any]:
-        return handshake(req, self.legacy_caps, self.server_info)
+        return handshake(req, self.legacy_caps, self.server_info, self.instructions)
 
     async def discover(self, req: Req) -> dict[str, Any]:
-        return {"supportedVersions": ["2026-07-28"], "capabilities": self.modern_caps}
+        result: dict[str, Any] = {"supportedVersions": ["2026-07-28"], "capabilities": self.modern_caps}
+        if self.instructions:
+            result["instructions"] = self.instructions
+        return result
 
     # -- tools / prompts -----------------------------------------------------------------
     async def tools_list(self, req: Req) -> dict[str, Any]:

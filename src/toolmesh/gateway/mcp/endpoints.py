@@ -181,9 +181,9 @@ class McpRoutes:
         s = gw.settings
         servers = gw.hub.servers(tenant=tenant)
         if name is None:
+            # A tenant with no servers yet still gets a working (empty) endpoint whose
+            # instructions say so; registering a server later announces list_changed.
             names = [n for n, h in servers.items() if h.config.enabled]
-            if not names:
-                return None
             return View(gw.hub, tenant, None, names, prefix=True, include=s.include, exclude=s.exclude)
         virtual = s.virtual_servers.get(name)
         if virtual is not None:
@@ -220,8 +220,10 @@ class McpRoutes:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            what = f"server {name!r}" if name else "any MCP server"
-            await send_error(send, 404, f"tenant {principal.tenant!r} has no {what}", "not_found_error")
+            known = sorted(self.gw.hub.servers(tenant=principal.tenant)) + sorted(self.gw.settings.virtual_servers)
+            hint = f"; its servers: {', '.join(known)}" if known else "; it has no MCP servers registered yet"
+            await send_error(send, 404, f"tenant {principal.tenant!r} has no MCP server {name!r}{hint}",
+                             "not_found_error")
             return
         CURRENT_PRINCIPAL.set(principal)
         CURRENT_HEADERS.set(scope["headers"])
