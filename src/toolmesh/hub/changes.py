@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from toolmesh.hub.transports.listen import LIST_FLAGS
+
 if TYPE_CHECKING:
     from toolmesh.hub.handle import ServerHandle
 
@@ -69,14 +71,6 @@ def untagged(params: dict[str, Any]) -> dict[str, Any]:
     if rest:
         out["_meta"] = rest
     return out
-
-
-#: ``subscriptions/listen`` filter flag → the notification it stands for.
-LIST_FLAGS = {
-    "toolsListChanged": "notifications/tools/list_changed",
-    "promptsListChanged": "notifications/prompts/list_changed",
-    "resourcesListChanged": "notifications/resources/list_changed",
-}
 
 
 class ChangeSource:
@@ -148,7 +142,7 @@ class ChangeSource:
 
         return remove
 
-    def _emit_change(self, tenant: str, user: str | None, server: str, method: str, params: dict[str, Any]) -> None:
+    def emit_change(self, tenant: str, user: str | None, server: str, method: str, params: dict[str, Any]) -> None:
         """Deliver one notification to every listener (nothing is built when there are none)."""
         listeners = self.__dict__.get("_change_listeners")
         if not listeners:

@@ -18,8 +18,7 @@ import orjson
 
 from toolmesh.errors import InvalidArgumentsError
 from toolmesh.hub.naming import ToolNameMap
-
-JsonDict = dict[str, Any]
+from toolmesh.hub.types import JsonDict
 
 __all__ = [
     "ResolvedCall",

@@ -18,7 +18,6 @@ from toolmesh.errors import (
     CircuitOpenError,
     ConnectionFailedError,
     InvalidArgumentsError,
-    McpRemoteError,
     SessionLostError,
     ToolmeshError,
     ToolNotFoundError,
@@ -26,17 +25,19 @@ from toolmesh.errors import (
 )
 from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.catalog import Catalog
-from toolmesh.hub.changes import LIST_FLAGS
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.mrtr import complete as complete_input
 from toolmesh.hub.mrtr import needs_input
+from toolmesh.hub.owner import HandleOwner
 from toolmesh.hub.result import ToolResult
+from toolmesh.hub.toolcall import ToolCall, idempotent, is_retryable
 from toolmesh.hub.transports import Connection, make_connection
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
-from toolmesh.hub.transports.listen import LISTEN_ACK
+from toolmesh.hub.transports.listen import LIST_FLAGS, LISTEN_ACK
+from toolmesh.hub.types import JsonDict
+from toolmesh.resilience.abc import CapacityLimiter
 from toolmesh.resilience.circuit import CircuitBreaker
 from toolmesh.resilience.circuit_registry import CircuitGuard
-from toolmesh.resilience.limits import ConcurrencyLimiter
 from toolmesh.resilience.retry import RetryPolicy
 
 log = logging.getLogger("toolmesh.hub")
@@ -48,25 +49,28 @@ RESTART_BACKOFF = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 class ServerHandle:
     """Everything the Hub keeps for one server of one tenant."""
 
-    def __init__(self, config: ServerConfig, tenant: str, user: str | None, hub: Any) -> None:
+    def __init__(self, config: ServerConfig, tenant: str, user: str | None, owner: HandleOwner) -> None:
+        """A handle of ``config`` for ``tenant`` (and ``user``); ``owner`` (the Hub) hears what happens."""
         self.config = config
         self.tenant = tenant
         self.user = user
         self.name = config.name
         #: Name used in metrics: tenant-qualified outside the default tenant.
         self.label = config.name if tenant == "default" and user is None else f"{tenant}/{user or '*'}/{config.name}"
-        self._hub = hub
-        self.catalog = Catalog(config.catalog_ttl, on_lookup=lambda hit: hub._metrics.record_cache(self.label, hit))
-        self.limiter = ConcurrencyLimiter(config.max_concurrency, name=f"server {config.name}")
+        self._owner = owner
+        self._metrics = owner.tool_metrics
+        self.catalog = Catalog(config.catalog_ttl, on_lookup=self._record_lookup)
+        self.limiter: CapacityLimiter = owner.new_limiter(config.max_concurrency, f"server {config.name}")
         self.circuit = CircuitBreaker(
             config.name,
             config.circuit.failure_threshold,
             config.circuit.reset_timeout,
-            on_state_change=hub._on_circuit_change,
+            on_state_change=owner.on_circuit_change,
+            store=owner.new_circuit_store(self.label),
         )
         self._tool_circuits: dict[str, CircuitGuard] = {}
         self.retry = RetryPolicy(max_attempts=config.retries + 1, base_delay=0.05, max_delay=1.0)
-        self.health = hub._new_health(config)
+        self.health = owner.new_health(config)
         self.conn: Connection | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
         self._connect_failures = 0
@@ -102,7 +106,7 @@ class ServerHandle:
             if wait > 0:
                 await asyncio.sleep(wait)
             caps = self.config.client_capabilities
-            conn = make_connection(self.config, caps if caps is not None else self._hub.client_capabilities)
+            conn = make_connection(self.config, caps if caps is not None else self._owner.client_capabilities)
             conn.on_notification = self._on_notification
             conn.tool_definition = self.catalog.tool
             conn.resource_uris = self._resource_uris
@@ -121,11 +125,11 @@ class ServerHandle:
                 await self._subscribe_all(conn)
             self.connects += 1
             if self.connects == 1:
-                self._hub._metrics.record_connect(self.label)
+                self._metrics.record_connect(self.label)
             else:
-                self._hub._metrics.record_reconnect(self.label)
+                self._metrics.record_reconnect(self.label)
             self.conn = conn
-            self._hub._ensure_janitor()
+            self._owner.on_connected()
             return conn
 
     async def drop(self, conn: Connection | None = None) -> None:
@@ -143,12 +147,12 @@ class ServerHandle:
     async def _on_notification(self, method: str, params: dict[str, Any]) -> None:
         if self.catalog.on_notification(method):
             self._validators.clear()
-            self._hub._on_catalog_changed(self)
+            self._owner.on_catalog_changed(self.name)
             if not self.closed:  # listeners hear of it after the invalidation: what they list is fresh
-                self._hub._emit_change(self.tenant, self.user, self.name, method, params)
+                self._owner.emit_change(self.tenant, self.user, self.name, method, params)
         elif method == "notifications/resources/updated":
             if not self.closed:
-                self._hub._emit_change(self.tenant, self.user, self.name, method, params)
+                self._owner.emit_change(self.tenant, self.user, self.name, method, params)
         elif method == LISTEN_ACK:
             # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
             self.catalog.invalidate()
@@ -160,7 +164,7 @@ class ServerHandle:
                 honoured = params.get("notifications")
                 for flag, changed in LIST_FLAGS.items():
                     if isinstance(honoured, dict) and honoured.get(flag) is True:
-                        self._hub._emit_change(self.tenant, self.user, self.name, changed, {})
+                        self._owner.emit_change(self.tenant, self.user, self.name, changed, {})
         elif method == "notifications/message":
             log.info("server %s: %s", self.name, params.get("data"))
 
@@ -216,7 +220,7 @@ class ServerHandle:
                 return await conn.request(method, params, **kw)
             except SessionLostError:
                 self.sessions_lost += 1
-                self._hub._metrics.record_session_lost(self.label)
+                self._metrics.record_session_lost(self.label)
                 await self.drop(conn)
                 if attempt == 2:
                     raise
@@ -255,7 +259,8 @@ class ServerHandle:
                 f"{self.name}/{tool}",
                 c.failure_threshold,
                 c.reset_timeout,
-                on_state_change=self._hub._on_circuit_change,
+                on_state_change=self._owner.on_circuit_change,
+                store=self._owner.new_circuit_store(f"{self.label}/{tool}"),
             )
             guard = self._tool_circuits[tool] = CircuitGuard(self.circuit, tool_breaker)
         return guard
@@ -279,16 +284,13 @@ class ServerHandle:
         args = arguments if arguments is not None else {}
         if not isinstance(args, dict):
             raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
-        start = time.perf_counter()
         params = {"name": tool, "arguments": args}
-        result, attempts, open_exc = await self._call(
-            tool, params, args if validate else None, start, timeout, on_progress, on_request
-        )
-        if open_exc is not None:
+        call = ToolCall(tool, params, args if validate else None, timeout, on_progress, on_request)
+        result = await self._send(call)
+        if call.circuit_open is not None:
             return ToolResult(
                 server=self.name, tool=tool, ok=False, is_error=True, content=result["content"],
-                error=str(open_exc), error_type="CircuitOpenError",
-                latency_ms=(time.perf_counter() - start) * 1000.0, attempts=0,
+                error=str(call.circuit_open), error_type="CircuitOpenError", latency_ms=call.elapsed_ms(), attempts=0,
             )
         if needs_input(result):
             if on_request is None:
@@ -297,16 +299,14 @@ class ServerHandle:
                 text = f"{self.name}/{tool} needs input this call cannot give ({', '.join(asked) or 'unspecified'})"
                 return ToolResult(
                     server=self.name, tool=tool, ok=False, is_error=True, content=[{"type": "text", "text": text}],
-                    error=text, error_type="InputRequired",
-                    latency_ms=(time.perf_counter() - start) * 1000.0, attempts=attempts,
+                    error=text, error_type="InputRequired", latency_ms=call.elapsed_ms(), attempts=call.attempts,
                 )
 
-            async def again(retry: dict[str, Any]) -> dict[str, Any]:
-                out, _, _ = await self._call(tool, retry, None, time.perf_counter(), timeout, on_progress, on_request)
-                return out
+            async def again(retry: JsonDict) -> JsonDict:
+                return await self._send(ToolCall(tool, retry, None, timeout, on_progress, on_request))
 
             result = await complete_input(again, params, result, on_request)
-        return ToolResult.from_mcp(self.name, tool, result, (time.perf_counter() - start) * 1000.0, attempts)
+        return ToolResult.from_mcp(self.name, tool, result, call.elapsed_ms(), call.attempts)
 
     async def forward_tool(
         self,
@@ -324,84 +324,81 @@ class ServerHandle:
         tool = params.get("name")
         if not isinstance(tool, str):
             raise InvalidArgumentsError(f"tools/call to {self.name!r}: params.name must be a string")
-        result, _, _ = await self._call(
-            tool, params, None, time.perf_counter(), timeout, on_progress, on_request, on_log
-        )
-        return result
+        return await self._send(ToolCall(tool, params, None, timeout, on_progress, on_request, on_log))
 
-    async def _call(
-        self,
-        tool: str,
-        params: dict[str, Any],
-        validate_args: dict[str, Any] | None,
-        start: float,
-        timeout: float | None,
-        on_progress: ProgressCallback | None,
-        on_request: ServerRequestHandler | None = None,
-        on_log: LogHandler | None = None,
-    ) -> tuple[dict[str, Any], int, CircuitOpenError | None]:
-        """The one guarded ``tools/call`` path: (raw result, attempts, open circuit if the fallback answered).
-
-        ``validate_args`` given: checked against the tool's schema before anything is sent."""
-        guard = self.guard(tool)
+    # The one guarded ``tools/call`` path, one concern per step; each hands ``call`` to the next.
+    async def _send(self, call: ToolCall) -> JsonDict:
+        """Circuit guard: fail fast while the server's or the tool's circuit is open, or answer
+        with the server's fallback text (then ``call.circuit_open`` is set)."""
+        guard = self.guard(call.tool)
         try:
-            guard.allow()  # fail fast when open
+            guard.allow()
         except CircuitOpenError as exc:
             fallback = self.config.circuit.fallback
             if fallback is None:
                 raise
-            return {"content": [{"type": "text", "text": fallback}], "isError": True}, 0, exc
+            call.circuit_open = exc
+            return {"content": [{"type": "text", "text": fallback}], "isError": True}
+        return await self._send_validated(call, guard)
+
+    async def _send_validated(self, call: ToolCall, guard: CircuitGuard) -> JsonDict:
+        """Argument validation against the tool's schema (when asked); the tool's annotations
+        decide whether an ambiguous failure may be retried."""
         definition: dict[str, Any] | None
         try:
-            if validate_args is not None:
-                definition = await self.tool_definition(tool)
-                self.validate(tool, definition, validate_args)
+            if call.arguments is not None:
+                definition = await self.tool_definition(call.tool)
+                self.validate(call.tool, definition, call.arguments)
             else:
-                definition = self.catalog.tool(tool)  # known annotations still decide what is safe to retry
+                definition = self.catalog.tool(call.tool)  # known annotations still decide what is safe to retry
         except BaseException as exc:
             guard.release()
             if isinstance(exc, ConnectionFailedError | ToolTimeoutError):
-                self._record(tool, False, start, exc, guard)
+                self._record(call, guard, exc)  # the server failed to list its tools: that counts
             raise
-        attempts = 0
-        safe_retry = _idempotent(definition)
+        call.safe_retry = idempotent(definition)
+        return await self._send_recorded(call, guard)
 
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, SessionLostError):
-                return True
-            if isinstance(exc, ConnectionFailedError):
-                return getattr(exc, "before_send", False) or safe_retry
-            if isinstance(exc, ToolTimeoutError | McpRemoteError):
-                return safe_retry and bool(getattr(exc, "retryable", False))
-            return False
-
-        async def attempt() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            return await self.request(
-                "tools/call", params, timeout=timeout, on_progress=on_progress, on_request=on_request, on_log=on_log
-            )
-
+    async def _send_recorded(self, call: ToolCall, guard: CircuitGuard) -> JsonDict:
+        """Recording: the outcome reaches the breakers, the health tracker and the metrics."""
         try:
-            async with self.limiter:
-                result = await self.retry.run(attempt, is_retryable=retryable)
+            result = await self._send_limited(call)
         except BaseException as exc:
-            self._record(tool, False, start, exc, guard)
+            self._record(call, guard, exc)
             raise
-        self._record(tool, True, start, None, guard, tool_error=bool(result.get("isError")))
-        return result, attempts, None
+        self._record(call, guard, None, tool_error=bool(result.get("isError")))
+        return result
 
-    def _record(
-        self,
-        tool: str,
-        reached: bool,
-        start: float,
-        exc: BaseException | None,
-        guard: CircuitGuard,
-        *,
-        tool_error: bool = False,
-    ) -> None:
-        latency = (time.perf_counter() - start) * 1000.0
+    async def _send_limited(self, call: ToolCall) -> JsonDict:
+        """The server's concurrency limit, held across the retries."""
+        async with self.limiter:
+            return await self._send_retrying(call)
+
+    async def _send_retrying(self, call: ToolCall) -> JsonDict:
+        """Retries with backoff, of what is safe to repeat (see :func:`is_retryable`)."""
+        retry = self.retry
+        attempt = 1
+        while True:
+            try:
+                return await self._send_once(call)
+            except Exception as exc:
+                wait = retry.backoff(attempt, exc) if is_retryable(exc, call.safe_retry) else None
+                if wait is None:
+                    raise
+            await retry.sleep(wait)
+            attempt += 1
+
+    async def _send_once(self, call: ToolCall) -> JsonDict:
+        """One attempt: one ``tools/call`` request (reconnecting once if the session was lost)."""
+        call.attempts += 1
+        return await self.request(
+            "tools/call", call.params, timeout=call.timeout, on_progress=call.on_progress,
+            on_request=call.on_request, on_log=call.on_log,
+        )
+
+    def _record(self, call: ToolCall, guard: CircuitGuard, exc: BaseException | None, *,
+                tool_error: bool = False) -> None:
+        latency = call.elapsed_ms()
         if exc is None:
             guard.record_success()
         else:
@@ -411,9 +408,11 @@ class ServerHandle:
             exc, InvalidArgumentsError | ToolNotFoundError | CircuitOpenError | asyncio.CancelledError
         )
         self.health.record(not infra_failure, latency, timeout=timeout)
-        self._hub._metrics.record_call(
-            self.label, tool, ok=reached and not tool_error and exc is None, latency_ms=latency, timeout=timeout
-        )
+        self._metrics.record_call(self.label, call.tool, ok=exc is None and not tool_error, latency_ms=latency,
+                                  timeout=timeout)
+
+    def _record_lookup(self, hit: bool) -> None:
+        self._metrics.record_cache(self.label, hit)
 
     def snapshot(self) -> dict[str, Any]:
         conn = self.conn
@@ -433,10 +432,3 @@ class ServerHandle:
             "catalog": self.catalog.stats(),
         }
 
-
-def _idempotent(definition: dict[str, Any] | None) -> bool:
-    """A tool may be re-sent after an ambiguous failure only if it says it is safe."""
-    if not definition:
-        return False
-    ann = definition.get("annotations") or {}
-    return bool(ann.get("readOnlyHint") or ann.get("idempotentHint"))

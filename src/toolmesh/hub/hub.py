@@ -20,8 +20,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-import orjson
-
 from toolmesh.errors import (
     ConnectionFailedError,
     InvalidArgumentsError,
@@ -33,17 +31,25 @@ from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.convert import anthropic_tool, openai_tool
 from toolmesh.hub.handle import ServerHandle
 from toolmesh.hub.naming import ToolNameMap
+from toolmesh.hub.probe import probe
 from toolmesh.hub.result import ToolResult
-from toolmesh.hub.transports import make_connection
+from toolmesh.hub.toolcall import normalise_call
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.observability.health import HealthEvent, HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
+from toolmesh.resilience.abc import CapacityLimiter, CircuitStore
+from toolmesh.resilience.circuit import CircuitBreaker, CircuitState
+from toolmesh.resilience.circuit_state import LocalCircuitStore
 from toolmesh.resilience.limits import ConcurrencyLimiter
 
 log = logging.getLogger("toolmesh.hub")
 
 DEFAULT_TENANT = "default"
 StatusCallback = Callable[[HealthEvent], Awaitable[None] | None]
+#: ``(limit, name) -> limiter``: where the Hub's concurrency limits live.
+LimiterFactory = Callable[[int, str], CapacityLimiter]
+#: ``key -> store``: where a circuit breaker's state and counts live.
+CircuitStoreFactory = Callable[[str], CircuitStore]
 
 _Key = tuple[str, str | None]  # (tenant, user)
 
@@ -58,14 +64,22 @@ class Hub(ChangeSource):
         batch_concurrency: int = 32,
         tenant_concurrency: int = 512,
         client_capabilities: dict[str, Any] | None = None,
+        limiter_factory: LimiterFactory | None = None,
+        circuit_store_factory: CircuitStoreFactory | None = None,
     ) -> None:
         """``tenant_concurrency`` bounds the calls in flight per tenant across all its servers
         (each server is bounded by its own ``max_concurrency`` too). ``client_capabilities`` is
         what every connection advertises (a server's ``client_capabilities`` overrides it;
-        default: roots only), e.g. ``{"sampling": {}, "elicitation": {}}`` for a gateway."""
+        default: roots only), e.g. ``{"sampling": {}, "elicitation": {}}`` for a gateway.
+
+        ``limiter_factory(limit, name)`` makes the per-tenant and per-server concurrency limits and
+        ``circuit_store_factory(key)`` the stores of the circuit breakers (key: the server's metrics
+        label, ``label/tool`` for a tool's breaker); the defaults keep both in this process."""
         self.tenant_concurrency = tenant_concurrency
         self.client_capabilities = client_capabilities
-        self._tenant_limits: dict[str, ConcurrencyLimiter] = {}
+        self._limiter_factory = limiter_factory
+        self._circuit_store_factory = circuit_store_factory
+        self._tenant_limits: dict[str, CapacityLimiter] = {}
         self._servers: dict[_Key, dict[str, ServerHandle]] = {}
         self._names: dict[_Key, ToolNameMap] = {}
         self._status_callbacks: list[StatusCallback] = []
@@ -155,31 +169,7 @@ class Hub(ChangeSource):
     ) -> dict[str, Any]:
         """Open a fresh connection, list tools, close. Never raises: reports ``ok`` and ``error``."""
         config = target if isinstance(target, ServerConfig) else self.server(target, tenant=tenant, user=user).config
-        start = time.perf_counter()
-        caps = config.client_capabilities
-        conn = make_connection(config, caps if caps is not None else self.client_capabilities)
-        report: dict[str, Any] = {"name": config.name, "transport": config.transport}
-        try:
-            await conn.start()
-            connected = time.perf_counter()
-            tools = await conn.request("tools/list", timeout=config.connect_timeout)
-            done = time.perf_counter()
-            report.update(
-                ok=True,
-                protocol=conn.identity.protocol,
-                server_info={"name": conn.identity.name, "version": conn.identity.version},
-                connect_ms=round((connected - start) * 1000, 2),
-                list_ms=round((done - connected) * 1000, 2),
-                latency_ms=round((done - start) * 1000, 2),
-                tool_count=len(tools.get("tools") or []),
-                error=None,
-            )
-        except Exception as exc:
-            report.update(ok=False, error=f"{type(exc).__name__}: {exc}",
-                          latency_ms=round((time.perf_counter() - start) * 1000, 2), tool_count=0)
-        finally:
-            await conn.close()
-        return report
+        return await probe(config, self.client_capabilities)
 
     # -- catalogue (HUB-7, HUB-8) -------------------------------------------------------
     async def list_tools(
@@ -331,10 +321,10 @@ class Hub(ChangeSource):
                     method, params, timeout=timeout, on_progress=on_progress, on_request=on_request, on_log=on_log
                 )
 
-    def _tenant_limit(self, tenant: str) -> ConcurrencyLimiter:
+    def _tenant_limit(self, tenant: str) -> CapacityLimiter:
         limiter = self._tenant_limits.get(tenant)
         if limiter is None:
-            limiter = self._tenant_limits[tenant] = ConcurrencyLimiter(self.tenant_concurrency, name=f"tenant {tenant}")
+            limiter = self._tenant_limits[tenant] = self.new_limiter(self.tenant_concurrency, f"tenant {tenant}")
         return limiter
 
     async def call(self, exposed: str, arguments: dict[str, Any] | None = None, *,
@@ -357,7 +347,7 @@ class Hub(ChangeSource):
         Accepts OpenAI ``tool_calls`` (``{"id", "function": {"name", "arguments": "<json>"}}``,
         dicts or SDK objects), Anthropic ``tool_use`` blocks (``{"id", "name", "input"}``) and
         plain ``{"id", "name", "arguments"}``. Never raises for a single call's failure."""
-        calls = [_normalise_call(c, i) for i, c in enumerate(tool_calls)]
+        calls = [normalise_call(c, i) for i, c in enumerate(tool_calls)]
         sem = asyncio.Semaphore(concurrency or self.batch_concurrency)
 
         async def run(call_id: str, name: str, args: Any) -> ToolResult:
@@ -389,7 +379,14 @@ class Hub(ChangeSource):
             for h in servers.values():
                 h.health.add_listener(callback)
 
-    def _new_health(self, config: ServerConfig) -> HealthTracker:
+    @property
+    def tool_metrics(self) -> ToolMetrics:
+        """The per-server and per-tool call metrics every handle records in (HUB-9)."""
+        return self._metrics
+
+    # -- what the handles report (the HandleOwner protocol) ----------------------------------
+    def new_health(self, config: ServerConfig) -> HealthTracker:
+        """A health tracker for ``config``'s handle, wired to the status callbacks."""
         hc = config.health
         tracker = HealthTracker(
             config.name,
@@ -402,11 +399,29 @@ class Hub(ChangeSource):
             tracker.add_listener(cb)
         return tracker
 
-    def _on_circuit_change(self, breaker: Any, old: Any, new: Any) -> None:
+    def new_limiter(self, limit: int, name: str) -> CapacityLimiter:
+        """A concurrency limit of ``limit`` holders, from the ``limiter_factory`` if one was given."""
+        if self._limiter_factory is not None:
+            return self._limiter_factory(limit, name)
+        return ConcurrencyLimiter(limit, name=name)
+
+    def new_circuit_store(self, key: str) -> CircuitStore:
+        """The store of one breaker, from the ``circuit_store_factory`` if one was given."""
+        if self._circuit_store_factory is not None:
+            return self._circuit_store_factory(key)
+        return LocalCircuitStore()
+
+    def on_circuit_change(self, breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+        """A handle's breaker changed state."""
         log.warning("circuit %s: %s -> %s", breaker.name, old, new)
 
-    def _on_catalog_changed(self, handle: ServerHandle) -> None:
-        log.info("catalogue of %s changed", handle.name)
+    def on_catalog_changed(self, server: str) -> None:
+        """A server's catalogue changed (its handle already dropped the cached listings)."""
+        log.info("catalogue of %s changed", server)
+
+    def on_connected(self) -> None:
+        """A handle opened a connection: the idle janitor runs while any may be open."""
+        self._ensure_janitor()
 
     def status(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """One snapshot per registered server (all tenants unless one is named)."""
@@ -468,32 +483,4 @@ class Hub(ChangeSource):
         await self.aclose()
 
 
-def _normalise_call(call: Any, index: int) -> tuple[str, str, Any]:
-    """(call_id, exposed_name, arguments-or-error) from any supported tool-call shape."""
-    get = call.get if isinstance(call, dict) else (lambda k, d=None: getattr(call, k, d))
-    call_id = get("id") or get("tool_call_id") or f"call_{index}"
-    fn = get("function")
-    if fn is not None:
-        fget = fn.get if isinstance(fn, dict) else (lambda k, d=None: getattr(fn, k, d))
-        name, raw = fget("name"), fget("arguments")
-    else:
-        name = get("name")
-        raw = get("input") if get("input") is not None else get("arguments")
-    if not isinstance(name, str) or not name:
-        return str(call_id), "", InvalidArgumentsError(f"tool call {call_id!r} has no function name")
-    args: Any
-    if raw is None or raw == "":
-        args = {}
-    elif isinstance(raw, str | bytes):
-        try:
-            args = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            args = InvalidArgumentsError(f"arguments of tool call {call_id!r} are not valid JSON: {exc}")
-    else:
-        args = raw
-    if not isinstance(args, dict | BaseException):
-        args = InvalidArgumentsError(f"arguments of tool call {call_id!r} must be a JSON object")
-    return str(call_id), name, args
-
-
-__all__ = ["DEFAULT_TENANT", "ConnectionFailedError", "Hub"]
+__all__ = ["DEFAULT_TENANT", "CircuitStoreFactory", "ConnectionFailedError", "Hub", "LimiterFactory", "StatusCallback"]

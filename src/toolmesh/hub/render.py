@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-JsonDict = dict[str, Any]
+from toolmesh.hub.types import JsonDict
 
 __all__ = [
     "anthropic_tool_result",

@@ -25,7 +25,6 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -40,11 +39,14 @@ from toolmesh.errors import (
     ToolNotFoundError,
 )
 from toolmesh.observability.dispatch import notify
+from toolmesh.resilience.abc import CircuitStore
+from toolmesh.resilience.circuit_state import CircuitState, LocalCircuitStore
 
 __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "FailurePredicate",
+    "Guarded",
     "StateChangeCallback",
     "default_is_failure",
 ]
@@ -52,14 +54,6 @@ __all__ = [
 log = logging.getLogger("toolmesh.resilience")
 
 T = TypeVar("T")
-
-
-class CircuitState(StrEnum):
-    """State of a circuit breaker (the value is what snapshots and dashboards show)."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
 
 
 # Module constants: enum attribute access costs ~5x a global lookup on the hot path.
@@ -104,8 +98,8 @@ def _current_task() -> asyncio.Task[Any] | None:
         return None
 
 
-class _Guarded:
-    """``async with`` for anything with allow / record_success / record_exception."""
+class Guarded:
+    """``async with`` for anything with allow / record_success / record_exception (a mixin)."""
 
     __slots__ = ()
 
@@ -131,30 +125,28 @@ class _Guarded:
             self.record_exception(exc)
 
 
-class CircuitBreaker(_Guarded):
+class CircuitBreaker(Guarded):
     """A circuit breaker for one server or one (server, tool).
 
     Use either the explicit protocol (``allow()`` then ``record_success()`` /
     ``record_failure()`` / ``release()``), ``async with breaker:``, or ``await breaker.call(fn)``.
+    The state and counts live in ``store`` (a :class:`~toolmesh.resilience.abc.CircuitStore`);
+    the transitions are decided here, whatever the store.
     """
 
     __slots__ = (
         "_clock",
-        "_failures",
-        "_opened_at",
         "_probe_started",
         "_probe_task",
         "_probing",
-        "_state",
         "failure_threshold",
         "fallback",
         "is_failure",
         "name",
         "on_state_change",
-        "opens",
         "probe_timeout",
         "reset_timeout",
-        "total_failures",
+        "store",
     )
 
     def __init__(
@@ -168,6 +160,7 @@ class CircuitBreaker(_Guarded):
         on_state_change: StateChangeCallback | None = None,
         fallback: Callable[[CircuitOpenError], Any] | None = None,
         probe_timeout: float | None = None,
+        store: CircuitStore | None = None,
     ) -> None:
         """Create a closed breaker.
 
@@ -183,6 +176,8 @@ class CircuitBreaker(_Guarded):
                 :class:`CircuitOpenError`, its (awaited, if awaitable) result is returned.
             probe_timeout: after this many seconds without a verdict a half-open probe is
                 presumed lost and another is allowed (default: ``reset_timeout``).
+            store: where state and counts are kept (default: a new
+                :class:`~toolmesh.resilience.circuit_state.LocalCircuitStore`).
         """
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
@@ -196,49 +191,54 @@ class CircuitBreaker(_Guarded):
         self.on_state_change = on_state_change
         self.fallback = fallback
         self._clock = clock
-        self._state = _CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
+        self.store: CircuitStore = LocalCircuitStore() if store is None else store
         self._probing = False
         self._probe_started = 0.0
         self._probe_task: asyncio.Task[Any] | None = None
-        #: Lifetime counters (for snapshots and metrics).
-        self.opens = 0
-        self.total_failures = 0
 
     # -- state -----------------------------------------------------------------------------
 
     @property
     def state(self) -> CircuitState:
         """Current state; an open circuit whose timeout has elapsed reports (and becomes) half-open."""
-        if self._state is _OPEN and self._clock() - self._opened_at >= self.reset_timeout:
+        store = self.store
+        if store.state is _OPEN and self._clock() - store.opened_at >= self.reset_timeout:
             self._transition(_HALF_OPEN)
-        return self._state
+        return store.state
 
     @property
     def consecutive_failures(self) -> int:
         """Failures since the last success (0 after closing)."""
-        return self._failures
+        return self.store.failures
+
+    @property
+    def opens(self) -> int:
+        """How many times the circuit opened (lifetime)."""
+        return self.store.opens
+
+    @property
+    def total_failures(self) -> int:
+        """Failures reported (lifetime)."""
+        return self.store.total_failures
 
     def retry_after(self) -> float | None:
         """Seconds until an open circuit lets a probe through; 0 when calls may go now;
         ``None`` while a half-open probe is in flight (the wait depends on its outcome)."""
         state = self.state
         if state is _OPEN:
-            return max(0.0, self._opened_at + self.reset_timeout - self._clock())
+            return max(0.0, self.store.opened_at + self.reset_timeout - self._clock())
         if state is _HALF_OPEN and self._probing:
             return None
         return 0.0
 
     def _transition(self, new: CircuitState) -> None:
-        old = self._state
+        store = self.store
+        old = store.state
         if old is new:
             return
-        self._state = new
+        store.set_state(new, self._clock())
         if new is _OPEN:
-            self._opened_at = self._clock()
-            self.opens += 1
-            log.warning("circuit %s opened after %d failures", self.name, self._failures)
+            log.warning("circuit %s opened after %d failures", self.name, store.failures)
         elif new is _CLOSED:
             log.info("circuit %s closed", self.name)
         if new is not _HALF_OPEN:
@@ -254,15 +254,16 @@ class CircuitBreaker(_Guarded):
 
         In half-open the first caller becomes the probe; the others are refused until the
         probe reports."""
-        state = self._state
+        store = self.store
+        state = store.state
         if state is _CLOSED:
             return
         now = self._clock()
         if state is _OPEN:
-            remaining = self._opened_at + self.reset_timeout - now
+            remaining = store.opened_at + self.reset_timeout - now
             if remaining > 0:
                 raise CircuitOpenError(
-                    f"circuit {self.name!r} is open after {self._failures} consecutive failures; "
+                    f"circuit {self.name!r} is open after {store.failures} consecutive failures; "
                     f"retry in {remaining:.2f}s",
                     retry_after=remaining,
                 )
@@ -279,17 +280,18 @@ class CircuitBreaker(_Guarded):
     def record_success(self) -> None:
         """Report a successful call: resets the failure count; closes a half-open circuit.
         A late success while open (a call admitted before it opened) is ignored."""
-        self._failures = 0
-        if self._state is _HALF_OPEN:
+        store = self.store
+        store.clear_failures()
+        if store.state is _HALF_OPEN:
             self._transition(_CLOSED)
 
     def record_failure(self) -> None:
         """Report a failed call: may open a closed circuit; re-opens a half-open one."""
-        self._failures += 1
-        self.total_failures += 1
-        state = self._state
+        store = self.store
+        failures = store.add_failure()
+        state = store.state
         if state is _CLOSED:
-            if self._failures >= self.failure_threshold:
+            if failures >= self.failure_threshold:
                 self._transition(_OPEN)
         elif state is _HALF_OPEN:
             self._transition(_OPEN)
@@ -298,7 +300,7 @@ class CircuitBreaker(_Guarded):
     def release(self) -> None:
         """Report a call that ended without a verdict (cancelled, or an exception that is not a
         failure). If it was the half-open probe, the probe slot is freed for the next caller."""
-        if self._probing and self._state is _HALF_OPEN and self._probe_task is _current_task():
+        if self._probing and self.store.state is _HALF_OPEN and self._probe_task is _current_task():
             self._probing = False
             self._probe_task = None
 
@@ -339,7 +341,7 @@ class CircuitBreaker(_Guarded):
 
     def reset(self) -> None:
         """Force the circuit closed (admin action)."""
-        self._failures = 0
+        self.store.clear_failures()
         self._transition(_CLOSED)
 
     def snapshot(self) -> dict[str, Any]:
@@ -347,7 +349,7 @@ class CircuitBreaker(_Guarded):
         return {
             "name": self.name,
             "state": self.state.value,
-            "consecutive_failures": self._failures,
+            "consecutive_failures": self.store.failures,
             "failure_threshold": self.failure_threshold,
             "reset_timeout": self.reset_timeout,
             "retry_after": self.retry_after(),
@@ -357,4 +359,4 @@ class CircuitBreaker(_Guarded):
         }
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self._state.value}, failures={self._failures})"
+        return f"CircuitBreaker({self.name!r}, state={self.store.state.value}, failures={self.store.failures})"

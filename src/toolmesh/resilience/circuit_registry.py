@@ -10,12 +10,12 @@ from typing import Any, TypeVar, cast
 from toolmesh.errors import CircuitOpenError
 from toolmesh.resilience.circuit import (
     CircuitBreaker,
-    CircuitState,
     FailurePredicate,
+    Guarded,
     StateChangeCallback,
-    _Guarded,
     default_is_failure,
 )
+from toolmesh.resilience.circuit_state import CircuitState
 
 __all__ = ["CircuitGuard", "CircuitRegistry"]
 
@@ -23,7 +23,7 @@ T = TypeVar("T")
 _CLOSED = CircuitState.CLOSED
 
 
-class CircuitGuard(_Guarded):
+class CircuitGuard(Guarded):
     """The server breaker and the tool breaker of one (server, tool), used together.
 
     ``allow()`` checks the server circuit first, then the tool circuit (undoing the server
@@ -41,7 +41,7 @@ class CircuitGuard(_Guarded):
 
     def allow(self) -> None:
         """Admit a call or raise :class:`CircuitOpenError` naming the open circuit."""
-        if self.server._state is _CLOSED and self.tool._state is _CLOSED:
+        if self.server.store.state is _CLOSED and self.tool.store.state is _CLOSED:
             return  # the common case, without two method calls
         self.server.allow()
         try:
@@ -52,13 +52,16 @@ class CircuitGuard(_Guarded):
 
     def record_success(self) -> None:
         """Report success to both breakers."""
-        tool, server = self.tool, self.server
-        if tool._state is _CLOSED and server._state is _CLOSED:
-            tool._failures = 0
-            server._failures = 0
+        tool, server = self.tool.store, self.server.store
+        if tool.state is _CLOSED and server.state is _CLOSED:
+            # The common case: nothing can change state, only the counts are cleared.
+            if tool.failures:
+                tool.clear_failures()
+            if server.failures:
+                server.clear_failures()
             return
-        tool.record_success()
-        server.record_success()
+        self.tool.record_success()
+        self.server.record_success()
 
     def record_failure(self) -> None:
         """Report a failure to both breakers."""

@@ -261,6 +261,14 @@ class TokenBucket:
         missing = n - self._tokens
         return missing / self.rate if missing > 0 else 0.0
 
+    async def take(self, n: float = 1) -> float:
+        """Take ``n`` tokens if available now: 0.0 when taken, else the seconds until they would
+        be (nothing is taken). The :class:`~toolmesh.resilience.abc.RateLimiter` form of
+        :meth:`try_acquire` + :meth:`time_until`."""
+        if self.try_acquire(n):
+            return 0.0
+        return self.time_until(n)
+
     async def acquire(self, n: float = 1, timeout: float | None = None) -> None:
         """Take ``n`` tokens, waiting for them; raise :class:`ConcurrencyLimitError` at once if
         that would take longer than ``timeout`` seconds."""

@@ -138,14 +138,8 @@ class RetryPolicy:
             try:
                 return await fn()
             except Exception as exc:
-                if attempt >= self.max_attempts or not check(exc):
-                    raise
-                wait = self.delay(attempt)
-                if self.respect_retry_after:
-                    hint = getattr(exc, "retry_after", None)
-                    if isinstance(hint, int | float) and hint > wait:
-                        wait = float(hint)
-                if deadline is not None and self._clock() + wait >= deadline:
+                wait = self.backoff(attempt, exc, deadline) if check(exc) else None
+                if wait is None:
                     raise
                 if on_retry is not None:
                     res = on_retry(attempt, exc, wait)
@@ -153,6 +147,25 @@ class RetryPolicy:
                         await res
             await self._sleep(wait)
             attempt += 1
+
+    def backoff(self, attempt: int, exc: BaseException, deadline: float | None = None) -> float | None:
+        """The wait before the next attempt after attempt number ``attempt`` (1-based) failed with
+        a retryable ``exc``; ``None`` when there is none (attempts used up, or the wait would end
+        past ``deadline``). For callers that run their own loop (the Hub's call path)."""
+        if attempt >= self.max_attempts:
+            return None
+        wait = self.delay(attempt)
+        if self.respect_retry_after:
+            hint = getattr(exc, "retry_after", None)
+            if isinstance(hint, int | float) and hint > wait:
+                wait = float(hint)
+        if deadline is not None and self._clock() + wait >= deadline:
+            return None
+        return wait
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep with this policy's (injectable) sleep function."""
+        await self._sleep(seconds)
 
     def __repr__(self) -> str:
         return (

@@ -193,7 +193,7 @@ class Dispatcher(McpMethods):
         try:
             policy = self.policy
             if policy is not None and policy.limiter is not None:
-                wait = policy.limiter.acquire(conn.client_key if conn is not None else (client or "-"))
+                wait = await policy.limiter.take(conn.client_key if conn is not None else (client or "-"))
                 if wait:
                     policy.rate_limited += 1
                     raise RpcError(RATE_LIMITED, "Rate limit exceeded", {"retryAfter": round(wait, 3)})

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS as MODERN_VERSIONS
 
+from toolmesh.net.asgi import Scope as Scope  # the shared ASGI scope type, re-exported for servers/*
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.state import (
@@ -39,7 +40,6 @@ from toolmesh.servers.state import (
 
 logger = logging.getLogger("toolmesh.servers.http")
 
-Scope = dict[str, Any]
 ASGIReceive = Any
 ASGISend = Any
 

@@ -21,7 +21,7 @@ import itertools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from toolmesh.errors import (
     ConnectionFailedError,
@@ -30,8 +30,8 @@ from toolmesh.errors import (
     ToolTimeoutError,
 )
 from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.transports.listen import ListenLoop
 from toolmesh.hub.transports.types import (
-    _SWEEP,
     CLIENT_CAPABILITIES,
     CLIENT_INFO,
     HANDSHAKE_VERSIONS,
@@ -43,6 +43,7 @@ from toolmesh.hub.transports.types import (
     META_VERSION,
     METHOD_NOT_FOUND,
     MODERN,
+    SWEEP_INTERVAL,
     UNSUPPORTED_VERSION,
     LogHandler,
     NotificationHandler,
@@ -59,9 +60,6 @@ __all__ = [
     "UNSUPPORTED_VERSION", "Connection", "LogHandler", "NotificationHandler", "Pending", "ProgressCallback",
     "ServerIdentity", "ServerRequestHandler",
 ]
-
-if TYPE_CHECKING:
-    from toolmesh.hub.transports.listen import ListenLoop
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -151,7 +149,7 @@ class Connection(ABC):
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        soonest = now + _SWEEP
+        soonest = now + SWEEP_INTERVAL
         armed = False
         for p in self._pending.values():
             if p.timed_out or p.task is None:  # no waiting task: a listen stream, open until closed
@@ -225,7 +223,7 @@ class Connection(ABC):
         # One sweep per connection enforces every deadline: no timer per call (a TimerHandle
         # pushed on and popped off the loop's heap for each request was ~7 % of a gateway call).
         if self._sweeper is None:
-            self._sweeper = loop.call_later(min(_SWEEP, t), self._sweep)
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, t), self._sweep)
         if on_progress is not None:
             self._progress[rid] = pending
         routed = on_request is not None or on_log is not None

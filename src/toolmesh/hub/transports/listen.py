@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from toolmesh.hub.transports.base import Connection
+from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.transports.types import ServerIdentity
 
 log = logging.getLogger("toolmesh.hub")
 
@@ -31,6 +31,12 @@ LISTEN = "subscriptions/listen"
 LISTEN_ACK = "notifications/subscriptions/acknowledged"
 #: Capability -> the ``SubscriptionFilter`` flag that asks for its list_changed notifications.
 FLAGS = {"tools": "toolsListChanged", "prompts": "promptsListChanged", "resources": "resourcesListChanged"}
+#: ``subscriptions/listen`` filter flag → the notification it stands for.
+LIST_FLAGS = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
 #: Wait before reopening a stream that ended or failed: doubles up to the maximum, seconds.
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
@@ -40,6 +46,30 @@ RETIRE_AFTER = 10.0
 #: Opens the stream once and reads it until it ends: ``open_once(notifications, loop)``. Returns
 #: when the server ended the stream (or answered with a result); raises when it failed.
 OpenOnce = Callable[[dict[str, Any], "ListenLoop"], Coroutine[Any, Any, None]]
+
+
+class ListenHost(Protocol):
+    """What a :class:`ListenLoop` needs of its connection (a
+    :class:`~toolmesh.hub.transports.base.Connection` is one; typed here so this module does not
+    import the connection that imports it)."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def identity(self) -> ServerIdentity: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def modern(self) -> bool: ...
+
+    @property
+    def resource_uris(self) -> Callable[[], list[str]] | None: ...
+
+    async def request(self, method: str, params: dict[str, Any] | None = None, *,
+                      timeout: float | None = None) -> dict[str, Any]: ...
 
 
 class ListenRefused(Exception):
@@ -61,7 +91,7 @@ def listen_filter(capabilities: Any) -> dict[str, Any]:
 class ListenLoop:
     """Keeps one ``subscriptions/listen`` stream open while ``conn`` is alive."""
 
-    def __init__(self, conn: Connection, notifications: dict[str, Any] | None, open_once: OpenOnce) -> None:
+    def __init__(self, conn: ListenHost, notifications: dict[str, Any] | None, open_once: OpenOnce) -> None:
         self.conn = conn
         self.notifications = notifications
         self._open_once = open_once
@@ -78,7 +108,7 @@ class ListenLoop:
         self.last_ack_refilter = False
 
     @classmethod
-    def start_for(cls, conn: Connection, open_once: OpenOnce) -> ListenLoop | None:
+    def start_for(cls, conn: ListenHost, open_once: OpenOnce) -> ListenLoop | None:
         """A running loop for a modern ``conn`` whose server advertises ``listChanged``, else ``None``.
 
         A connection pinned to 2026-07-28 skipped ``server/discover``: the loop asks it first."""
@@ -204,5 +234,5 @@ def check_final(response: dict[str, Any], name: str) -> None:
         raise ConnectionError(message)
 
 
-__all__ = ["FLAGS", "LISTEN", "LISTEN_ACK", "ListenLoop", "ListenRefused", "check_final", "listen_filter",
-           "listen_message"]
+__all__ = ["FLAGS", "LISTEN", "LISTEN_ACK", "LIST_FLAGS", "ListenHost", "ListenLoop", "ListenRefused", "check_final",
+           "listen_filter", "listen_message"]

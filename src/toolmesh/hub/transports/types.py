@@ -33,7 +33,7 @@ LogHandler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 #: How often a connection's deadline sweep runs while requests are in flight (seconds);
 #: a request times out at most this much after its deadline.
-_SWEEP = 0.05
+SWEEP_INTERVAL = 0.05
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from mcp.server import MCPServer
 def new_server(name: str, instructions: str) -> MCPServer[Any]:
     """A named demo server: a ``toolmesh.servers.ToolServer`` (SDK ``MCPServer`` + policy) when available."""
     try:
-        from toolmesh.servers.policy import ToolServer
+        from toolmesh.servers import ToolServer
     except ImportError:  # toolmesh.servers not importable: the plain SDK server does the job
         return MCPServer(name=f"toolmesh-demo-{name}", instructions=instructions, version="1.0", log_level="WARNING")
     return ToolServer(
