@@ -1,8 +1,58 @@
-"""The error types toolmesh raises. Every failure a caller can act on has its own class."""
+"""The error types toolmesh raises. Every failure a caller can act on has its own class.
+
+The whole tree (each class is also exported from :mod:`toolmesh`); ``(also X)`` names
+the built-in exception a class also derives from, so ``except LookupError`` keeps working::
+
+    ToolmeshError
+      ConfigError                    (also ValueError)
+      ServerNotFoundError            (also LookupError)
+      ToolNotFoundError              (also LookupError)
+      InvalidArgumentsError          (also ValueError)
+      ConnectionFailedError          (also ConnectionError)
+        SessionLostError
+      ProtocolError
+      ToolTimeoutError               (also TimeoutError)
+      CircuitOpenError
+      ConcurrencyLimitError
+      McpRemoteError
+      LLMError
+        RateLimitedError
+        ProviderUnavailableError
+        ContextOverflowError
+        UnknownModelError            (also LookupError)
+        MalformedResponseError
+      BudgetExceededError
+      RequestRejectedError
+
+``retryable`` says whether repeating the same operation may succeed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+__all__ = [
+    "BudgetExceededError",
+    "CircuitOpenError",
+    "ConcurrencyLimitError",
+    "ConfigError",
+    "ConnectionFailedError",
+    "ContextOverflowError",
+    "InvalidArgumentsError",
+    "LLMError",
+    "MalformedResponseError",
+    "McpRemoteError",
+    "ProtocolError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "RequestRejectedError",
+    "ServerNotFoundError",
+    "SessionLostError",
+    "ToolNotFoundError",
+    "ToolTimeoutError",
+    "ToolmeshError",
+    "UnknownModelError",
+]
 
 
 class ToolmeshError(Exception):

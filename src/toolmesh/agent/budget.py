@@ -7,28 +7,129 @@ reservation is *committed* with the reported usage. Because reservation is a
 synchronous check-and-add on one event loop, concurrent runs of the same user can
 overshoot a limit by at most the estimate error of the calls in flight, never by
 whole calls.
+
+Reservations are upper bounds, so while calls are in flight a scope looks fuller than
+its real spend. :meth:`BudgetSet.reserve_call` therefore does not refuse a model call that
+only *reservations* block: it waits (bounded) for calls in flight to settle and checks
+again, and when the remaining budget allows fewer output tokens than asked it grants
+fewer (the caller caps the request's ``max_tokens``), so the last call that fits is
+admitted and spend still never passes the limit.
+
+:class:`Budget` is the in-process implementation of :class:`BudgetScope`; a shared
+implementation (e.g. Redis, for several gateway workers) fills the same Protocol and is
+handed to :class:`DailySpend` as its ``scope_factory``, with :class:`BudgetSet` unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from toolmesh.errors import BudgetExceededError
+
+__all__ = ["Budget", "BudgetScope", "BudgetSet", "CallAsk", "DailySpend", "Headroom", "Reservation",
+           "ScopeFactory", "SpendBudgets"]
+
+#: Tolerance of cost comparisons (sums of float prices).
+COST_EPSILON = 1e-12
 
 
 @dataclass(slots=True)
 class Reservation:
+    """What one call holds against its scopes until it is committed or released."""
+
     tokens: int = 0
     cost: float = 0.0
     steps: int = 0
     done: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """What a scope can still admit; ``None`` = unlimited."""
+
+    tokens: int | None = None
+    cost: float | None = None
+    steps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAsk:
+    """What one model call may use at most, for :meth:`BudgetSet.reserve_call`.
+
+    ``output_tokens`` is the output wanted; the grant may be lower, down to
+    ``min_output_tokens`` (``None``: no lower grant, the full output or a refusal)."""
+
+    input_tokens: int
+    output_tokens: int
+    input_cost: float = 0.0
+    output_price: float = 0.0
+    min_output_tokens: int | None = None
+    steps: int = 1
+
+    def cost(self, output_tokens: int) -> float:
+        """Cost of the call with ``output_tokens`` of output."""
+        return self.input_cost + self.output_price * output_tokens
+
+
+class BudgetScope(Protocol):
+    """One scope's usage against its limits: the operations :class:`BudgetSet` composes.
+
+    ``check``/``hold``/``settle``/``release`` are synchronous, so a reservation on several
+    scopes is one check-and-add on the event loop with nothing interleaved. A scope kept in a
+    shared store answers them from a local share of its limit that it syncs with the store
+    between calls; ``settled`` may poll."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set (unlimited scopes are not tracked by a BudgetSet)."""
+        ...
+
+    @property
+    def in_flight(self) -> int:
+        """Reservations held now."""
+        ...
+
+    def check(self, tokens: int, cost: float, steps: int) -> str | None:
+        """Why reserving this would pass a limit, or None."""
+        ...
+
+    def headroom(self, *, reserved: bool = True) -> Headroom:
+        """What is left under the limits, after the reservations in flight when ``reserved``."""
+        ...
+
+    def hold(self, r: Reservation) -> None:
+        """Add a reservation (after :meth:`check` passed)."""
+        ...
+
+    def settle(self, r: Reservation, tokens: int, cost: float, steps: int) -> list[str]:
+        """Replace a reservation by actual usage; returns newly crossed warning messages."""
+        ...
+
+    def release(self, r: Reservation) -> None:
+        """Drop a reservation unused."""
+        ...
+
+    async def settled(self, timeout: float) -> None:
+        """Return when a reservation of this scope ends, or after ``timeout`` seconds."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready usage and limits."""
+        ...
+
+
 @dataclass
 class Budget:
-    """Usage of one scope against its limits (``None`` = unlimited)."""
+    """Usage of one scope against its limits (``None`` = unlimited), kept in process."""
 
     name: str
     max_tokens: int | None = None
@@ -41,7 +142,9 @@ class Budget:
     reserved_tokens: int = 0
     reserved_steps: int = 0
     reserved_cost: float = 0.0
+    in_flight: int = 0
     _warned: set[str] = field(default_factory=set)
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     @property
     def limited(self) -> bool:
@@ -54,21 +157,30 @@ class Budget:
         if self.max_tokens is not None and self.used_tokens + self.reserved_tokens + tokens > self.max_tokens:
             return (f"{self.name}: token limit {self.max_tokens} would be exceeded "
                     f"({self.used_tokens} used, next call needs about {tokens})")
-        if self.max_cost_usd is not None and self.used_cost + self.reserved_cost + cost > self.max_cost_usd + 1e-12:
+        if (self.max_cost_usd is not None
+                and self.used_cost + self.reserved_cost + cost > self.max_cost_usd + COST_EPSILON):
             return (f"{self.name}: cost limit ${self.max_cost_usd:.4f} would be exceeded "
                     f"(${self.used_cost:.6f} used, next call about ${cost:.6f})")
         return None
+
+    def headroom(self, *, reserved: bool = True) -> Headroom:
+        """What is left under the limits, after the reservations in flight when ``reserved``."""
+        k = 1 if reserved else 0
+        return Headroom(
+            None if self.max_tokens is None else self.max_tokens - self.used_tokens - k * self.reserved_tokens,
+            None if self.max_cost_usd is None else self.max_cost_usd - self.used_cost - k * self.reserved_cost,
+            None if self.max_steps is None else self.max_steps - self.used_steps - k * self.reserved_steps,
+        )
 
     def hold(self, r: Reservation) -> None:
         self.reserved_tokens += r.tokens
         self.reserved_cost += r.cost
         self.reserved_steps += r.steps
+        self.in_flight += 1
 
     def settle(self, r: Reservation, tokens: int, cost: float, steps: int) -> list[str]:
         """Replace the reservation by actual usage; returns newly crossed warning messages."""
-        self.reserved_tokens -= r.tokens
-        self.reserved_cost -= r.cost
-        self.reserved_steps -= r.steps
+        self.release(r)
         self.used_tokens += tokens
         self.used_cost += cost
         self.used_steps += steps
@@ -78,6 +190,27 @@ class Budget:
         self.reserved_tokens -= r.tokens
         self.reserved_cost -= r.cost
         self.reserved_steps -= r.steps
+        self.in_flight -= 1
+        if self.in_flight == 0:  # no float residue once nothing is held
+            self.reserved_cost = 0.0
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def settled(self, timeout: float) -> None:
+        """Return when a reservation of this scope ends, or after ``timeout`` seconds."""
+        if self.in_flight == 0 or timeout <= 0:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _warnings(self) -> list[str]:
         out = []
@@ -101,10 +234,11 @@ class Budget:
 class BudgetSet:
     """The budgets one call is charged against; reserve on all or none."""
 
-    def __init__(self, budgets: list[Budget]) -> None:
+    def __init__(self, budgets: Sequence[BudgetScope]) -> None:
         self.budgets = [b for b in budgets if b.limited]
 
     def reserve(self, tokens: int, cost: float, steps: int) -> Reservation:
+        """Hold ``tokens``/``cost``/``steps`` on every scope now, or raise :class:`BudgetExceededError`."""
         for b in self.budgets:
             why = b.check(tokens, cost, steps)
             if why is not None:
@@ -114,7 +248,53 @@ class BudgetSet:
             b.hold(r)
         return r
 
+    async def reserve_call(self, ask: CallAsk, *, wait: float) -> tuple[Reservation, int]:
+        """Reserve one model call; returns the reservation and the output tokens granted.
+
+        The grant is ``ask.output_tokens`` when it fits, else the most that fits if that is at
+        least ``ask.min_output_tokens``. When only reservations in flight stand in the way,
+        waits up to ``wait`` seconds for them to settle before refusing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            granted = self._fit(ask, reserved=True)
+            if granted is not None:
+                return self.reserve(ask.input_tokens + granted, ask.cost(granted), ask.steps), granted
+            left = deadline - loop.time()
+            blocker = self._blocking_reservations(ask)
+            if blocker is None or left <= 0:
+                need = ask.min_output_tokens if ask.min_output_tokens is not None else ask.output_tokens
+                why = next((w for b in self.budgets
+                            if (w := b.check(ask.input_tokens + need, ask.cost(need), ask.steps)) is not None),
+                           "no headroom left")
+                raise BudgetExceededError(f"budget exceeded: {why}", report=self.report())
+            await blocker.settled(left)
+
+    def _fit(self, ask: CallAsk, *, reserved: bool) -> int | None:
+        """Output tokens that fit every scope now, or None when fewer than the minimum fit."""
+        out = ask.output_tokens
+        for b in self.budgets:
+            fit = _fit_scope(b.headroom(reserved=reserved), ask)
+            if fit is None:
+                return None
+            out = min(out, fit)
+        least = ask.output_tokens if ask.min_output_tokens is None else ask.min_output_tokens
+        return out if out >= max(least, 0) else None
+
+    def _blocking_reservations(self, ask: CallAsk) -> BudgetScope | None:
+        """A scope with reservations in flight that alone keep the call out, if the call would
+        fit on used spend alone; None when a real limit refuses it (waiting cannot help)."""
+        if self._fit(ask, reserved=False) is None:
+            return None
+        least = ask.output_tokens if ask.min_output_tokens is None else ask.min_output_tokens
+        for b in self.budgets:
+            fit = _fit_scope(b.headroom(reserved=True), ask)
+            if b.in_flight and (fit is None or fit < least):
+                return b
+        return None
+
     def commit(self, r: Reservation, tokens: int, cost: float, steps: int) -> list[str]:
+        """Replace the reservation by the call's actual usage; returns warnings newly crossed."""
         if r.done:
             return []
         r.done = True
@@ -124,6 +304,7 @@ class BudgetSet:
         return warnings
 
     def release(self, r: Reservation) -> None:
+        """Give the reservation back unused (idempotent; a no-op once committed)."""
         if not r.done:
             r.done = True
             for b in self.budgets:
@@ -133,20 +314,67 @@ class BudgetSet:
         return {"budgets": [b.report() for b in self.budgets]}
 
 
-class DailySpend:
-    """Per-day spend budgets per user and per tenant, kept in memory (seeded from the ledger)."""
+def _fit_scope(h: Headroom, ask: CallAsk) -> int | None:
+    """Output tokens one scope's headroom allows (None: not even the input and steps fit)."""
+    if h.steps is not None and ask.steps > h.steps:
+        return None
+    out = ask.output_tokens
+    if h.tokens is not None:
+        out = min(out, h.tokens - ask.input_tokens)
+    if h.cost is not None:
+        spare = h.cost - ask.input_cost
+        if spare < -COST_EPSILON:
+            return None
+        if ask.output_price > 0:
+            # the tolerance keeps an exact fit (e.g. 1000 tokens) from rounding down to 999
+            out = min(out, math.floor(spare / ask.output_price + 1e-6))
+    return out if out >= 0 else None
 
-    def __init__(self, per_user: float | None, per_tenant: float | None, *, max_keys: int = 100_000) -> None:
+
+class ScopeFactory(Protocol):
+    """Makes the scope of one key (e.g. ``spend:acme:u1:2026-01-31``) with a cost limit."""
+
+    def __call__(self, key: str, name: str, max_cost_usd: float) -> BudgetScope: ...
+
+
+class SpendBudgets(Protocol):
+    """Daily spend scopes per user and per tenant (what the agent and the gateway charge)."""
+
+    @property
+    def per_user(self) -> float | None: ...
+
+    @property
+    def per_tenant(self) -> float | None: ...
+
+    def budgets(self, tenant: str, user: str, seed: Callable[[str, str | None, str], float] | None = None,
+                ) -> list[BudgetScope]:
+        """The scopes of (tenant, user) today; ``seed`` gives spend already recorded (the ledger)."""
+        ...
+
+
+def _local_scope(key: str, name: str, max_cost_usd: float) -> BudgetScope:
+    return Budget(name, max_cost_usd=max_cost_usd)
+
+
+class DailySpend:
+    """Per-day spend budgets per user and per tenant, kept in memory (seeded from the ledger).
+
+    ``scope_factory`` makes each scope (default: an in-process :class:`Budget`)."""
+
+    def __init__(self, per_user: float | None, per_tenant: float | None, *, max_keys: int = 100_000,
+                 scope_factory: ScopeFactory = _local_scope) -> None:
         self.per_user = per_user
         self.per_tenant = per_tenant
         self.max_keys = max_keys
-        self._budgets: dict[tuple[str, str | None, str], Budget] = {}
+        self.scope_factory = scope_factory
+        self._budgets: dict[tuple[str, str | None, str], BudgetScope] = {}
 
     @staticmethod
     def today() -> str:
         return time.strftime("%Y-%m-%d", time.gmtime())
 
-    def budgets(self, tenant: str, user: str, seed: Any = None) -> list[Budget]:
+    def budgets(self, tenant: str, user: str, seed: Callable[[str, str | None, str], float] | None = None,
+                ) -> list[BudgetScope]:
         day = self.today()
         out = []
         for key, limit in (((tenant, user, day), self.per_user), ((tenant, None, day), self.per_tenant)):
@@ -157,8 +385,9 @@ class DailySpend:
                 if len(self._budgets) >= self.max_keys:
                     self._budgets = {k: v for k, v in self._budgets.items() if k[2] == day}
                 who = f"user {user}" if key[1] is not None else f"tenant {tenant}"
-                b = self._budgets[key] = Budget(f"daily spend of {who}", max_cost_usd=limit)
-                if seed is not None:
+                b = self._budgets[key] = self.scope_factory(f"spend:{tenant}:{key[1] or '*'}:{day}",
+                                                            f"daily spend of {who}", limit)
+                if seed is not None and isinstance(b, Budget):
                     b.used_cost = float(seed(tenant, key[1], day) or 0.0)
             out.append(b)
         return out

@@ -74,6 +74,11 @@ class AgentConfig(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     session_budget: BudgetConfig = Field(default_factory=BudgetConfig)
     spend: SpendLimits = Field(default_factory=SpendLimits)
+    budget_wait: float = Field(
+        60.0, ge=0,
+        description="seconds a model call may wait for calls in flight to settle when only their "
+                    "reservations, not real spend, fill a budget (0: refuse at once)",
+    )
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     user_limits: UserLimitsConfig = Field(default_factory=UserLimitsConfig)
     guard_tool_output: bool = Field(True, description="scan tool outputs for injected instructions")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -38,6 +38,15 @@ from toolmesh.errors import ConfigError
 from toolmesh.hub import Hub
 from toolmesh.hub.configfile import ToolmeshConfig
 
+if TYPE_CHECKING:
+    from toolmesh.agent.guard import Guard
+    from toolmesh.llm.models import ModelRegistry
+    from toolmesh.llm.provider import Provider
+    from toolmesh.llm.router import Router
+    from toolmesh.store.ledger import UsageLedger
+    from toolmesh.store.sessions import SessionStore
+    from toolmesh.store.sqlite import Store
+
 LOCAL_MODEL = "qwen2.5-coder-0.5b-instruct"
 
 
@@ -47,19 +56,16 @@ class AgentStack:
 
     hub: Hub
     agent: Agent
-    llm: Any
-    store: Any
-    registry: Any
-    ledger: Any = None
-    sessions: Any = None
+    llm: Router
+    store: Store
+    registry: ModelRegistry
+    ledger: UsageLedger
+    sessions: SessionStore
 
     async def aclose(self) -> None:
         await self.hub.aclose()
-        aclose = getattr(self.llm, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        if self.store is not None:
-            await self.store.aclose()
+        await self.llm.aclose()
+        await self.store.aclose()
 
 
 def _home() -> Path:
@@ -72,7 +78,7 @@ def store_location(config: ToolmeshConfig) -> Path:
     return Path(os.path.expanduser(str(path))) if path else _home() / "toolmesh.db"
 
 
-def make_provider(spec: dict[str, Any]) -> Any:
+def make_provider(spec: dict[str, Any]) -> Provider:
     """One provider from a deployment entry."""
     kind = spec.get("provider", "openai")
     if kind == "openai":
@@ -92,7 +98,8 @@ def make_provider(spec: dict[str, Any]) -> Any:
     raise ConfigError(f"unknown provider {kind!r} (openai, anthropic or local)", key="llm.deployments.provider")
 
 
-def build_llm(section: dict[str, Any], registry: Any, model_override: str | None = None) -> tuple[Any, str]:
+def build_llm(section: dict[str, Any], registry: ModelRegistry, model_override: str | None = None,
+              ) -> tuple[Router, str]:
     """The router over the configured deployments and the default model name."""
     from toolmesh.llm.router import Deployment, Router
 
@@ -121,6 +128,7 @@ async def build_agent(
     """Hub + router + store + ledger + sessions + guard, wired into one :class:`Agent`."""
     from toolmesh.llm.models import ModelRegistry
     from toolmesh.llm.tokens import count_messages
+    from toolmesh.llm.types import Usage
     from toolmesh.store.ledger import UsageLedger
     from toolmesh.store.sessions import SessionStore, UserLimits
     from toolmesh.store.sqlite import Store
@@ -138,7 +146,7 @@ async def build_agent(
     for tenant, servers in config.tenants.items():
         await hub.register_many(servers, tenant=tenant)
 
-    def price(model_name: str, usage: Any) -> float | None:
+    def price(model_name: str, usage: Usage) -> float | None:
         cost = registry.price(model_name, usage)
         return cost.usd if cost.priced else None
 
@@ -162,7 +170,7 @@ async def build_agent(
     return AgentStack(hub, agent, llm, store, registry, ledger, sessions)
 
 
-def _build_guard(section: dict[str, Any]) -> Any:
+def _build_guard(section: dict[str, Any]) -> Guard:
     from toolmesh.agent.guard import Guard
 
     return Guard.from_config(section)

@@ -7,12 +7,19 @@ conversation id is stateless: nothing is loaded or saved.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from toolmesh.llm.types import Message
 
+if TYPE_CHECKING:
+    from toolmesh.store.sessions import SessionStore
+
+__all__ = ["History", "MemoryHistory", "StoreHistory"]
+
 
 class History(Protocol):
+    """Where a run loads a conversation's messages and saves the new ones."""
+
     async def load(self, tenant: str, user: str, conversation: str | None) -> list[Message]: ...
 
     async def save(self, tenant: str, user: str, conversation: str | None, new: list[Message]) -> None: ...
@@ -50,7 +57,7 @@ class MemoryHistory:
 class StoreHistory:
     """History persisted in :class:`toolmesh.store.sessions.SessionStore`."""
 
-    def __init__(self, sessions: Any) -> None:
+    def __init__(self, sessions: SessionStore) -> None:
         self.sessions = sessions
 
     async def load(self, tenant: str, user: str, conversation: str | None) -> list[Message]:

@@ -8,18 +8,35 @@ one system message carrying the summary. The run then continues.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from toolmesh.agent.config import MemoryConfig
 from toolmesh.llm import types as t
+from toolmesh.llm.base import ChatModel
 
-if TYPE_CHECKING:
-    from toolmesh.agent.runtime import _Run
+__all__ = ["SUMMARY_PREFIX", "SUMMARY_PROMPT", "Summarised", "split_point", "summarise"]
 
 SUMMARY_PROMPT = (
     "Summarise the conversation so far for your own later use: the user's goal, facts learned from tools "
     "(exact numbers, ids, prices), decisions made and open questions. Be concise; keep the user's language."
 )
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Summarised:
+    """The outcome of :func:`summarise`: the new message list and what was folded."""
+
+    messages: list[t.Message]
+    summary: str
+    #: The folded messages as text (archived with the summary).
+    transcript: str
+    folded: int
+
+    @property
+    def note(self) -> str:
+        """A line for the event stream."""
+        return f"summarised {self.folded} earlier messages to stay within the context window"
 
 
 def split_point(messages: list[t.Message], keep_last: int) -> int:
@@ -30,38 +47,31 @@ def split_point(messages: list[t.Message], keep_last: int) -> int:
     return start
 
 
-async def summarise_older(run: _Run, messages: list[t.Message]) -> str | None:
-    """Summarise in place; returns a note for the event stream, or None when there was nothing to fold."""
-    mem = run.cfg.memory
+async def summarise(messages: list[t.Message], llm: ChatModel, memory: MemoryConfig, *, model: str,
+                    timeout: float | None = None, scenario: str | None = None, tenant: str | None = None,
+                    user: str | None = None) -> Summarised | None:
+    """Fold everything but the newest ``memory.keep_last_messages`` into one summary message.
+
+    ``model`` is used unless ``memory.summary_model`` names another. Returns None when there
+    was too little to fold or the model gave no summary; ``messages`` is left unchanged."""
     system = [m for m in messages[:1] if m.role == "system" and not (m.content or "").startswith(SUMMARY_PREFIX)]
     body = messages[len(system):]
-    cut = split_point(body, mem.keep_last_messages)
+    cut = split_point(body, memory.keep_last_messages)
     older, tail = body[:cut], body[cut:]
     if len(older) < 2:
         return None
     transcript = "\n".join(_line(m) for m in older)
     request = t.ChatRequest(
-        model=mem.summary_model or run.cfg.model,
+        model=memory.summary_model or model,
         messages=[t.Message("system", SUMMARY_PROMPT), t.Message("user", transcript)],
-        tool_choice="none", temperature=0, max_tokens=mem.summary_max_tokens,
+        tool_choice="none", temperature=0, max_tokens=memory.summary_max_tokens,
     )
-    response = None
-    async for ev in _complete(run, request):
-        response = ev
-    if response is None or not (response.message.content or "").strip():
+    response = await llm.complete(request, scenario=scenario, tenant=tenant, user=user, timeout=timeout)
+    summary = (response.message.content or "").strip()
+    if not summary:
         return None
-    summary = response.message.content.strip()
-    messages[:] = [*system, t.Message("system", SUMMARY_PREFIX + summary), *tail]
-    await run.agent.history.replace(run.tenant, run.user, run.conversation, messages, summary=transcript)
-    return f"summarised {len(older)} earlier messages to stay within the context window"
-
-
-async def _complete(run: _Run, request: t.ChatRequest):  # type: ignore[no-untyped-def]
-    llm = run.agent.llm
-    kw: dict[str, object] = {"timeout": run.cfg.llm_timeout}
-    if hasattr(llm, "set_rules"):
-        kw.update(scenario=run.cfg.scenario, tenant=run.tenant, user=run.user)
-    yield await llm.complete(request, **kw)
+    return Summarised([*system, t.Message("system", SUMMARY_PREFIX + summary), *tail], summary, transcript,
+                      len(older))
 
 
 def _line(m: t.Message) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from toolmesh.agent.answers import budget_answer, fallback_answer
 from toolmesh.agent.events import AgentEvent, Final, ToolCallFinished, ToolCallStarted, Warning
+from toolmesh.agent.model_call import call_model
 from toolmesh.agent.react import (
     REACT_STOP,
     ReactAction,
@@ -16,17 +18,17 @@ from toolmesh.agent.react import (
     parse_react,
     react_system_prompt,
 )
+from toolmesh.agent.run_state import RunState
 from toolmesh.agent.toolexec import execute_tool_calls
 from toolmesh.errors import BudgetExceededError
 from toolmesh.llm import types as t
 
-if TYPE_CHECKING:
-    from toolmesh.agent.runtime import _Run
+__all__ = ["react_events"]
 
 
-async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[str, Any]]) -> AsyncIterator[AgentEvent]:
-    from toolmesh.agent.runtime import _budget_answer, _fallback_answer
-
+async def react_events(run: RunState, messages: list[t.Message],
+                       tools: list[dict[str, Any]]) -> AsyncIterator[AgentEvent]:
+    """Run the ReAct loop on ``messages`` (the last one the user's question) until a final answer."""
     cfg = run.cfg
     names = {tool["function"]["name"] for tool in tools}
     schemas = {tool["function"]["name"]: tool["function"].get("parameters") or {} for tool in tools}
@@ -37,7 +39,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
     try:
         while run.turns < cfg.max_turns:
             response = None
-            async for ev in run._call_model(convo, None, "none", list(REACT_STOP)):
+            async for ev in call_model(run, convo, None, "none", list(REACT_STOP)):
                 if isinstance(ev, t.ChatResponse):
                     response = ev
                 else:
@@ -56,7 +58,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
             assert isinstance(step, ReactAction)
             # actions listed together are independent: run them in parallel, observe in order
             calls = [t.ToolCall(f"react_{uuid.uuid4().hex[:8]}", a.tool, a.arguments) for a in [step, *step.parallel]]
-            stop = run._loop_guard(calls)
+            stop = run.loop_guard(calls)
             if stop is not None:
                 status = stop
                 break
@@ -75,7 +77,7 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
             yield Warning(status, f"ReAct loop ended ({status}); asking for a final answer")
             convo.append(t.Message("user", "Give your Final Answer now."))
             response = None
-            async for ev in run._call_model(convo, None, "none"):
+            async for ev in call_model(run, convo, None, "none"):
                 if isinstance(ev, t.ChatResponse):
                     response = ev
                 else:
@@ -86,11 +88,11 @@ async def react_events(run: _Run, messages: list[t.Message], tools: list[dict[st
             if not answer:
                 observed = [t.Message("tool", (m.content or "").removeprefix("Observation: "))
                             for m in convo if m.role == "user" and (m.content or "").startswith("Observation: ")]
-                answer = _fallback_answer(observed)
+                answer = fallback_answer(observed)
     except BudgetExceededError as exc:
         yield Warning("budget_exceeded", str(exc))
-        yield Final(run._result(_budget_answer(convo), "budget_exceeded", exc.report))
+        yield Final(run.result(budget_answer(convo), "budget_exceeded", exc.report))
         return
     messages.append(t.Message("assistant", answer))
     await run.agent.history.save(run.tenant, run.user, run.conversation, messages[new_start:])
-    yield Final(run._result(answer, status, None))  # type: ignore[arg-type]
+    yield Final(run.result(answer, status, None))  # type: ignore[arg-type]

@@ -6,24 +6,25 @@ timeout becomes a tool message the model can read, with the exact ``tool_call_id
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from toolmesh.agent.events import ToolCallRecord
+from toolmesh.agent.run_state import RunState
+from toolmesh.hub import ToolResult
 from toolmesh.hub.render import result_to_text
 from toolmesh.llm.types import ToolCall
 
-if TYPE_CHECKING:
-    from toolmesh.agent.runtime import _Run
+__all__ = ["MAX_RESULT_CHARS", "execute_tool_calls"]
 
 #: Longest tool result handed to the model, in characters.
 MAX_RESULT_CHARS = 16_000
 
 
-async def execute_tool_calls(run: _Run, calls: list[ToolCall]) -> list[tuple[ToolCallRecord, str]]:
+async def execute_tool_calls(run: RunState, calls: list[ToolCall]) -> list[tuple[ToolCallRecord, str]]:
     """Results in the order of ``calls``: (record, text for the tool message)."""
     cfg = run.cfg
     runnable = [c for c in calls if c.parse_error is None]
-    results = {}
+    results: dict[str, ToolResult] = {}
     if runnable:
         results = await run.agent.hub.batch_call(
             [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in runnable],
@@ -45,22 +46,16 @@ async def execute_tool_calls(run: _Run, calls: list[ToolCall]) -> list[tuple[Too
             text = f"[{cfg.tool_fallback}]"
         else:
             text = f"Error: {r.error_type}: {r.error}"
-        if r.ok and cfg.guard_tool_output and run.agent.guard is not None:
-            text = _scan_output(run, call, text)
+        guard = run.agent.guard
+        if r.ok and cfg.guard_tool_output and guard is not None:
+            result = guard.apply_tool(text, tenant=run.tenant)
+            if result.warning:
+                run.defer_warning("tool_output_injection", f"tool {call.name}: {result.warning}")
+            text = str(result.text)
         out.append((record, text))
     return out
 
 
-def _as_mcp(r: Any) -> dict[str, Any]:
+def _as_mcp(r: ToolResult) -> dict[str, Any]:
     return {"content": r.content, "structuredContent": r.structured, "isError": r.is_error}
 
-
-def _scan_output(run: _Run, call: ToolCall, text: str) -> str:
-    result = run.agent.guard.apply_tool(text, tenant=run.tenant)
-    if result.warning:
-        note = f"tool {call.name}: {result.warning}"
-        run.warnings.append(note)
-        from toolmesh.agent.events import Warning
-
-        run._pending_warnings.append(Warning("tool_output_injection", note))
-    return str(result.text)

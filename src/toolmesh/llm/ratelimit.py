@@ -22,12 +22,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from toolmesh.errors import RateLimitedError
 from toolmesh.resilience.limits import TokenBucket
 
-__all__ = ["AdaptiveLimiter", "KeyedLimits", "parse_duration", "parse_reset", "parse_retry_after"]
+__all__ = ["AdaptiveLimiter", "KeyLimiter", "KeyedLimits", "parse_duration", "parse_reset", "parse_retry_after"]
 
 _GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|h|m|s))+")
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
@@ -360,6 +360,19 @@ _TOK_HEADERS = (
 def _first(get: Callable[[str], str | None], names: tuple[str, str]) -> str | None:
     v = get(names[0])
     return v if v is not None else get(names[1])
+
+
+class KeyLimiter(Protocol):
+    """Rate limits per key (tenant, ``tenant/user``) in front of the router: :class:`KeyedLimits` in
+    process; a shared store can fill the same two methods for several workers."""
+
+    async def acquire(self, key: str, estimated_tokens: float = 0, timeout: float | None = None) -> None:
+        """Take one request (and tokens) for ``key``; :class:`RateLimitedError` past ``timeout``."""
+        ...
+
+    def reconcile(self, key: str, estimated: float, actual_tokens: float) -> None:
+        """Correct ``key``'s token count with the real usage (0 gives the estimate back)."""
+        ...
 
 
 class KeyedLimits:

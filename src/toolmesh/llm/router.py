@@ -21,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from toolmesh.errors import (
@@ -34,22 +34,20 @@ from toolmesh.errors import (
     UnknownModelError,
 )
 from toolmesh.llm.models import ModelRegistry
-from toolmesh.llm.ratelimit import AdaptiveLimiter, KeyedLimits
-from toolmesh.llm.router_call import _Call
-from toolmesh.llm.routing import (  # noqa: F401 - re-exported
-    _INF,
-    _TYPICAL_OUTPUT,
-    _UNKNOWN_PER_TOKEN_MS,
-    _UNKNOWN_TTFT_MS,
+from toolmesh.llm.ratelimit import AdaptiveLimiter, KeyLimiter
+from toolmesh.llm.router_call import RoutedCall
+from toolmesh.llm.routing import (
+    INF,
     STRATEGIES,
+    TYPICAL_OUTPUT_TOKENS,
     Attempt,
     Deployment,
+    DeploymentState,
     Rule,
-    _balanced,
-    _State,
-    _with_model,
     attempts_of,
+    balanced_scores,
     estimate_tokens,
+    with_model,
 )
 from toolmesh.llm.types import ChatRequest, ChatResponse, StreamDone, StreamEvent
 
@@ -80,8 +78,8 @@ class Router:
         failure_threshold: int = 2,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
         estimate_tokens: Callable[[ChatRequest], int] = estimate_tokens,
-        tenant_limits: KeyedLimits | None = None,
-        user_limits: KeyedLimits | None = None,
+        tenant_limits: KeyLimiter | None = None,
+        user_limits: KeyLimiter | None = None,
         balanced_weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
         ewma_alpha: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
@@ -100,26 +98,26 @@ class Router:
         self._estimate = estimate_tokens
         self._weights = balanced_weights
         self._alpha = ewma_alpha
-        self._clock = clock
+        self.clock = clock
         self._rng = rng or random.Random()
-        self._states: list[_State] = []
-        self._by_name: dict[str, _State] = {}
+        self._states: list[DeploymentState] = []
+        self._by_name: dict[str, DeploymentState] = {}
         for dep in deployments:
             if dep.name in self._by_name:
                 raise ConfigError(f"duplicate deployment name {dep.name!r}", key="deployments")
             if dep.weight <= 0 or dep.timeout <= 0:
                 raise ConfigError("weight and timeout must be > 0", key=f"deployments.{dep.name}")
             lim = AdaptiveLimiter(dep.rpm, dep.tpm, name=dep.name, clock=clock, sleep=sleep)
-            st = _State(dep, self.registry, lim)
+            st = DeploymentState(dep, self.registry, lim)
             self._states.append(st)
             self._by_name[dep.name] = st
-        self._by_model: dict[str, list[_State]] = {}
+        self._by_model: dict[str, list[DeploymentState]] = {}
         for st in self._states:
             self._by_model.setdefault(st.model, []).append(st)
         self._fallbacks = {self._canonical(k): tuple(v) for k, v in (fallbacks or {}).items()}
         self._rules: dict[str, Rule] = {}
         self._warned_scenarios: set[str] = set()
-        self._groups: dict[tuple[str, Rule, bool], tuple[tuple[_State, ...], ...]] = {}
+        self._groups: dict[tuple[str, Rule, bool], tuple[tuple[DeploymentState, ...], ...]] = {}
         if rules:
             self.set_rules(rules)
 
@@ -166,18 +164,18 @@ class Router:
         info = self.registry.get(model)
         return info.name if info is not None else model
 
-    def _resolve(self, name: str) -> list[_State]:
+    def _resolve(self, name: str) -> list[DeploymentState]:
         st = self._by_name.get(name)
         if st is not None:
             return [st] + [s for s in self._by_model[st.model] if s is not st]
         return list(self._by_model.get(self._canonical(name), ()))
 
-    def _groups_for(self, model: str, rule: Rule, needs_tools: bool) -> tuple[tuple[_State, ...], ...]:
+    def _groups_for(self, model: str, rule: Rule, needs_tools: bool) -> tuple[tuple[DeploymentState, ...], ...]:
         key = (model, rule, needs_tools)
         groups = self._groups.get(key)
         if groups is not None:
             return groups
-        out: list[list[_State]] = []
+        out: list[list[DeploymentState]] = []
         if model == "auto":
             if rule.models:
                 out = [self._resolve(m) for m in rule.models]
@@ -191,7 +189,7 @@ class Router:
             out = [primary[:1], primary[1:]] if model in self._by_name else [primary]  # a named one first
             out += [self._resolve(m) for m in self._fallbacks.get(primary[0].model, ())]
         seen: set[int] = set()
-        final: list[tuple[_State, ...]] = []
+        final: list[tuple[DeploymentState, ...]] = []
         for g in out:
             g = [s for s in g if id(s) not in seen and not seen.add(id(s))]  # type: ignore[func-returns-value]
             if g:
@@ -209,37 +207,43 @@ class Router:
         est_in = self._estimate(request)
         return [s.dep.name for s in self._order(request, scenario, est_in, streaming)]
 
-    def _order(self, request: ChatRequest, scenario: str | None, est_in: int, streaming: bool) -> list[_State]:
+    def _order(self, request: ChatRequest, scenario: str | None, est_in: int, streaming: bool) -> list[DeploymentState]:
         rule = self._rule(scenario)
         groups = self._groups_for(request.model, rule, bool(request.tools))
         strategy = rule.strategy or self.strategy
-        est_out = request.max_tokens or _TYPICAL_OUTPUT
-        order: list[_State] = []
+        est_out = request.max_tokens or TYPICAL_OUTPUT_TOKENS
+        order: list[DeploymentState] = []
         for g in groups:
             order.extend(g if len(g) == 1 else self._rank(g, strategy, est_in, est_out, streaming))
         return order
 
-    def _rank(self, group: Sequence[_State], strategy: str, est_in: int, est_out: int,
-              streaming: bool) -> list[_State]:
+    def _rank(self, group: Sequence[DeploymentState], strategy: str, est_in: int, est_out: int,
+              streaming: bool) -> list[DeploymentState]:
         scores: list[float]
         if strategy == "quality":
             scores = [-s.quality for s in group]
         elif strategy == "latency":
             scores = [s.ttft_ms if streaming else s.total_ms for s in group]
         else:
-            costs = [_INF if s.in_price is None or s.out_price is None else s.in_price * est_in + s.out_price * est_out
+            costs = [INF if s.in_price is None or s.out_price is None else s.in_price * est_in + s.out_price * est_out
                      for s in group]
             if strategy == "cost":
                 scores = costs
             else:
                 lats = [s.ttft_ms if streaming else s.total_ms for s in group]
-                scores = _balanced(group, costs, lats, self._weights)
+                scores = balanced_scores(group, costs, lats, self._weights)
         rnd = self._rng.random
         keyed = [(s.dep.priority, scores[i], -(rnd() ** (1.0 / s.dep.weight)), i) for i, s in enumerate(group)]
         keyed.sort()
         return [group[k[3]] for k in keyed]
 
     # -- calling ---------------------------------------------------------------------------
+
+    def _call(self, request: ChatRequest, scenario: str | None, tenant: str | None, user: str | None,
+              timeout: float | None, *, streaming: bool) -> RoutedCall:
+        est_in = self._estimate(request)
+        order = self._order(request, scenario, est_in, streaming)  # UnknownModelError
+        return RoutedCall(self, request, order, est_in, tenant, user, timeout)
 
     async def complete(self, request: ChatRequest, *, scenario: str | None = None, tenant: str | None = None,
                        user: str | None = None, timeout: float | None = None) -> ChatResponse:
@@ -248,12 +252,12 @@ class Router:
 
         Raises :class:`UnknownModelError` if nothing serves the model, else the last error
         (its attempts in :func:`attempts_of`)."""
-        call = _Call(self, request, scenario, tenant, user, timeout, streaming=False)
+        call = self._call(request, scenario, tenant, user, timeout, streaming=False)
         await call.admit()
         while True:
             st, t = await call.next()
-            req = request if request.model == st.dep.model else _with_model(request, st.dep.model)
-            t0 = self._clock()
+            req = request if request.model == st.dep.model else with_model(request, st.dep.model)
+            t0 = self.clock()
             try:
                 async with asyncio.timeout(t):
                     response = await st.dep.provider.complete(req, timeout=t)
@@ -269,15 +273,16 @@ class Router:
             return response
 
     async def stream(self, request: ChatRequest, *, scenario: str | None = None, tenant: str | None = None,
-                     user: str | None = None, timeout: float | None = None) -> AsyncIterator[StreamEvent]:
+                     user: str | None = None, timeout: float | None = None,
+                     ) -> AsyncGenerator[StreamEvent, None]:
         """Stream ``request``; fallback happens only before the first event was yielded."""
-        call = _Call(self, request, scenario, tenant, user, timeout, streaming=True)
+        call = self._call(request, scenario, tenant, user, timeout, streaming=True)
         await call.admit()
         loop = asyncio.get_running_loop()
         while True:
             st, t = await call.next()
-            req = request if request.model == st.dep.model else _with_model(request, st.dep.model)
-            t0 = self._clock()
+            req = request if request.model == st.dep.model else with_model(request, st.dep.model)
+            t0 = self.clock()
             deadline = loop.time() + t
             agen = st.dep.provider.stream(req, timeout=t)
             try:
@@ -292,7 +297,7 @@ class Router:
                     continue
                 except LLMError as exc:
                     raise call.failed(st, exc, t0, t, final=True) from None
-                ttft = (self._clock() - t0) * 1000.0
+                ttft = (self.clock() - t0) * 1000.0
                 yield first
                 event = first
                 while not isinstance(event, StreamDone):
@@ -316,7 +321,7 @@ class Router:
 
     # -- bookkeeping -----------------------------------------------------------------------
 
-    def _record_latency(self, st: _State, ttft_ms: float | None, total_ms: float) -> None:
+    def record_latency(self, st: DeploymentState, ttft_ms: float | None, total_ms: float) -> None:
         a = self._alpha
         if not st.measured:
             st.measured = True
@@ -329,7 +334,7 @@ class Router:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-friendly state: per deployment counts, cooldown, latency EWMAs, limiter."""
-        now = self._clock()
+        now = self.clock()
         deps = {}
         for st in self._states:
             left = st.cooldown_until - now

@@ -3,7 +3,8 @@ fallback and cooldown on failure, latency on success (used by :class:`~toolmesh.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from toolmesh.errors import (
     ContextOverflowError,
@@ -12,27 +13,39 @@ from toolmesh.errors import (
     RateLimitedError,
     UnknownModelError,
 )
-from toolmesh.llm.routing import _INF, _TYPICAL_OUTPUT, Attempt, _State
+from toolmesh.llm.ratelimit import KeyLimiter
+from toolmesh.llm.routing import INF, TYPICAL_OUTPUT_TOKENS, Attempt, DeploymentState
 from toolmesh.llm.types import ChatRequest, ChatResponse
 
-if TYPE_CHECKING:
-    from toolmesh.llm.router import Router
+__all__ = ["CallPolicy", "RoutedCall"]
 
 
-class _Call:
+class CallPolicy(Protocol):
+    """What a call needs from its router: the clock, cooldown settings, keyed limits and the
+    latency recorder (:class:`~toolmesh.llm.router.Router` provides these)."""
+
+    clock: Callable[[], float]
+    cooldown: float
+    failure_threshold: int
+    tenant_limits: KeyLimiter | None
+    user_limits: KeyLimiter | None
+
+    def record_latency(self, st: DeploymentState, ttft_ms: float | None, total_ms: float) -> None: ...
+
+
+class RoutedCall:
     """One request's walk along its candidate chain."""
 
     __slots__ = ("attempts", "deadline", "est", "last_exc", "min_window", "order", "request", "router",
                  "tenant", "user_key")
 
-    def __init__(self, router: Router, request: ChatRequest, scenario: str | None, tenant: str | None,
-                 user: str | None, timeout: float | None, *, streaming: bool) -> None:
+    def __init__(self, router: CallPolicy, request: ChatRequest, order: list[DeploymentState], est_in: int,
+                 tenant: str | None, user: str | None, timeout: float | None) -> None:
         self.router = router
         self.request = request
-        est_in = router._estimate(request)
-        self.est = est_in + (request.max_tokens or _TYPICAL_OUTPUT)
-        self.order = router._order(request, scenario, est_in, streaming)  # UnknownModelError
-        self.deadline = None if timeout is None else router._clock() + timeout
+        self.est = est_in + (request.max_tokens or TYPICAL_OUTPUT_TOKENS)
+        self.order = order
+        self.deadline = None if timeout is None else router.clock() + timeout
         self.tenant = tenant
         self.user_key = None if user is None else f"{tenant or ''}/{user}"
         self.attempts: list[Attempt] = []
@@ -40,7 +53,7 @@ class _Call:
         self.min_window: int | None = None
 
     def _remaining(self) -> float | None:
-        return None if self.deadline is None else self.deadline - self.router._clock()
+        return None if self.deadline is None else self.deadline - self.router.clock()
 
     async def admit(self) -> None:
         """Tenant and user limits, before any deployment is chosen."""
@@ -61,13 +74,13 @@ class _Call:
         """The call was abandoned (cancelled): give the keyed token estimate back."""
         self._reconcile_keys(0)
 
-    async def next(self) -> tuple[_State, float]:
+    async def next(self) -> tuple[DeploymentState, float]:
         """The next deployment to try (its limiter slot taken) and the attempt's timeout."""
-        clock = self.router._clock
+        clock = self.router.clock
         now = clock()
-        best: _State | None = None
-        best_wait = _INF
-        cool_until, cool_reason = _INF, ""
+        best: DeploymentState | None = None
+        best_wait = INF
+        cool_until, cool_reason = INF, ""
         for st in self.order:
             if self.min_window is not None and (st.context_window is None or st.context_window <= self.min_window):
                 continue
@@ -118,7 +131,7 @@ class _Call:
                                                           for a in self.attempts))
         return exc
 
-    def failed(self, st: _State, exc: BaseException, t0: float, timeout: float, *,
+    def failed(self, st: DeploymentState, exc: BaseException, t0: float, timeout: float, *,
                final: bool = False) -> BaseException:
         """Record a failed attempt (cooldown, AIMD); returns the error to report."""
         r = self.router
@@ -127,7 +140,7 @@ class _Call:
             exc = ProviderUnavailableError(f"deployment {dep.name!r} timed out after {timeout:.3g}s",
                                            provider=dep.provider.name, model=dep.model)
         self.attempts.append(Attempt(dep.name, st.model, f"{type(exc).__name__}: {exc}",
-                                     (r._clock() - t0) * 1000.0))
+                                     (r.clock() - t0) * 1000.0))
         st.limiter.reconcile(self.est, 0)
         if isinstance(exc, ContextOverflowError):
             self.min_window = max(self.min_window or 0, st.context_window or 0)
@@ -143,10 +156,11 @@ class _Call:
         self.last_exc = exc
         return self._final(exc) if final else exc
 
-    def succeeded(self, st: _State, response: ChatResponse | None, t0: float, ttft_ms: float | None = None) -> None:
+    def succeeded(self, st: DeploymentState, response: ChatResponse | None, t0: float,
+                  ttft_ms: float | None = None) -> None:
         """Record success: counts, latency EWMA, limiter headers/usage, AIMD recovery."""
         r = self.router
-        total = (r._clock() - t0) * 1000.0
+        total = (r.clock() - t0) * 1000.0
         st.successes += 1
         st.consecutive = 0
         lim = st.limiter
@@ -162,12 +176,12 @@ class _Call:
             if response.headers:
                 lim.observe(response.headers)
         lim.on_success()
-        r._record_latency(st, ttft_ms, total)
+        r.record_latency(st, ttft_ms, total)
         self.attempts.append(Attempt(st.dep.name, st.model, None, total))
 
 
-def _cool(st: _State, r: Router, seconds: float, reason: str) -> None:
-    until = r._clock() + seconds
+def _cool(st: DeploymentState, r: CallPolicy, seconds: float, reason: str) -> None:
+    until = r.clock() + seconds
     if until > st.cooldown_until:
         st.cooldown_until = until
         st.cooldown_reason = reason

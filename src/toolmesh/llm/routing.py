@@ -18,10 +18,10 @@ from toolmesh.llm.ratelimit import AdaptiveLimiter
 from toolmesh.llm.types import ChatRequest
 
 STRATEGIES = frozenset({"cost", "latency", "quality", "balanced"})
-_TYPICAL_OUTPUT = 256  # output tokens assumed for latency seeds and TPM/cost estimates
-_UNKNOWN_TTFT_MS = 1000.0
-_UNKNOWN_PER_TOKEN_MS = 30.0
-_INF = float("inf")
+TYPICAL_OUTPUT_TOKENS = 256  # output tokens assumed for latency seeds and TPM/cost estimates
+UNKNOWN_TTFT_MS = 1000.0
+UNKNOWN_PER_TOKEN_MS = 30.0
+INF = float("inf")
 
 
 @dataclass(eq=False, slots=True)
@@ -96,7 +96,7 @@ _REQUEST_REST = attrgetter(*(f.name for f in fields(ChatRequest)[1:]))
 assert fields(ChatRequest)[0].name == "model"
 
 
-def _with_model(request: ChatRequest, model: str) -> ChatRequest:
+def with_model(request: ChatRequest, model: str) -> ChatRequest:
     """A shallow copy with another model id (several times faster than dataclasses.replace)."""
     return ChatRequest(model, *_REQUEST_REST(request))
 
@@ -125,7 +125,7 @@ def estimate_tokens(request: ChatRequest) -> int:
     return chars // 4 + 1
 
 
-class _State:
+class DeploymentState:
     """Per-deployment runtime state."""
 
     __slots__ = ("consecutive", "context_window", "cooldown_reason", "cooldown_until", "dep", "failures",
@@ -142,10 +142,10 @@ class _State:
         self.quality = info.quality if info is not None else 0.0
         self.context_window = info.context_window if info is not None else None
         self.tools_ok = info is None or info.supports("tools")  # unknown models: assume capable
-        ttft = info.ttft_ms if info is not None and info.ttft_ms is not None else _UNKNOWN_TTFT_MS
-        per = info.per_token_ms if info is not None and info.per_token_ms is not None else _UNKNOWN_PER_TOKEN_MS
+        ttft = info.ttft_ms if info is not None and info.ttft_ms is not None else UNKNOWN_TTFT_MS
+        per = info.per_token_ms if info is not None and info.per_token_ms is not None else UNKNOWN_PER_TOKEN_MS
         self.ttft_ms = ttft
-        self.total_ms = ttft + per * _TYPICAL_OUTPUT
+        self.total_ms = ttft + per * TYPICAL_OUTPUT_TOKENS
         self.measured = False
         self.successes = 0
         self.failures = 0
@@ -157,11 +157,11 @@ class _State:
 
 
 
-def _balanced(group: Sequence[_State], costs: list[float], lats: list[float],
+def balanced_scores(group: Sequence[DeploymentState], costs: list[float], lats: list[float],
               weights: tuple[float, float, float]) -> list[float]:
     """Blend scores, lower is better: each criterion min-max normalised across the group."""
     wq, wc, wl = weights
-    priced = [c for c in costs if c != _INF]
+    priced = [c for c in costs if c != INF]
     cmin = min(priced) if priced else 0.0
     cspan = (max(priced) - cmin) or 1.0 if priced else 1.0
     lmin = min(lats)
@@ -169,7 +169,7 @@ def _balanced(group: Sequence[_State], costs: list[float], lats: list[float],
     quals = [s.quality for s in group]
     qmax = max(quals)
     qspan = (qmax - min(quals)) or 1.0
-    return [wq * (qmax - q) / qspan + wc * (1.0 if c == _INF else (c - cmin) / cspan) + wl * (lat - lmin) / lspan
+    return [wq * (qmax - q) / qspan + wc * (1.0 if c == INF else (c - cmin) / cspan) + wl * (lat - lmin) / lspan
             for q, c, lat in zip(quals, costs, lats, strict=True)]
 
 

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from toolmesh.errors import RequestRejectedError
 
-__all__ = ["UserLimits"]
+__all__ = ["RunSlot", "UserLimits"]
 
 _SWEEP_EVERY = 4096
 
@@ -29,7 +29,9 @@ class _State:
         self.starts: deque[float] = deque()
 
 
-class _Run:
+class RunSlot:
+    """One run slot of (tenant, user), held while the ``async with`` block runs."""
+
     __slots__ = ("_key", "_limits")
 
     def __init__(self, limits: UserLimits, key: tuple[str, str]) -> None:
@@ -61,11 +63,11 @@ class UserLimits:
         self._users: dict[tuple[str, str], _State] = {}
         self._admitted = 0
 
-    def run(self, tenant: str, user: str) -> _Run:
+    def run(self, tenant: str, user: str) -> RunSlot:
         """An async context manager holding one run slot of (tenant, user)."""
         if not isinstance(tenant, str) or not isinstance(user, str):
             raise TypeError("tenant and user must be str")
-        return _Run(self, (tenant, user))
+        return RunSlot(self, (tenant, user))
 
     def acquire(self, tenant: str, user: str) -> None:
         """Admit one run now or raise ``RequestRejectedError``; pair with :meth:`release`."""
