@@ -19,15 +19,8 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 ROOT_PACKAGE = "toolmesh"
 
-# TEMPORARY (issue 15): packages other helpers were still reworking while this test was written.
-# A cycle or private import wholly inside them does not fail the suite. When written the whole
-# graph already passed without this list; the lead empties it once those moves are committed.
-ALLOWED_PACKAGES: frozenset[str] = frozenset({
-    "toolmesh.agent",    # was: agent/runtime.py's _Run shared by toolexec, react_loop, memory
-    "toolmesh.llm",      # was: llm/router.py <-> router_call.py; routing's _State, _INF, ...
-    "toolmesh.gateway",  # being regrouped into sub-packages
-    "toolmesh.testing",
-})
+# Packages exempt from the rules: none. Add one here only with a comment saying why and until when.
+ALLOWED_PACKAGES: frozenset[str] = frozenset()
 
 
 @dataclass

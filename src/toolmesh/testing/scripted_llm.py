@@ -74,7 +74,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from toolmesh.testing import _render as R
+from toolmesh.testing import wire as R
 
 _RESPONSE_KEYS = frozenset({"text", "reasoning", "tool_calls", "usage", "finish_reason", "model", "latency_ms",
                             "chunk_delay_ms", "chunk_chars", "status", "headers", "error", "body", "content_type",

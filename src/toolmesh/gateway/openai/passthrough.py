@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from toolmesh.agent.budget import BudgetSet, Reservation
+from toolmesh.agent.budget import BudgetSet, CallAsk, Reservation
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.openai.agent import StartStream
@@ -63,7 +63,7 @@ class PassThrough:
         agent = gw.agent
         self.timeout = agent.config.llm_timeout
         spend = agent.spend
-        self.budgets = BudgetSet(spend.budgets(principal.tenant, user, getattr(agent, "_spend_seed", None))
+        self.budgets = BudgetSet(spend.budgets(principal.tenant, user, agent.spend_seed)
                                  if spend.per_user is not None or spend.per_tenant is not None else [])
 
     @contextlib.asynccontextmanager
@@ -75,8 +75,13 @@ class PassThrough:
             reservation = None
             if self.budgets.budgets:
                 est = self._estimate()
-                cost = self._price(self.request.model, t.Usage(est, self.call.max_tokens or 256)) or 0.0
-                reservation = self.budgets.reserve(est, cost, 1)  # BudgetExceededError -> 429
+                out = self.call.max_tokens or 256
+                in_cost = self._price(self.request.model, t.Usage(est, 0)) or 0.0
+                full = self._price(self.request.model, t.Usage(est, out)) or 0.0
+                # The client's max_tokens is kept (no lower grant); a call blocked only by other
+                # calls' reservations waits for them to settle (BudgetExceededError -> 429).
+                ask = CallAsk(est, out, input_cost=in_cost, output_price=max(full - in_cost, 0.0) / out)
+                reservation, _ = await self.budgets.reserve_call(ask, wait=self.gw.agent.config.budget_wait)
             try:
                 yield reservation
             finally:

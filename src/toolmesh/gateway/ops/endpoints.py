@@ -37,7 +37,7 @@ class Ops:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(gw, self.requests, self.usage))
         # The Hub's per tool / per server call counters and latency summaries.
-        self.registry.register(ToolmeshCollector(lambda: (gw.hub._metrics,)))
+        self.registry.register(ToolmeshCollector(lambda: (gw.hub.tool_metrics,)))
         self._tracer: Any = current_tracer()
         #: True when spans are recorded (the app and the MCP dispatcher check it first).
         self.tracing = self._tracer is not None
