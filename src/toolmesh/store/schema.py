@@ -79,5 +79,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_tenant_at ON audit(tenant, at);
     """,
+    # 2: reasoning checkpoints (toolmesh.store.checkpoints): append-only rows per run.
+    """
+    CREATE TABLE run_checkpoints (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        at REAL NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE INDEX run_checkpoints_at ON run_checkpoints(at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

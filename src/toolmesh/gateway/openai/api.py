@@ -6,7 +6,9 @@
 
 Without ``tools`` in the request the agent runtime answers with the caller's tenant's MCP
 tools (:mod:`toolmesh.gateway.openai.agent`); with ``tools`` the gateway is a plain OpenAI
-endpoint in front of the LLM router (:mod:`toolmesh.gateway.openai.passthrough`). Errors
+endpoint in front of the LLM router (:mod:`toolmesh.gateway.openai.passthrough`); with
+``"toolmesh": {"reasoning": {...}}`` the reasoning engine answers
+(:mod:`toolmesh.gateway.openai.reasoning`). Errors
 use OpenAI's error shape and status codes, so the official SDK raises its usual types.
 
 Raw ASGI, ``orjson`` and hand-written validation keep the added latency per request small.
@@ -26,11 +28,13 @@ from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.openai.agent import AgentTurn, SendBody, install_history
 from toolmesh.gateway.openai.errors import to_api_error
 from toolmesh.gateway.openai.passthrough import PassThrough
+from toolmesh.gateway.openai.reasoning import ReasoningTurn, reasoning_options
 from toolmesh.gateway.openai.wire import ChatCall, parse_chat, sse_error
-from toolmesh.gateway.state import Gateway
+from toolmesh.gateway.state import DEFERRED_LIMITS_KEY, Gateway
 from toolmesh.gateway.web import principal_of, read_body, send_bytes
 from toolmesh.llm.types import ChatRequest
 from toolmesh.net.asgi import Receive, Scope, Send
+from toolmesh.store.shared_users import SharedUserLimits
 
 if TYPE_CHECKING:
     from toolmesh.agent.config import AgentConfig
@@ -40,6 +44,8 @@ log = logging.getLogger("toolmesh.gateway.openai")
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 _MAX_CACHED = 256
+#: Scope key of the admission that holds a chat completion's shared limits (user slot) until it ends.
+_ADMISSION = "toolmesh.chat_admission"
 
 
 class _Cycle:
@@ -118,13 +124,21 @@ class OpenAIApi:
             call = parse_chat(await read_body(receive, limit), session)
             model, scenario = self._resolve_model(call)
             user = call.user or principal.user or principal.key_id
-            handler: AgentTurn | PassThrough
-            if call.tools is None:
+            handler: AgentTurn | PassThrough | ReasoningTurn
+            options = reasoning_options(call)
+            if options is not None:
+                handler = ReasoningTurn(gw, principal, call, user, model, scenario, options)
+            elif call.tools is None:
                 handler = AgentTurn(gw, principal, call, user, self._config(model, scenario, call))
             else:
                 handler = PassThrough(gw, principal, call, user, model, scenario)
         except Exception as exc:
-            await cycle.error(to_api_error(exc))
+            refused = await self._deferred_limits(scope, None)  # rate limits answer before bad requests
+            await cycle.error(refused or to_api_error(exc))
+            return
+        refused = await self._deferred_limits(scope, user)
+        if refused is not None:
+            await cycle.error(refused)
             return
         task = asyncio.current_task()
         watcher = asyncio.create_task(_watch(receive, cycle, task))
@@ -150,6 +164,26 @@ class OpenAIApi:
         finally:
             cycle.done = True
             watcher.cancel()
+            admission = scope.pop(_ADMISSION, None)
+            if admission is not None:
+                SharedUserLimits.clear_preadmitted()
+                await admission.release()
+
+    async def _deferred_limits(self, scope: Scope, user: str | None) -> ApiError | None:
+        """Admit a request whose tenant and key limits the edge left for here (shared limits: with
+        the user's, one round trip); the 429 when refused."""
+        if not scope.pop(DEFERRED_LIMITS_KEY, False):
+            return None
+        gw = self.gw
+        admission = await gw.admit_chat(principal_of(scope), user)
+        if admission.admitted:
+            scope[_ADMISSION] = admission  # released when the response is over
+            return None
+        users = gw.agent.user_limits
+        if isinstance(users, SharedUserLimits) and users.is_user_limit(admission.refused_by):
+            return to_api_error(users.rejection(admission))
+        return ApiError(429, "rate limit exceeded for this tenant or key", "rate_limit_error",
+                        retry_after=max(1.0, admission.retry_after))
 
     def _resolve_model(self, call: ChatCall) -> tuple[str, str | None]:
         """(model for the router, scenario): a served model or deployment, ``auto``, or a scenario name."""

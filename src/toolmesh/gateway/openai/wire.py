@@ -50,6 +50,8 @@ class ChatCall:
     session: str | None = None
     scenario: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The request's ``toolmesh`` extension object as sent (e.g. ``{"reasoning": {...}}``), unvalidated.
+    extra_toolmesh: Any = None
 
 
 def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
@@ -125,6 +127,7 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
         v = get(key)
         if v is not None:
             call.extra[key] = v
+    call.extra_toolmesh = get("toolmesh")
     return call
 
 
