@@ -8,6 +8,7 @@ Routes::
     *    /servers/{name}/mcp|sse|messages/|ws       mcp scope: a virtual server or one upstream
     *    /v1/...                                    chat scope: OpenAI-compatible API
     *    /admin/...                                 admin scope
+    GET  /ui/...                                    the dashboard's static files (its data: /admin/, admin key)
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from toolmesh.gateway.config import GatewaySettings
 from toolmesh.gateway.mcp import McpRoutes
 from toolmesh.gateway.openai import OpenAIApi
 from toolmesh.gateway.ops import Ops
-from toolmesh.gateway.state import Gateway
+from toolmesh.gateway.state import DEFERRED_LIMITS_KEY, Gateway
+from toolmesh.gateway.ui import Dashboard
 from toolmesh.gateway.web import PRINCIPAL_KEY, send_error
 from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.net.asgi import Message, Receive, Scope, Send
@@ -42,6 +44,7 @@ class SubApps:
     mcp: McpRoutes
     openai: OpenAIApi
     admin: AdminApi
+    ui: Dashboard
 
 
 class GatewayApp:
@@ -67,7 +70,11 @@ class GatewayApp:
         """Build the gateway and its sub-apps (also usable without an ASGI server, in tests)."""
         gw = await Gateway.create(self.config, self.settings, store_path=self.store_path)
         self.gw = gw
-        self.apps = SubApps(ops=Ops(gw), mcp=McpRoutes(gw), openai=OpenAIApi(gw), admin=AdminApi(gw))
+        ops, admin = Ops(gw), AdminApi(gw)
+        ui = Dashboard(gw, ops.requests)
+        admin.add_routes(ui.routes())
+        self.apps = SubApps(ops=ops, mcp=McpRoutes(gw), openai=OpenAIApi(gw), admin=admin, ui=ui)
+        ui.start()
         await gw.start()
         return gw
 
@@ -76,6 +83,7 @@ class GatewayApp:
             await self.gw.aclose()
             if self.apps is not None:
                 await self.apps.mcp.aclose()
+                await self.apps.ui.aclose()
             self.gw = None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -129,6 +137,9 @@ class GatewayApp:
             return
         parts = path.strip("/").split("/")
         head = parts[0]
+        if head == "ui":  # the dashboard's static files hold no data: its pages send an admin key for data
+            await apps.ui(scope, receive, send)
+            return
         if head == "metrics" and self.settings.metrics_public and kind == "http":
             await apps.ops.metrics(scope, receive, send)
             return
@@ -146,7 +157,15 @@ class GatewayApp:
             await self._deny(scope, receive, send, 403, f"this key lacks the {needed!r} scope",
                           kind="permission_error")
             return
-        wait = gw.limits.check(principal)
+        shared = gw.shared_limits
+        if shared is None:
+            wait = gw.limits.check(principal)
+        elif head == "v1" and kind == "http" and scope["method"] == "POST" and gw.defers_chat_limits() \
+                and path.rstrip("/") == "/v1/chat/completions":
+            scope[DEFERRED_LIMITS_KEY] = True  # decided with the user's limits, in one round trip
+            wait = 0.0
+        else:
+            wait = await shared.check(principal)
         if wait:
             retry = str(max(1, round(wait + 0.499))).encode()
             await self._deny(scope, receive, send, 429, "rate limit exceeded for this tenant or key",

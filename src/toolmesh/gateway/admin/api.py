@@ -10,6 +10,7 @@ naming the offending field.
     GET    /admin/servers                     status of each server (health, circuit, config)
     POST   /admin/servers                     register {name, ...ServerConfig fields}   201 / 400 / 409
     GET    /admin/servers/{name}              one server
+    PATCH  /admin/servers/{name}              {cache?, coalesce?}: change how its results are shared
     DELETE /admin/servers/{name}              unregister
     POST   /admin/servers/{name}/test         fresh connection + tools/list report
     GET    /admin/sessions[?user=&limit=&offset=]
@@ -20,7 +21,7 @@ naming the offending field.
     POST   /admin/routing                     {scenario, strategy?, models?}
     PUT    /admin/routing/rules/{scenario}    {strategy?, models?}
     DELETE /admin/routing/rules/{scenario}
-    GET    /admin/audit[?since=&limit=]
+    GET    /admin/audit[?since=&limit=&user=&server=&tool=&status=]
     GET    /admin/keys | POST /admin/keys {scopes?, name?} | DELETE /admin/keys/{key_id or key}
 """
 
@@ -44,6 +45,8 @@ __all__ = ["AdminApi"]
 log = logging.getLogger("toolmesh.gateway")
 
 Handler = Callable[..., Awaitable[Any]]
+#: Admin answers are live data: never cached by a browser or a proxy, never sniffed.
+NO_STORE = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 
 
 class AdminApi:
@@ -59,7 +62,7 @@ class AdminApi:
         # (first path segment, number of segments) -> {method: handler(req, *path params)}
         self._routes: dict[tuple[str, int], dict[str, Handler]] = {
             ("servers", 1): {"GET": s.list, "POST": s.create},
-            ("servers", 2): {"GET": _arg(s.get), "DELETE": _arg(s.delete)},
+            ("servers", 2): {"GET": _arg(s.get), "PATCH": _arg(s.update), "DELETE": _arg(s.delete)},
             ("servers", 3): {"POST": _arg(s.test)},
             ("sessions", 1): {"GET": data.list_sessions},
             ("sessions", 2): {"GET": _arg(data.get_session), "DELETE": _arg(data.delete_session)},
@@ -89,12 +92,19 @@ class AdminApi:
             await _send_error(send, ApiError(500, f"internal error: {type(exc).__name__}"))
             return
         status, body = result if isinstance(result, tuple) else (200, result)
-        await send_json(send, status, body)
+        await send_json(send, status, body, headers=NO_STORE)
+
+    def add_routes(self, routes: dict[tuple[str, int], dict[str, Handler]]) -> None:
+        """Mount more admin routes ((first segment, segment count) -> {method: handler(req)}), e.g. the dashboard's."""
+        clash = set(routes) & set(self._routes)
+        if clash:
+            raise ValueError(f"admin routes already taken: {sorted(clash)}")
+        self._routes.update(routes)
 
     def _find(self, req: Request) -> Callable[[Request], Awaitable[Any]]:
         parts = req.parts
         if not parts:
-            raise ApiError(404, "admin routes: servers, sessions, usage, routing, audit, keys")
+            raise ApiError(404, "admin routes: " + ", ".join(sorted({seg for seg, _ in self._routes})))
         methods = self._routes.get((parts[0], len(parts)))
         if methods is None or (parts[0] == "servers" and len(parts) == 3 and parts[2] != "test") or (
                 parts[0] == "routing" and len(parts) == 3 and parts[1] != "rules"):
@@ -145,4 +155,4 @@ def _arg(fn: Callable[[Request, str], Awaitable[Any]]) -> Callable[[Request], Aw
 
 async def _send_error(send: Send, err: ApiError) -> None:
     """The admin error shape (:meth:`ApiError.admin_body`), with the error's headers."""
-    await send_bytes(send, err.status, err.admin_body(), headers=err.response_headers())
+    await send_bytes(send, err.status, err.admin_body(), headers=[*err.response_headers(), *NO_STORE])

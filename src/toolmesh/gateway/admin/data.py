@@ -16,6 +16,9 @@ __all__ = ["GROUPS", "audit", "create_api_key", "delete_session", "get_session",
 
 #: Usage report groupings offered by ``/admin/usage``.
 GROUPS = ("tenant", "user", "model", "day", "provider", "session")
+_AUDIT_FILTERS = ("user", "server", "tool", "status")
+_AUDIT_COLS = ("at", "tenant", "user", "server", "tool", "arguments_hash", "status", "latency_ms", "request_id",
+               "error")
 _SESSION_COLS = ("id", "user", "conversation", "created_at", "updated_at", "messages")
 
 
@@ -103,8 +106,19 @@ async def usage(req: Request) -> dict[str, Any]:
 async def audit(req: Request) -> dict[str, Any]:
     limit = req.int_param("limit", 100, 1, 10_000)
     since = req.time_param("since")
-    rows = await req.gw.store.audit_log(tenant=req.tenant, since=since, limit=limit)
-    return {"tenant": req.tenant, "entries": rows, "limit": limit, "since": since}
+    filters = {k: req.query.get(k) or None for k in _AUDIT_FILTERS}
+    if not any(filters.values()):
+        rows = await req.gw.store.audit_log(tenant=req.tenant, since=since, limit=limit)
+        return {"tenant": req.tenant, "entries": rows, "limit": limit, "since": since}
+    # Exact matches on user, server, tool, status (the dashboard's audit filters).
+    where = "".join(f" AND {k} = ?" for k, v in filters.items() if v is not None)
+    values = [v for v in filters.values() if v is not None]
+    found = await req.gw.store.fetchall(
+        f"SELECT {', '.join(_AUDIT_COLS)} FROM audit WHERE tenant = ? AND (? IS NULL OR at >= ?){where}"
+        " ORDER BY id DESC LIMIT ?", (req.tenant, since, since, *values, limit))
+    entries = [dict(zip(_AUDIT_COLS, r, strict=True)) for r in found]
+    return {"tenant": req.tenant, "entries": entries, "limit": limit, "since": since,
+            "filters": {k: v for k, v in filters.items() if v is not None}}
 
 
 # -- API keys --------------------------------------------------------------------------------

@@ -218,19 +218,21 @@ class GatewayDispatcher(Dispatcher):
         span, trace_line = spans.tool_span(server, tool) if spans is not None else (None, b"")
         started = time.perf_counter()
         status = "error"
+        error: str | None = None
         try:
             result = await self._forward(req, server, "tools/call", forwarded, trace_line)
             status = "tool_error" if result.get("isError") else "ok"
             return result
         except RpcError as exc:
             status = "timeout" if exc.code == REQUEST_TIMEOUT else "error"
+            error = exc.message[:500]  # the audit log (and the dashboard) name what went wrong
             raise
         except asyncio.CancelledError:
             status = "cancelled"  # the client cancelled or went away; the upstream call was cancelled too
             raise
         finally:
             self.gw.audit(principal, server, tool, arguments or {}, status,
-                          (time.perf_counter() - started) * 1000.0, request_id=str(req.id))
+                          (time.perf_counter() - started) * 1000.0, request_id=str(req.id), error=error)
             if span is not None and spans is not None:
                 spans.end_tool_span(span, status)
 

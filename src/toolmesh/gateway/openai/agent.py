@@ -240,11 +240,14 @@ class AgentTurn:
                         elif isinstance(ev, ReasoningDelta):
                             await body(chunks.delta({"reasoning_content": ev.text}), True)
                         else:
-                            await body(_comment("tool_call_started", {"id": ev.id, "name": ev.name}), True)
+                            await body(_comment("tool_call_started", {"id": ev.id, "name": ev.name,
+                                                                      "arguments": ev.arguments}), True)
                     elif isinstance(ev, ToolCallFinished) and body is not None:
                         # SSE comments: progress (and keep-alive) during tool calls; clients skip them
+                        # The result is cut to 4 KB: enough for the dashboard's playground, bounded for proxies.
                         await body(_comment("tool_call_finished", {"id": ev.id, "name": ev.name, "ok": ev.ok,
-                                                                   "latency_ms": ev.latency_ms}), True)
+                                                                   "latency_ms": ev.latency_ms, "error": ev.error,
+                                                                   "result": ev.result[:4096]}), True)
                     elif isinstance(ev, Final):
                         await self._end(ev.result, chunks, body, start)
                         return
