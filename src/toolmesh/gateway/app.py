@@ -33,7 +33,11 @@ from toolmesh.servers.guard import is_loopback
 log = logging.getLogger("toolmesh.gateway")
 
 _MCP_TAILS = ("mcp", "sse", "messages", "ws")
-_SCOPE_OF = {"v1": "chat", "admin": "admin"}
+#: The scope the edge demands, by the path's first segment (anything unlisted: ``mcp``);
+#: /healthz, /readyz and /ui/ need no key. tests/test_security_routes.py walks this table.
+ROUTE_SCOPES: dict[str, str] = {
+    **dict.fromkeys(_MCP_TAILS, "mcp"), "servers": "mcp", "v1": "chat", "admin": "admin", "metrics": "admin",
+}
 
 
 @dataclass(slots=True)
@@ -152,7 +156,7 @@ class GatewayApp:
             await self._deny(scope, receive, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
                           [(b"www-authenticate", b'Bearer realm="toolmesh"')], kind="authentication_error")
             return
-        needed = "admin" if head == "metrics" else _SCOPE_OF.get(head, "mcp")
+        needed = ROUTE_SCOPES.get(head, "mcp")
         if not principal.allows(needed):
             await self._deny(scope, receive, send, 403, f"this key lacks the {needed!r} scope",
                           kind="permission_error")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from toolmesh.gateway.config import GatewaySettings, RateLimit
 from toolmesh.resilience.limits import TokenBucket
+from toolmesh.store.shared import Admission, Limit, RequestLimiter
 
 #: Scopes a key can carry: the OpenAI API, the MCP endpoints, the admin API (and /metrics).
 SCOPES: tuple[str, ...] = ("chat", "mcp", "admin")
@@ -145,3 +146,51 @@ class EdgeLimits:
                 kb.refund(1)  # refused at the tenant level: the key's token was not spent
             return max(tb.time_until(), 0.001)
         return 0.0
+
+
+class SharedEdgeLimits:
+    """The tenant and key buckets of :class:`EdgeLimits`, decided by a shared limiter (Redis).
+
+    Both buckets of a request go to the limiter together: one round trip, all or nothing, on
+    one clock, exact across every worker and replica. :meth:`check` returns seconds to wait.
+    """
+
+    def __init__(self, settings: GatewaySettings, limiter: RequestLimiter, max_entries: int = 100_000) -> None:
+        self.limits = settings.rate_limits
+        self.limiter = limiter
+        self.max_entries = max_entries
+        self._rules: dict[tuple[str, str], list[Limit]] = {}
+
+    def rules(self, principal: Principal) -> list[Limit]:
+        """The limits of one caller (built once per tenant and key)."""
+        ck = (principal.tenant, principal.key_id)
+        found = self._rules.get(ck)
+        if found is None:
+            found = []
+            tenant = self.limits.for_tenant(principal.tenant)
+            if tenant is not None:
+                found.append(Limit.bucket("t", tenant.requests_per_minute / 60.0, tenant.capacity,
+                                          f"tenant {principal.tenant}"))
+            key = self.limits.key
+            if key is not None:
+                found.append(Limit.bucket("k:" + principal.key_id, key.requests_per_minute / 60.0, key.capacity,
+                                          f"key {principal.key_id}"))
+            if len(self._rules) >= self.max_entries:
+                self._rules.clear()
+            self._rules[ck] = found
+        return found
+
+    async def check(self, principal: Principal) -> float:
+        """Seconds to wait (0 = go), like :meth:`EdgeLimits.check`."""
+        rules = self.rules(principal)
+        if not rules:
+            return 0.0
+        admission = await self.limiter.admit(principal.tenant, rules)
+        return 0.0 if admission.admitted else max(admission.retry_after, 0.001)
+
+    async def admit(self, principal: Principal, extra: Sequence[Limit] = ()) -> Admission:
+        """The caller's limits and ``extra`` ones (e.g. the user's) in one round trip, all or nothing."""
+        limits = [*self.rules(principal), *extra]
+        if not limits:
+            return Admission(True, shared=True)
+        return await self.limiter.admit(principal.tenant, limits)

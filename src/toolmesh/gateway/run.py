@@ -23,6 +23,7 @@ from toolmesh.gateway.ops.tracing import configure_tracing
 from toolmesh.hub.configfile import ToolmeshConfig, load_config
 from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
 from toolmesh.servers.guard import is_loopback
+from toolmesh.store.shared import StateSettings
 
 _CONFIG_ENV = "TOOLMESH_GATEWAY_CONFIG"
 _OVERRIDES_ENV = "TOOLMESH_GATEWAY_OVERRIDES"
@@ -37,6 +38,7 @@ def resolve_settings(config: ToolmeshConfig, overrides: dict[str, Any]) -> Gatew
             f"--no-auth is only allowed when binding to loopback (127.0.0.1/localhost/::1), not {settings.host!r}",
             key="gateway.auth",
         )
+    StateSettings.from_section(config.section("state"), config.source)  # a bad `state:` fails before any worker
     return settings
 
 

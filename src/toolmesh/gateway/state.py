@@ -18,16 +18,24 @@ import orjson
 
 from toolmesh.agent.factory import AgentStack, build_agent
 from toolmesh.errors import ServerNotFoundError
-from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal
+from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal, SharedEdgeLimits
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
+from toolmesh.store.limits import UserLimits
+from toolmesh.store.redis_limits import SharedLimiter
+from toolmesh.store.redis_state import RedisState, process_state
+from toolmesh.store.shared import Admission, StateSettings
+from toolmesh.store.shared_users import SharedUserLimits
 from toolmesh.store.sqlite import AUDIT_SQL
 
 log = logging.getLogger("toolmesh.gateway")
 
 _SECRET_KEY = "gateway/session-secret"
+#: Scope key set by the app when a chat completion's tenant and key limits wait for its user's
+#: (see :meth:`Gateway.defers_chat_limits`).
+DEFERRED_LIMITS_KEY = "toolmesh.deferred_limits"
 #: Tenant suffix of the handshake-era twin connections (see :meth:`Gateway.handshake_route`).
 HANDSHAKE_TENANT_SUFFIX = "#handshake"
 #: What the gateway's upstream connections advertise (answered by the downstream client).
@@ -67,6 +75,10 @@ class Gateway:
         self.sessions = stack.sessions
         self.keys = KeyRing(stack.store, ttl=settings.key_cache_ttl)
         self.limits = EdgeLimits(settings)
+        #: Set when ``state.url`` is configured: the edge limits decided in Redis (see :meth:`share_state`).
+        self.shared_limits: SharedEdgeLimits | None = None
+        self.shared_state: RedisState | None = None
+        self.shared_limiter: SharedLimiter | None = None
         self.auth = settings.auth
         self.ready = False
         self.draining = False
@@ -91,14 +103,53 @@ class Gateway:
         cls, config: ToolmeshConfig, settings: GatewaySettings | None = None, *, store_path: str | None = None
     ) -> Gateway:
         settings = settings or GatewaySettings.from_section(config.section("gateway"), config.source)
+        state = StateSettings.from_section(config.section("state"), config.source)  # a bad key fails here, first
         # Upstreams may ask for sampling/elicitation/roots: the gateway forwards those to the
         # downstream MCP client that made the call (and refuses them for agent-runtime calls).
         hub = Hub(client_capabilities=FORWARDED_CAPABILITIES)
         stack = await build_agent(config, store_path=store_path, hub=hub)
         gw = cls(config, settings, stack)
+        if state.url:
+            gw.share_state(state)
         if not gw.session_secret:
             gw.session_secret = await gw._shared_secret()
         return gw
+
+    def share_state(self, state: StateSettings) -> None:
+        """Keep the rate limits and per-user limits in Redis (``state.url``), shared by every replica.
+
+        Nothing connects yet: the process's client opens its connections on the first request.
+        """
+        self.shared_state = process_state(state)
+        # While Redis is down each process admits its share: limit ÷ the processes sharing it.
+        replicas = state.replicas or self.settings.workers
+        limiter = self.shared_limiter = SharedLimiter(self.shared_state, replicas=replicas)
+        self.shared_limits = SharedEdgeLimits(self.settings, limiter)
+        local = self.agent.user_limits
+        if isinstance(local, UserLimits):
+            self.agent.user_limits = SharedUserLimits(limiter, local.max_concurrent_runs, local.requests_per_minute,
+                                                      window=local.window, lease=state.lease)
+        log.info("shared state: limits in Redis at %s (fallback share: 1/%d)", self.shared_state.redacted_url,
+                 limiter.replicas)
+
+    def defers_chat_limits(self) -> bool:
+        """With the limits in Redis, a chat completion is admitted against its tenant's and key's
+        limits and its user's (known only once the body is read) in one round trip: the edge
+        leaves them to :meth:`admit_chat`."""
+        return self.shared_limits is not None and isinstance(self.agent.user_limits, SharedUserLimits)
+
+    async def admit_chat(self, principal: Principal, user: str | None) -> Admission:
+        """The edge limits of a chat completion, with ``user``'s run limits unless None (a request
+        refused before its user is known still counts against its tenant and key)."""
+        shared, users = self.shared_limits, self.agent.user_limits
+        if shared is None or not isinstance(users, SharedUserLimits):
+            raise RuntimeError("admit_chat() without shared limits")
+        if user is None:
+            return await shared.admit(principal)
+        admission = await shared.admit(principal, users.limits_for(user))
+        if admission.admitted:
+            users.preadmit(principal.tenant, user)
+        return admission
 
     async def _shared_secret(self) -> bytes:
         # Workers on one host share the store, so they agree on the secret; replicas on other
@@ -163,6 +214,10 @@ class Gateway:
         if self._probe is not None and not self._probe.done():
             self._probe.cancel()
         await self.stack.aclose()
+        if self.shared_limiter is not None:
+            await self.shared_limiter.aclose()
+        if self.shared_state is not None:
+            await self.shared_state.aclose()
 
     # -- upstream connections per protocol era ------------------------------------------
     async def handshake_route(self, tenant: str, server: str) -> tuple[str, str]:
@@ -196,7 +251,7 @@ class Gateway:
             handle = self.hub.server(event.server, tenant=other, user=event.user)
         except ServerNotFoundError:
             return
-        handle.catalog.on_notification(event.method)
+        handle.catalog_changed(event.method)
 
     async def register_server(self, config: ServerConfig, tenant: str) -> None:
         """Register (or replace) an upstream at run time, with its handshake-era twin."""

@@ -139,6 +139,15 @@ class GatewayCollector:
             tenant, _, server = key.partition("/")
             up.add_metric((tenant, server), 1.0 if entry.get("ok") else 0.0)
         yield up
+        state, limiter = gw.shared_state, gw.shared_limiter
+        if state is not None and limiter is not None:
+            yield GaugeMetricFamily(f"{p}_shared_state_up", "1 while this worker reaches the shared state (Redis).",
+                                    value=1.0 if state.available else 0.0)
+            yield CounterMetricFamily(f"{p}_shared_state_outages", "Times this worker found Redis unreachable.",
+                                      value=state.outages)
+            yield CounterMetricFamily(f"{p}_shared_limits_local_decisions",
+                                      "Admissions decided with this worker's share of the limits (Redis down).",
+                                      value=limiter.local_decisions)
 
     def _servers(self) -> Iterator[Metric]:
         p, hub = self.prefix, self.gw.hub

@@ -1,0 +1,251 @@
+"""Exact limits across every worker and replica: one Lua script in Redis per request (STO-2).
+
+:meth:`SharedLimiter.admit` sends the request's limits (tenant and key buckets, the user's
+window and concurrency slots) in one EVALSHA; the script reads Redis's clock (``TIME``), checks
+them all, and charges all or none. Keys are ``<prefix>:{<tenant>}:<limit>``: the hash tag puts
+one tenant's keys in one Redis Cluster slot, which a multi-key script needs.
+
+Nothing is decided locally in batches (that would over-admit by replicas × local rate × sync
+interval; only the transport is coalesced, see :class:`~toolmesh.store.redis_state.RedisState`).
+The one local shortcut: a bucket or window Redis just refused is refused here too until the
+retry time Redis gave, which ends no later than Redis would admit again.
+
+While Redis is down, decisions fall back to a :class:`~toolmesh.store.shared.LocalLimiter`
+holding this process's share of each limit (limit ÷ replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from toolmesh.errors import ConcurrencyLimitError
+from toolmesh.store.redis_state import LuaScript, RedisState
+from toolmesh.store.shared import Admission, Limit, LocalLimiter, RequestLimiter, StateUnavailableError
+
+__all__ = ["SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key"]
+
+log = logging.getLogger("toolmesh.store.redis")
+
+_KIND_CODES = {"bucket": "b", "window": "w", "slots": "c"}
+ADMIT = LuaScript("admit.lua")
+RENEW = LuaScript("renew.lua")
+
+
+def limit_key(prefix: str, tenant: str, name: str) -> str:
+    """The Redis key of one limit: hash-tagged by tenant so a request's keys share a Cluster slot."""
+    # Braces in a tenant name would move the hash tag: replace them (names are ours, not user data).
+    safe = tenant.replace("{", "(").replace("}", ")")
+    return f"{prefix}:{{{safe}}}:{name}"
+
+
+class SharedLimiter:
+    """:class:`~toolmesh.store.shared.RequestLimiter` over Redis, with the local share as fallback."""
+
+    def __init__(self, state: RedisState, *, replicas: int = 1, busy_retry_after: float = 1.0,
+                 max_denied: int = 100_000) -> None:
+        """``replicas``: processes sharing the limits (each falls back to 1/replicas of every limit)."""
+        self.state = state
+        self.prefix = state.settings.prefix
+        self.busy_retry_after = busy_retry_after
+        self.fallback = LocalLimiter(replicas, busy_retry_after=busy_retry_after)
+        self.max_denied = max_denied
+        self._denied: dict[str, float] = {}  # limit key -> monotonic time until which Redis will refuse
+        self._prepared_cache: dict[tuple[str, tuple[Limit, ...]], tuple[list[str], list[str], bool]] = {}
+        #: Admissions decided with this process's share because Redis could not decide them.
+        self.local_decisions = 0
+        #: Lease renewals of long requests' slots in progress.
+        self.renewals: set[asyncio.Task[None]] = set()
+
+    @property
+    def replicas(self) -> int:
+        return self.fallback.replicas
+
+    async def admit(self, tenant: str, limits: Sequence[Limit], request_id: str | None = None) -> Admission:
+        """Charge every limit in one round trip, or none (see the module doc)."""
+        if not limits:
+            return Admission(True, shared=True)
+        keys, tail, needs_member = self._prepared(tenant, limits)
+        now = time.monotonic()
+        for key, lim in zip(keys, limits, strict=True):
+            until = self._denied.get(key)
+            if until is not None:
+                if until > now:
+                    return Admission(False, until - now, lim.label, shared=True)
+                del self._denied[key]
+        if not self.state.available:
+            self.local_decisions += 1
+            return self.fallback.admit_now(tenant, limits)
+        member = request_id or (uuid.uuid4().hex if needs_member else "-")
+        args: list[str | float] = [member, *tail]
+        try:
+            reply = await self.state.run(ADMIT, keys, args)
+        except StateUnavailableError:
+            self.local_decisions += 1
+            return self.fallback.admit_now(tenant, limits)
+        if int(reply[0]) == 1:
+            held = [(key, lim.span) for key, lim in zip(keys, limits, strict=True) if lim.kind == "slots"]
+            if not held:
+                return Admission(True, shared=True)
+            return Admission(True, shared=True, on_release=self._hold(held, member))
+        retry_ms, index = int(reply[1]), int(reply[2]) - 1
+        lim, key = limits[index], keys[index]
+        if retry_ms < 0:  # concurrency: a slot frees when some request ends, not at a known time
+            return Admission(False, self.busy_retry_after, lim.label, shared=True)
+        retry = retry_ms / 1000
+        if lim.cost == 1:  # a retry time for more tokens says nothing about fewer
+            # ``now`` was taken before the script ran, and the script rounds up to the millisecond:
+            # take a millisecond off so this shortcut ends no later than Redis's own refusal.
+            if len(self._denied) >= self.max_denied:
+                self._denied.clear()
+            self._denied[key] = now + retry - 0.001
+        return Admission(False, retry, lim.label, shared=True)
+
+    def _prepared(self, tenant: str, limits: Sequence[Limit]) -> tuple[list[str], list[str], bool]:
+        # The keys and script arguments of a tenant's limits, built once (the hot path reuses them).
+        ck = (tenant, tuple(limits))
+        found = self._prepared_cache.get(ck)
+        if found is None:
+            keys = [limit_key(self.prefix, tenant, lim.name) for lim in limits]
+            tail: list[str] = []
+            for lim in limits:
+                tail += (_KIND_CODES[lim.kind], repr(lim.amount), repr(lim.span), repr(lim.cost))
+            if len(self._prepared_cache) >= self.max_denied:
+                self._prepared_cache.clear()
+            found = self._prepared_cache[ck] = (keys, tail, any(lim.kind != "bucket" for lim in limits))
+        return found
+
+    def _hold(self, held: list[tuple[str, float]], member: str) -> _Release:
+        return _Release(self, held, member, min(span for _, span in held))
+
+    async def renew(self, held: list[tuple[str, float]], member: str) -> None:
+        """Extend the leases of held slots (a long request keeps them; a crashed one lets them lapse)."""
+        for key, span in held:
+            with contextlib.suppress(StateUnavailableError):
+                await self.state.run(RENEW, [key], [member, repr(span)])
+
+    async def release(self, held: list[tuple[str, float]], member: str) -> None:
+        """Free the concurrency slots of one admitted request (best effort: leases expire anyway)."""
+        for key, _ in held:
+            try:
+                await self.state.command("ZREM", key, member)
+            except StateUnavailableError:
+                log.debug("slot %s of %s not released (Redis down): it lapses with its lease", key, member)
+
+    async def aclose(self) -> None:
+        """Stop lease renewals (their slots then lapse)."""
+        for task in list(self.renewals):
+            task.cancel()
+
+
+class SharedBucket:
+    """One token bucket in the shared state, with the shape of
+    :class:`toolmesh.resilience.abc.RateLimiter` (e.g. an upstream's or a model's request rate
+    shared by every replica). ``scope`` plays the tenant's part in the key (its Cluster slot)."""
+
+    def __init__(self, limiter: RequestLimiter, scope: str, name: str, rate: float, capacity: float, *,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        Limit.bucket(name, rate, capacity)  # validates
+        self.limiter = limiter
+        self.scope = scope
+        self.name = name
+        self._rate = float(rate)
+        self._capacity = float(capacity)
+        self._sleep = sleep
+        self._limits: dict[float, list[Limit]] = {}
+
+    @property
+    def rate(self) -> float:
+        """Tokens added per second."""
+        return self._rate
+
+    @property
+    def capacity(self) -> float:
+        """The most tokens the bucket holds."""
+        return self._capacity
+
+    async def take(self, n: float = 1) -> float:
+        """Take ``n`` tokens if they are there now: 0.0 when taken, else seconds until they would be."""
+        limits = self._limits.get(n)
+        if limits is None:
+            limits = self._limits[n] = [Limit.bucket(self.name, self._rate, self._capacity, self.name, cost=n)]
+        admission = await self.limiter.admit(self.scope, limits)
+        return 0.0 if admission.admitted else max(admission.retry_after, 1e-3)
+
+    async def acquire(self, n: float = 1, timeout: float | None = None) -> None:
+        """Take ``n`` tokens, waiting for them; raises :class:`ConcurrencyLimitError` at once when
+        the wait would exceed ``timeout`` (other replicas may take the tokens meanwhile: then it waits again)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = await self.take(n)
+            if wait <= 0:
+                return
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise ConcurrencyLimitError(
+                    f"rate limit {self.name!r} ({self._rate:g}/s, burst {self._capacity:g}): {n:g} tokens "
+                    f"need {wait:.3f}s, timeout {timeout}s")
+            await self._sleep(wait)
+
+
+class SharedClientBuckets:
+    """A bucket per client key in the shared state, with the shape of
+    :class:`toolmesh.resilience.abc.ClientRateLimiter` (a hosted server's per-client rate limit
+    held across all its replicas)."""
+
+    def __init__(self, limiter: RequestLimiter, scope: str, rate: float, capacity: float,
+                 max_entries: int = 100_000) -> None:
+        Limit.bucket("c", rate, capacity)  # validates
+        self.limiter = limiter
+        self.scope = scope
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self.max_entries = max_entries
+        self._limits: dict[str, list[Limit]] = {}
+
+    async def take(self, key: str) -> float:
+        """Take a token for ``key``: 0.0 when granted, else the seconds until one is there."""
+        limits = self._limits.get(key)
+        if limits is None:
+            if len(self._limits) >= self.max_entries:
+                self._limits.clear()
+            name = "c:" + (key if len(key) <= 64 else hashlib.sha256(key.encode()).hexdigest()[:32])
+            limits = self._limits[key] = [Limit.bucket(name, self.rate, self.capacity, f"client {key[:64]}")]
+        admission = await self.limiter.admit(self.scope, limits)
+        return 0.0 if admission.admitted else max(admission.retry_after, 1e-3)
+
+
+class _Release:
+    """The release hook of an admission holding concurrency slots; renews them every lease/3 meanwhile."""
+
+    __slots__ = ("held", "lease", "limiter", "member", "task", "timer")
+
+    def __init__(self, limiter: SharedLimiter, held: list[tuple[str, float]], member: str, lease: float) -> None:
+        self.limiter = limiter
+        self.held = held
+        self.member = member
+        self.lease = lease
+        self.task: asyncio.Task[None] | None = None
+        # A timer, not a task, so the usual short request costs no task at all.
+        self.timer: asyncio.TimerHandle = asyncio.get_running_loop().call_later(lease / 3, self._start)
+
+    def _start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._renew_loop())
+        self.limiter.renewals.add(self.task)
+        self.task.add_done_callback(self.limiter.renewals.discard)
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await self.limiter.renew(self.held, self.member)
+            await asyncio.sleep(self.lease / 3)
+
+    async def __call__(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+        await self.limiter.release(self.held, self.member)
