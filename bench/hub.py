@@ -10,6 +10,11 @@ or a stdio child of the client); the three clients live in this process on one e
 * ``stdio_seq``: sequential calls over stdio, each client against its own library's server;
 * ``concurrent``: 64 tasks sharing one client for a fixed duration, own HTTP server.
 
+The official TypeScript SDK (``typescript``: bench/ts/bench.mjs on Node 22, protocol 2025-11-25,
+the newest it speaks) takes part in ``http_seq``, ``stdio_seq`` and ``concurrent`` with its own
+client and server; its client's calls run in its own Node process, which reports the same figures.
+``http_seq_ts_server`` puts toolmesh's Hub client against the TypeScript server (2025-11-25 too).
+
 Sequential pairs are measured in interleaved rounds (random order each round) after a
 warm-up, so drift and noise hit every peer alike. Every answer is checked (the sum must be
 right); wrong answers and exceptions are counted as ``errors``, never as calls.
@@ -37,8 +42,10 @@ import peers
 import runner
 
 LIBS = ("toolmesh", "sdk", "fastmcp")
+TS = "typescript"
 CONCURRENCY = 64
-TARGETS = {"http_seq": 5.0, "stdio_seq": 2.0, "concurrent_calls_per_s": 3000.0}
+TARGETS = {"http_seq": 5.0, "stdio_seq": 2.0, "concurrent_calls_per_s": 3000.0,
+           "http_seq_ratio_vs_typescript": 2.0, "concurrent_ratio_vs_typescript": 3.0}
 
 
 def _log(msg: str) -> None:
@@ -105,8 +112,9 @@ class _Cpu:
         self.server0 = peers.cpu_seconds(server_pid)
         self.machine0 = peers.machine_busy_seconds()
 
-    def stop(self, sample: Sample) -> None:
-        sample.client_cpu += time.process_time() - self.client0
+    def stop(self, sample: Sample, client_cpu: float | None = None) -> None:
+        """Add the block's CPU to ``sample``; ``client_cpu``: the client's own (another process's) figure."""
+        sample.client_cpu += time.process_time() - self.client0 if client_cpu is None else client_cpu
         server1 = peers.cpu_seconds(self.pid)
         machine1 = peers.machine_busy_seconds()
         if self.machine0 is None or machine1 is None or sample.machine_cpu is None:
@@ -119,7 +127,22 @@ class _Cpu:
             sample.server_cpu += server1 - self.server0
 
 
+def _add_remote(sample: Sample, report: dict[str, Any]) -> None:
+    """A block measured in another process (the TypeScript client): its latencies, errors, time."""
+    sample.latencies.extend(report["latencies"])
+    sample.elapsed += report["elapsed"]
+    sample.errors += report["errors"]
+    if report.get("first_error") and sample.first_error is None:
+        sample.first_error = str(report["first_error"])[:300]
+
+
 async def _sequential(client: Any, n: int, sample: Sample, start: int, server_pid: int | None = None) -> None:
+    if getattr(client, "remote", False):
+        cpu = _Cpu(server_pid)
+        report = await client.sequential(n, start)
+        cpu.stop(sample, report["cpu"])
+        _add_remote(sample, report)
+        return
     call, clock = client.call, time.perf_counter
     lat = sample.latencies
     cpu = _Cpu(server_pid)
@@ -142,9 +165,14 @@ async def _sequential(client: Any, n: int, sample: Sample, start: int, server_pi
 
 async def _concurrent(client: Any, duration: float, sample: Sample | None, server_pid: int | None = None) -> None:
     """``CONCURRENCY`` tasks calling until ``duration`` is up; ``sample=None`` is a warm-up."""
+    target = sample if sample is not None else Sample()
+    if getattr(client, "remote", False):
+        cpu = _Cpu(server_pid)
+        report = await client.concurrent(duration, CONCURRENCY)
+        cpu.stop(target, report["cpu"])
+        _add_remote(target, report)
+        return
     call, clock = client.call, time.perf_counter
-    scratch = Sample()
-    target = sample if sample is not None else scratch
     lat = target.latencies
     deadline = clock() + duration
 
@@ -205,18 +233,20 @@ async def run(
     warmup = min(100, max(10, n // 3)) if quick or calls is not None else 100
     rng = random.Random(seed)
     fm_client_skip, fm_server_skip = peers.fastmcp_status()
+    ts_skip = peers.typescript_missing()
     started = time.perf_counter()
     load_before = _loadavg()
 
     libs_http = [lib for lib in LIBS if not (lib == "fastmcp" and fm_server_skip)]
-    servers = {lib: peers.HttpServer(lib) for lib in libs_http}
+    servers = {lib: peers.HttpServer(lib) for lib in [*libs_http, *([] if ts_skip else [TS])]}
     opened: list[Any] = []
     try:
         for srv in servers.values():
             srv.start()
         # Stdio children start while the HTTP servers boot.
         pairs: dict[tuple[str, str], Any] = {}  # (scenario, lib) -> client
-        skipped: dict[str, dict[str, str]] = {"http_seq": {}, "http_seq_sdk_server": {}, "stdio_seq": {}}
+        skipped: dict[str, dict[str, str]] = {"http_seq": {}, "http_seq_sdk_server": {}, "stdio_seq": {},
+                                              "http_seq_ts_server": {}, "concurrent": {}}
 
         async def open_pair(key: tuple[str, str], factory: Callable[..., Any], **kw: Any) -> None:
             _log(f"connecting {key[1]} client ({key[0]})")
@@ -229,6 +259,8 @@ async def run(
                 skipped["stdio_seq"][lib] = fm_client_skip or fm_server_skip or ""
                 continue
             await open_pair(("stdio_seq", lib), peers.CLIENTS[lib].open, stdio_args=peers.server_args(lib, "stdio"))
+        if ts_skip is None:
+            await open_pair(("stdio_seq", TS), peers.TsClient.open, stdio=True)
         for srv in servers.values():
             await srv.wait_ready()
         for lib in LIBS:
@@ -242,6 +274,15 @@ async def run(
                 skipped["http_seq_sdk_server"][lib] = fm_client_skip
             else:
                 await open_pair(("http_seq_sdk_server", lib), peers.CLIENTS[lib].open, url=servers["sdk"].url)
+        if ts_skip is None:
+            await open_pair(("http_seq", TS), peers.TsClient.open, url=servers[TS].url)
+            pairs[("http_seq_ts_server", TS)] = pairs[("http_seq", TS)]  # the same pair
+            await open_pair(("http_seq_ts_server", "toolmesh"), peers.ToolmeshClient.open, url=servers[TS].url,
+                            protocol=peers.TS_PROTOCOL)
+        else:
+            for scenario in ("http_seq", "stdio_seq", "http_seq_ts_server", "concurrent"):
+                skipped[scenario][TS] = ts_skip
+            skipped["http_seq_ts_server"]["toolmesh"] = ts_skip
 
         distinct = {id(c): c for c in pairs.values()}  # http_seq/sdk is http_seq_sdk_server/sdk
         by_client = {cid: Sample() for cid in distinct}
@@ -251,9 +292,10 @@ async def run(
         server_pid: dict[int, int | None] = {}
         for (scenario, lib), client in pairs.items():
             if scenario == "stdio_seq":
-                server_pid[id(client)] = peers.stdio_server_pid(lib)
+                server_pid[id(client)] = client.server_pid if lib == TS else peers.stdio_server_pid(lib)
             else:
-                proc = servers["sdk" if scenario == "http_seq_sdk_server" else lib].proc
+                owner = {"http_seq_sdk_server": "sdk", "http_seq_ts_server": TS}.get(scenario, lib)
+                proc = servers[owner].proc
                 server_pid[id(client)] = proc.pid if proc is not None else None
         per_round = [n // n_rounds + (1 if r < n % n_rounds else 0) for r in range(n_rounds)]
         done = warmup
@@ -267,7 +309,7 @@ async def run(
         samples = {key: by_client[id(c)] for key, c in pairs.items()}
 
         conc: dict[str, Sample] = {}
-        conc_libs = ["toolmesh", "sdk"]
+        conc_libs = ["toolmesh", "sdk", *([] if ts_skip else [TS])]
         _log(f"concurrent: {CONCURRENCY} tasks, {conc_s:g}s per client")
         for lib in conc_libs:
             await _concurrent(pairs[("http_seq", lib)], min(1.0, conc_s / 2), None)
@@ -285,14 +327,16 @@ async def run(
                 _log(f"closing {client.library} client failed: {exc!r}")
         peers.kill_all()
 
-    def pick(scenario: str) -> dict[str, Sample | None]:
-        return {lib: samples.get((scenario, lib)) for lib in LIBS}
+    def section(scenario: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        return _section({lib: samples.get((scenario, lib)) for lib in keys}, skipped[scenario], keys)
 
+    conc_keys = ("toolmesh", "sdk", TS)
     result: dict[str, Any] = {
-        "http_seq": _section(pick("http_seq"), skipped["http_seq"], LIBS),
-        "http_seq_sdk_server": _section(pick("http_seq_sdk_server"), skipped["http_seq_sdk_server"], LIBS),
-        "stdio_seq": _section(pick("stdio_seq"), skipped["stdio_seq"], LIBS),
-        "concurrent": _section({k: conc.get(k) for k in ("toolmesh", "sdk")}, {}, ("toolmesh", "sdk")),
+        "http_seq": section("http_seq", (*LIBS, TS)),
+        "http_seq_sdk_server": section("http_seq_sdk_server", LIBS),
+        "stdio_seq": section("stdio_seq", (*LIBS, TS)),
+        "http_seq_ts_server": section("http_seq_ts_server", ("toolmesh", TS)),
+        "concurrent": _section({k: conc.get(k) for k in conc_keys}, skipped["concurrent"], conc_keys),
     }
     errors = sum(s.errors for s in by_client.values()) + sum(s.errors for s in conc.values())
     result["errors"] = errors
@@ -301,6 +345,7 @@ async def run(
     result["meta"] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "protocol": peers.PROTOCOL,
+        "typescript_protocol": peers.TS_PROTOCOL,
         "client_event_loop": "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio",
         "sequential_calls_per_pair": n,
         "warmup_calls": warmup,
@@ -313,6 +358,8 @@ async def run(
             "stdio: mcp.run('stdio')",
             "fastmcp": "FastMCP.http_app(stateless_http=True, json_response=True) on uvicorn; "
             "stdio: run('stdio')",
+            TS: "bench/ts/bench.mjs: McpServer + StreamableHTTPServerTransport (sessions, enableJsonResponse) on "
+            "node:http; stdio: StdioServerTransport; client: Client in its own Node process",
         },
         # Other work on the machine skews absolute figures (ratios much less: pairs are interleaved).
         "loadavg_1m_before_after": [load_before, _loadavg()],
@@ -343,6 +390,9 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
                                    "met": stdio is not None and stdio >= TARGETS["stdio_seq"]},
         "concurrent_calls_per_s": {"target": TARGETS["concurrent_calls_per_s"], "reached": conc,
                                    "met": conc is not None and conc >= TARGETS["concurrent_calls_per_s"]},
+        **{name: {"target": TARGETS[name], "reached": value, "met": value is not None and value >= TARGETS[name]}
+           for name, value in (("http_seq_ratio_vs_typescript", result["http_seq"]["ratio_vs_typescript"]),
+                               ("concurrent_ratio_vs_typescript", result["concurrent"]["ratio_vs_typescript"]))},
     }
 
 

