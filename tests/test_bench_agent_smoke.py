@@ -3,6 +3,7 @@ every run, never its timings."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,6 +21,8 @@ FRAMEWORKS = ("toolmesh", "openai_agents", "pydantic_ai")
 HEADLINE = ("p50_ms", "p99_ms", "overhead_p50_ms", "throughput_rps")
 CALLS = 5
 SESSIONS = 20
+#: The module each peer framework needs. A peer may be skipped only when it is not installed here.
+PEER_MODULES = {"openai_agents": "agents", "pydantic_ai": "pydantic_ai"}
 
 
 def _leftovers(marker: str) -> list[psutil.Process]:
@@ -62,11 +65,13 @@ def test_quick_agent_bench_prints_one_complete_json_object() -> None:
     assert result["frameworks"]["toolmesh"] is not None
     for fw in FRAMEWORKS:
         leaf = result["frameworks"][fw]
-        if leaf is None:  # a peer not installed here: a reason instead of figures
-            assert fw != "toolmesh"
-            assert result["skipped"][fw]
+        if fw != "toolmesh" and importlib.util.find_spec(PEER_MODULES[fw]) is None:
+            # not installed here: a reason instead of figures
+            assert leaf is None and "not installed" in result["skipped"][fw], (fw, leaf)
             assert result["ratios"][f"throughput_toolmesh_over_{fw}"] is None
             continue
+        # installed (toolmesh always is): it must have run, not reported itself skipped
+        assert leaf is not None and fw not in result.get("skipped", {}), (fw, result.get("skipped"))
         _check_leaf(leaf, fw)
         assert result["meta"]["mcp_protocol"][fw]
     _check_leaf(result["floor"], "floor")

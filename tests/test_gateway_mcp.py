@@ -203,9 +203,13 @@ def test_bad_input_gets_json_rpc_errors(gw: Gateway, key: str) -> None:
     r = httpx.post(gw.url + "/mcp", headers=h, content=b"{not json")
     assert r.status_code == 400 and r.json()["error"]["code"] == -32700
     r = httpx.post(gw.url + "/mcp", headers=h, content=b"[1, 2]")
-    assert r.json()["error"]["code"] == -32600
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32600
+    # The body's tool name must match the Mcp-Name header (here absent): the header-mismatch error.
     r = modern(gw, key, "/mcp", "tools/call", {"name": 5}, None)
-    assert r.json()["error"]["code"] in (-32602, -32020)
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+    # Name and header agree but the arguments are no object: invalid params.
+    r = modern(gw, key, "/mcp", "tools/call", {"name": "fwd__point", "arguments": "x"}, "fwd__point")
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32602
     big = b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"pad":"' + b"x" * (5 * 1024 * 1024) + b'"}}'
     assert httpx.post(gw.url + "/mcp", headers=h, content=big).status_code == 413
     # Still serving after all that.
@@ -239,12 +243,19 @@ def test_legacy_sessions_across_real_workers(tmp_path: Path, upstream: ServerPro
         sid = r.headers["mcp-session-id"]
         h["mcp-session-id"] = sid
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fwd__point", "arguments": {"x": 2}}}
-        # Fresh connections land on either worker; every one must know the session.
-        for _ in range(12):
+        # Fresh connections land on either worker; every one must know the session. /healthz names the
+        # worker (its pid) that holds the connection, so the session is shown to work on both of them.
+        workers: set[int] = set()
+        for _ in range(60):
             with httpx.Client() as fresh:
+                worker = fresh.get(g.url + "/healthz").json()["worker"]
                 out = fresh.post(g.url + "/mcp", headers=h, json=call)
-            assert out.status_code == 200, out.text
+            assert out.status_code == 200, (worker, out.text)
             assert out.json()["result"]["structuredContent"] == {"x": 2, "y": 4}
+            workers.add(worker)
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2, f"60 fresh connections all landed on worker {workers}"
         forged = sid[:-3] + ("AAA" if not sid.endswith("AAA") else "BBB")
         assert httpx.post(g.url + "/mcp", headers={**h, "mcp-session-id": forged}, json=call).status_code == 404
         # Ended on one worker: the others learn it from the store (eventually, ~0.2 s).

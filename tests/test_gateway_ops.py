@@ -178,6 +178,7 @@ async def _record_usage(db: str) -> None:
 def test_logs_are_json_lines(gw: Gateway, key: str) -> None:
     lines = [ln for ln in gw.log.read_text().splitlines() if ln.strip()]
     records = [json.loads(ln) for ln in lines]  # every line is one JSON object
+    assert records, "the gateway logged nothing"
     assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
     loggers = {r["logger"] for r in records}
     assert "uvicorn.error" in loggers and any(name.startswith("toolmesh") for name in loggers)

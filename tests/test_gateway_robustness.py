@@ -27,22 +27,56 @@ def key(gw: Gateway) -> str:
     return gw.key("default", "chat,mcp,admin")
 
 
-def _bodies() -> list[bytes]:
-    rng = random.Random(7)
+# What each malformed body is, which decides the answer an endpoint owes it:
+PARSE = "parse"  # not JSON at all (or JSON no parser should accept): JSON-RPC -32700
+NOT_REQUEST = "not-request"  # JSON, but not one JSON-RPC request object: -32600
+BAD_PARAMS = "bad-params"  # a well-formed request whose params are wrong: -32602
+
+
+def _bodies() -> list[tuple[str, bytes]]:
+    rng = random.Random(7)  # fixed seed: none of these 25 byte strings happens to be valid JSON
     junk = [bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 400))) for _ in range(25)]
     return [
-        *junk,
-        b"", b"null", b"0", b'"x"', b"[]", b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
-        b"[" * 5000 + b"]" * 5000, b'{"jsonrpc":"2.0"}', b'{"jsonrpc":"2.0","id":{},"method":"tools/list"}',
-        b'{"jsonrpc":"2.0","id":1,"method":7}', b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}',
-        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"catalog__search_products",'
-        b'"arguments":"not-an-object"}}',
-        b'{"jsonrpc":"2.0","id":1e999,"method":"tools/list"}', b'{"a":' + b"1" * 10000 + b"}",
-        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\ud800\"}}".encode(
-            "utf-8", "surrogatepass"),
-        b'{"model":5,"messages":"hi"}', b'{"model":"x","messages":[{"role":"alien","content":[1,2]}]}',
-        b'{"model":"x","messages":[],"stream":"yes","tools":{}}',
+        *((PARSE, j) for j in junk),
+        (PARSE, b""), (NOT_REQUEST, b"null"), (NOT_REQUEST, b"0"), (NOT_REQUEST, b'"x"'), (NOT_REQUEST, b"[]"),
+        (NOT_REQUEST, b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"),
+        (PARSE, b"[" * 5000 + b"]" * 5000),  # deeper than any parser's nesting limit
+        (NOT_REQUEST, b'{"jsonrpc":"2.0"}'), (NOT_REQUEST, b'{"jsonrpc":"2.0","id":{},"method":"tools/list"}'),
+        (NOT_REQUEST, b'{"jsonrpc":"2.0","id":1,"method":7}'),
+        (BAD_PARAMS, b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}'),
+        (BAD_PARAMS, b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"catalog__search_products",'
+                     b'"arguments":"not-an-object"}}'),
+        (PARSE, b'{"jsonrpc":"2.0","id":1e999,"method":"tools/list"}'),  # an id that is no finite number
+        (PARSE, b'{"a":' + b"1" * 10000 + b"}"),
+        (PARSE, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\ud800\"}}".encode(
+            "utf-8", "surrogatepass")),  # a lone surrogate is not UTF-8
+        (NOT_REQUEST, b'{"model":5,"messages":"hi"}'),
+        (NOT_REQUEST, b'{"model":"x","messages":[{"role":"alien","content":[1,2]}]}'),
+        (NOT_REQUEST, b'{"model":"x","messages":[],"stream":"yes","tools":{}}'),
     ]
+
+
+def _check_answer(path: str, kind: str, modern: bool, r: httpx.Response) -> None:
+    """The exact client error ``path`` owes a malformed body of ``kind`` (``modern``: 2026 MCP headers sent)."""
+    where = (path, kind, modern, r.status_code, r.text[:300])
+    body = r.json()
+    if path.startswith("/servers/catalog/messages/"):
+        # Legacy SSE: the session is looked up before the body is read; an unknown one is 404.
+        assert r.status_code == 404, where
+        assert body["error"] == {"code": -32600, "message": "Session not found"}, where
+    elif path.endswith("/mcp"):
+        assert r.status_code == 400, where
+        assert body["jsonrpc"] == "2.0", where
+        # Without the 2026 headers a request that is not `initialize` lacks its session: invalid request.
+        want = {PARSE: -32700, NOT_REQUEST: -32600, BAD_PARAMS: -32602 if modern else -32600}[kind]
+        assert body["error"]["code"] == want, where
+        if kind != BAD_PARAMS:
+            assert body["id"] is None, where  # no id could be read from the body
+    else:  # the OpenAI-style APIs: /v1/chat/completions and /admin/servers
+        assert r.status_code == 400, where
+        assert body["error"]["type"] == "invalid_request_error", where
+        if kind == PARSE:
+            assert "JSON" in body["error"]["message"], where
 
 
 @pytest.mark.parametrize("path", ["/mcp", "/servers/catalog/mcp", "/v1/chat/completions", "/admin/servers",
@@ -51,10 +85,10 @@ def test_malformed_bodies_get_client_errors_and_the_worker_lives(gw: Gateway, ke
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json",
                "accept": "application/json, text/event-stream"}
     with httpx.Client(timeout=30) as client:
-        for body in _bodies():
+        for kind, body in _bodies():
             for extra in ({}, {"mcp-protocol-version": PV, "mcp-method": "tools/list"}):
                 r = client.post(gw.url + path, headers={**headers, **extra}, content=body)
-                assert r.status_code < 500, (path, body[:80], r.status_code, r.text[:300])
+                _check_answer(path, kind, bool(extra), r)
         assert client.get(gw.url + "/healthz").status_code == 200
         ok = client.post(gw.url + "/mcp", headers={**headers, "mcp-protocol-version": PV, "mcp-method": "tools/list"},
                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list",
@@ -66,16 +100,18 @@ def test_malformed_bodies_get_client_errors_and_the_worker_lives(gw: Gateway, ke
 def test_odd_requests_at_the_edge(gw: Gateway, key: str) -> None:
     auth = {"authorization": f"Bearer {key}"}
     with httpx.Client(timeout=30) as client:
-        assert client.request("PUT", gw.url + "/mcp", headers=auth).status_code in (404, 405)
+        put = client.request("PUT", gw.url + "/mcp", headers=auth)
+        assert put.status_code == 405 and "POST" in put.headers["allow"]
         assert client.get(gw.url + "/../../etc/passwd", headers=auth).status_code == 404
         # Normalised to /mcp: a GET there is the session stream, which needs Accept: text/event-stream.
-        assert client.get(gw.url + "/servers/../mcp", headers=auth).status_code in (400, 404, 406)
+        assert client.get(gw.url + "/servers/../mcp", headers=auth).status_code == 406
         assert client.get(gw.url + "/servers/nope/mcp", headers=auth).status_code == 404
         assert client.post(gw.url + "/mcp", headers={**auth, "content-type": "text/plain"},
                            content=b"{}").status_code == 415
         assert client.post(gw.url + "/mcp", headers={"authorization": "Basic dXNlcjpwdw=="}).status_code == 401
-        assert client.post(gw.url + "/mcp", headers={"authorization": "Bearer " + "x" * 8000}).status_code in (
-            401, 431)
+        # 8 kB of header is within the server's limits: it is the key that is wrong.
+        long_key = client.post(gw.url + "/mcp", headers={"authorization": "Bearer " + "x" * 8000})
+        assert long_key.status_code == 401 and long_key.headers["www-authenticate"].startswith("Bearer")
         too_big = client.post(gw.url + "/v1/chat/completions", headers=auth, content=b"{" + b" " * 70000 + b"}")
         assert too_big.status_code == 413
     # A client that sends half a request and vanishes must not wedge anything.

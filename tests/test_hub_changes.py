@@ -223,7 +223,7 @@ async def test_raising_listener_does_not_break_the_hub(tm_http: ServerProcess) -
 
 
 def test_add_change_listener_rejects_non_callable() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="change listener must be callable"):
         Hub().add_change_listener("nope")  # type: ignore[arg-type]
 
 

@@ -107,7 +107,9 @@ async def test_tpm_bucket_and_reconcile(fc):
 async def test_estimate_larger_than_tpm_is_clamped(fc):
     lim = limiter(fc, tpm=1000)
     await lim.acquire(50_000, timeout=0)  # a huge request drains the bucket but is not impossible
-    assert lim.time_until(1) > 0
+    # drained to zero, not below: one token is 60/1000 s away, a full bucket one minute
+    assert lim.time_until(1) == pytest.approx(0.06)
+    assert lim.time_until(1000) == pytest.approx(60.0)
 
 
 async def test_cancelled_waiter_gives_back_its_reservation(fc):
@@ -169,7 +171,7 @@ async def test_token_headers_with_go_durations(fc):
     lim.observe({"x-ratelimit-remaining-tokens": "1000", "x-ratelimit-reset-tokens": "6m0s"})
     assert lim.state()["tokens_per_min"] == pytest.approx(1000 / 360 * 60, abs=1e-3)
     assert lim.time_until(1000) == 0
-    assert lim.time_until(1001) > 0
+    assert lim.time_until(1001) == pytest.approx(0.36)  # 1000 tokens per 6 min: one more is 0.36 s away
 
 
 async def test_zero_remaining_pauses_until_reset(fc):

@@ -501,7 +501,7 @@ def test_duplicate_deployment_names(registry, fc):
 # -- integration: real OpenAI provider against the scripted server over a socket -------------------
 
 
-async def test_429_with_retry_after_falls_back_over_a_real_socket(registry):
+async def test_429_with_retry_after_falls_back_over_a_real_socket(registry, fc):
     from toolmesh.llm.openai_provider import OpenAIProvider
     from toolmesh.testing.scripted_llm import ScriptedLLM
 
@@ -518,18 +518,25 @@ async def test_429_with_retry_after_falls_back_over_a_real_socket(registry):
         primary, backup = OpenAIProvider(srv.base_url, "k"), OpenAIProvider(srv.base_url, "k")
         r = Router([Deployment("primary", "m-primary", primary, rpm=600),
                     Deployment("backup", "m-backup", backup)],
-                   registry, rules={"default": {"models": ["primary", "backup"]}})
+                   registry, rules={"default": {"models": ["primary", "backup"]}}, clock=fc, sleep=fc.sleep)
         try:
             resp = await r.complete(req())
             assert resp.message.content == "from backup"
             snap = r.snapshot()["deployments"]
             assert snap["primary"]["cooldown_reason"] == "rate_limited"
-            assert 5.0 < snap["primary"]["cooldown_s"] <= 7.0  # from Retry-After, not the 30 s default
+            # from Retry-After, not the 30 s default (on the fake clock: exactly 7 s)
+            assert snap["primary"]["cooldown_s"] == pytest.approx(7.0)
             assert snap["primary"]["limits"]["factor"] == 0.5
             # the backup's headers taught its limiter: 3 left for 30 s, spread out
             assert snap["backup"]["limits"]["requests_per_min"] == pytest.approx(6.0, rel=0.05)
-            events = [e async for e in r.stream(req())]  # primary cooling: straight to the backup
+            fc.t += 6.9  # still cooling just before the window ends: straight to the backup
+            events = [e async for e in r.stream(req())]
             assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "from backup"
             assert [q.body["model"] for q in srv.requests] == ["m-primary", "m-backup", "m-backup"]
+            assert r.snapshot()["deployments"]["primary"]["cooldown_s"] == pytest.approx(0.1)
+            fc.t += 0.2  # the window is over: the primary is tried first again
+            assert r.snapshot()["deployments"]["primary"]["cooldown_s"] == 0.0
+            await r.complete(req())
+            assert [q.body["model"] for q in srv.requests][3] == "m-primary"
         finally:
             await r.aclose()

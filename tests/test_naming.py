@@ -130,8 +130,13 @@ def test_long_and_unicode_names() -> None:
 
 
 def test_exposed_name_is_pure_and_digest_can_grow() -> None:
-    assert exposed_name("a.b", "c") == exposed_name("a.b", "c")
+    # Pure: a fixed function of (server, tool) — the same in every process, worker and release (no salted
+    # hash, no state), and what a map that already holds other names hands out for the pair.
     short = exposed_name("a.b", "c")
+    assert short == "a_b__c__iohnvp5d"
+    m = ToolNameMap()
+    m.add("x", "y")
+    assert m.add("a.b", "c") == short
     longer = exposed_name("a.b", "c", digest_len=13)
     assert longer.startswith(short)
     assert len(longer) == len(short) + 5

@@ -123,8 +123,10 @@ def test_prometheus_empty_and_callable_source() -> None:
     m.tool("s", "never_called")
     text = render_prometheus([m])
     fams = parse(text)
-    # A tool without samples exports count/sum but no quantiles.
-    assert all("quantile" not in s[1] for s in fams["toolmesh_tool_latency_seconds"])
+    # A tool without samples exports count/sum (both 0) but no quantiles.
+    labels = {"server": "s", "tool": "never_called"}
+    assert fams["toolmesh_tool_latency_seconds"] == [("toolmesh_tool_latency_seconds_count", labels, 0.0),
+                                                     ("toolmesh_tool_latency_seconds_sum", labels, 0.0)]
     registry = CollectorRegistry()
     registry.register(ToolmeshCollector(lambda: [m]))
     assert b"toolmesh_tool_calls_total" in generate_latest(registry)

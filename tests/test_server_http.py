@@ -124,8 +124,14 @@ async def test_error_codes(srv: Srv) -> None:
     url = srv.url
     status, msg, _ = await post(url, b"{not json", modern_headers("tools/list"))
     assert status == 400 and msg["error"]["code"] == -32700 and msg["id"] is None
-    status, msg, _ = await post(url, b'{"id": 1, "method": "tools/list"}', modern_headers("tools/list"))
-    assert status == 400 and msg["error"]["code"] in (-32600, -32602)
+    # A 2026 request without its _meta envelope: invalid params.
+    status, msg, _ = await post(url, b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', modern_headers("tools/list"))
+    assert status == 400 and msg["error"]["code"] == -32602 and msg["id"] == 1
+    # An enveloped request that is not JSON-RPC 2.0 (no "jsonrpc"): invalid request.
+    not_rpc = orjson.loads(modern_body("tools/list"))
+    del not_rpc["jsonrpc"]
+    status, msg, _ = await post(url, orjson.dumps(not_rpc), modern_headers("tools/list"))
+    assert status == 400 and msg["error"]["code"] == -32600
     status, msg, _ = await post(url, modern_body("no/such"), modern_headers("no/such"))
     assert status == 404 and msg["error"]["code"] == -32601
     status, msg, _ = await post(

@@ -113,7 +113,10 @@ async def test_sse_unknown_session_and_parse_error(server: tuple[int, Path]) -> 
                 f"http://127.0.0.1:{port}{endpoint}", data=b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
             ) as r:
                 assert r.status == 202
+            reply = None
             async for line in stream.content:
                 if line.startswith(b"data: "):
-                    assert orjson.loads(line[6:]) == {"jsonrpc": "2.0", "id": 1, "result": {}}
+                    reply = orjson.loads(line[6:])
                     break
+            # a stream that ends without the reply fails here rather than passing silently
+            assert reply == {"jsonrpc": "2.0", "id": 1, "result": {}}

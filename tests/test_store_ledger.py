@@ -164,17 +164,22 @@ async def test_record_rejects_bad_input_and_keeps_rows() -> None:
     async with Store(":memory:") as store:
         ledger = UsageLedger(store, price)
         rec(ledger, "cheap", 1, 1)
-        bad = [
-            dict(tenant=1), dict(usage={"input_tokens": 1}), dict(latency_ms=-1), dict(latency_ms=float("nan")),
-            dict(usage=Usage(-1, 0)), dict(session=5), dict(at="yesterday"),
+        bad: list[tuple[dict[str, object], type[Exception], str]] = [
+            (dict(tenant=1), TypeError, "tenant must be str, not int"),
+            (dict(usage={"input_tokens": 1}), TypeError, "usage must be .*Usage, not dict"),
+            (dict(latency_ms=-1), ValueError, "latency_ms must be a non-negative number, not -1"),
+            (dict(latency_ms=float("nan")), ValueError, "latency_ms must be a non-negative number, not nan"),
+            (dict(usage=Usage(-1, 0)), ValueError, "usage.input_tokens must be a non-negative int, not -1"),
+            (dict(session=5), TypeError, "session must be str or None, not int"),
+            (dict(at="yesterday"), TypeError, "time must be a Unix timestamp, datetime or date, not 'yesterday'"),
         ]
-        for kw in bad:
+        for kw, error, message in bad:
             args = dict(tenant="acme", user="ann", session=None, model="cheap", provider="p", usage=Usage(1, 1),
                         latency_ms=1.0)
-            with pytest.raises((TypeError, ValueError)):
+            with pytest.raises(error, match=message):
                 ledger.record(**{**args, **kw})  # type: ignore[arg-type]
         assert (await ledger.report(()))[0]["requests"] == 1
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="price must be callable"):
             UsageLedger(store, "price")  # type: ignore[arg-type]
 
 

@@ -37,7 +37,7 @@ def turn(i: int) -> list[Message]:
 def test_message_round_trip_exact() -> None:
     for m in [*turn(1), Message("system", ""), Message("user", None, name="bob")]:
         assert message_from_dict(message_to_dict(m)) == m
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expected .*Message, not dict"):
         message_to_dict({"role": "user"})  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         message_to_dict(Message("robot", "x"))  # type: ignore[arg-type]
@@ -172,12 +172,14 @@ async def test_bad_input_changes_nothing() -> None:
         sessions = SessionStore(store)
         s = await sessions.get("t", "u", "c")
         await sessions.append(s, [Message("user", "keep")])
-        for bad in ([Message("user", "ok"), "not a message"], Message("user", "x"),
-                    [Message("assistant", None, [ToolCall("1", "f", {"x": {1, 2}})])],
-                    [Message("user", 5)]):  # type: ignore[arg-type]
-            with pytest.raises(TypeError):
+        for bad, message in (
+                ([Message("user", "ok"), "not a message"], "expected .*Message, not str"),
+                (Message("user", "x"), "messages must be a list of Message"),
+                ([Message("assistant", None, [ToolCall("1", "f", {"x": {1, 2}})])], "not JSON serializable: set"),
+                ([Message("user", 5)], "content must be str or None, not int")):  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=message):
                 await sessions.append(s, bad)  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="user must be str, not NoneType"):
             await sessions.get("t", None, "c")  # type: ignore[arg-type]
         assert [m.content for m in s.history] == ["keep"]
         assert [m.content for m in (await SessionStore(store).get("t", "u", "c")).history] == ["keep"]

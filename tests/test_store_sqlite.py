@@ -167,13 +167,13 @@ async def test_bad_input_rejected_without_losing_data(tmp_path: Path) -> None:
     db = tmp_path / "bad.db"
     async with Store(db, batch_rows=10_000, batch_interval=3000) as store:
         store.audit(**AUDIT)
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="tenant must be str, not int"):
             store.audit(**{**AUDIT, "tenant": 5})  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="unsupported SQL parameter type object"):
             store.enqueue("INSERT INTO checkpoints VALUES (?, ?, ?)", ("k", object(), 1.0))  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="not JSON serializable: set"):
             await store.put_checkpoint("k", {1, 2})  # not JSON
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="key must be str, not int"):
             await store.get_checkpoint(3)  # type: ignore[arg-type]
         with pytest.raises(sqlite3.IntegrityError):
             await store.execute("INSERT INTO checkpoints (key, value, updated_at) VALUES (NULL, 'x', 0)")
@@ -189,7 +189,7 @@ async def test_bad_input_rejected_without_losing_data(tmp_path: Path) -> None:
         await store.flush()
         rows = await store.fetchall("SELECT key FROM checkpoints WHERE key IN ('a', 'b', 'c') ORDER BY key")
         assert rows == [("a",), ("b",), ("c",)]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="path must be str, Path or None, not int"):
         Store(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Store("")

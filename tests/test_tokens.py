@@ -129,5 +129,5 @@ def test_tampered_vocabulary_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def test_bad_input() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="text must be str, not NoneType"):
         count_tokens("gpt-4o", None)  # type: ignore[arg-type]
