@@ -1,7 +1,7 @@
 """The agent runtime: any model with the Hub's tools, in a bounded loop (SPEC §4).
 
     from toolmesh.agent import build_agent
-    from toolmesh.hub.configfile import load_config
+    from toolmesh.hub import load_config
 
     stack = await build_agent(load_config("toolmesh.yaml"))
     result = await stack.agent.run("库存够吗？", user="U123456", conversation="c-42")
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         event_to_dict,
     )
     from toolmesh.agent.factory import AgentStack, build_agent, build_llm, make_provider, store_location
-    from toolmesh.agent.guard import Guard, GuardPolicy, GuardResult
+    from toolmesh.agent.guard import Guard, GuardPolicy, GuardResult, PolicySet, apply, scan, scan_tool_output
     from toolmesh.agent.history import History, MemoryHistory, StoreHistory
     from toolmesh.agent.memory import Summarised, summarise
     from toolmesh.agent.protocols import InputGuard, UsageRecorder, UserLimiter
@@ -77,6 +77,10 @@ _EXPORTS: dict[str, str] = {
     "UsageUpdate": "toolmesh.agent.events",
     "Warning": "toolmesh.agent.events",
     "event_to_dict": "toolmesh.agent.events",
+    "PolicySet": "toolmesh.agent.guard",
+    "apply": "toolmesh.agent.guard",
+    "scan": "toolmesh.agent.guard",
+    "scan_tool_output": "toolmesh.agent.guard",
     "AgentStack": "toolmesh.agent.factory",
     "build_agent": "toolmesh.agent.factory",
     "build_llm": "toolmesh.agent.factory",
@@ -117,6 +121,7 @@ __all__ = [
     "InputGuard",
     "MemoryConfig",
     "MemoryHistory",
+    "PolicySet",
     "ReasoningDelta",
     "Reservation",
     "RunResult",
@@ -136,10 +141,13 @@ __all__ = [
     "UserLimiter",
     "UserLimitsConfig",
     "Warning",
+    "apply",
     "build_agent",
     "build_llm",
     "event_to_dict",
     "make_provider",
+    "scan",
+    "scan_tool_output",
     "store_location",
     "summarise",
 ]
