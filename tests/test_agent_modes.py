@@ -100,5 +100,12 @@ async def test_memory_summarises_near_the_context_window(tmp_path: Path) -> None
         last = chat_requests(srv)[-1]["messages"]
         assert any(m["role"] == "system" and "SUMMARY: user asked about phones" in (m["content"] or "") for m in last)
         assert len(last) < 8  # older turns were folded away
+        texts = [m["content"] or "" for m in last]
+        assert texts[-1].startswith("question 7 ")  # the current question is sent as it was asked
+        assert not any(t.startswith(f"question {i} ") for t in texts for i in range(5))  # the oldest are folded
         history = await agent.history.load("default", "u", "long")
         assert any("SUMMARY" in (m.content or "") for m in history)  # the folded history persisted
+        # every question kept in the history has its reply right after it (nothing lost by a fold)
+        roles = [m.role for m in history if m.role in ("user", "assistant")]
+        assert roles and all(a != b for a, b in zip(roles, roles[1:], strict=False)), roles
+        assert roles[-2:] == ["user", "assistant"] and history[-1].content.startswith("reply")

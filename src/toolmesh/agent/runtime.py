@@ -197,6 +197,8 @@ async def _events(run: RunState, question: str) -> AsyncIterator[AgentEvent]:
                 status = "max_turns"
                 break
             async for ev in _maybe_summarise(run, messages):
+                # the fold persisted the whole transcript so far: only later messages are new
+                new_start = len(messages)
                 yield ev
             response: t.ChatResponse | None = None
             async for item in call_model(run, messages, tools, "auto"):
