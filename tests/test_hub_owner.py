@@ -14,6 +14,7 @@ import pytest
 from conftest import SERVERS
 from toolmesh.errors import CircuitOpenError, InvalidArgumentsError, McpRemoteError
 from toolmesh.hub import CircuitConfig, HealthConfig, Hub, ServerConfig, ServerHandle
+from toolmesh.hub.resultcache import ResultCache
 from toolmesh.observability.health import HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
 from toolmesh.resilience import (
@@ -34,6 +35,7 @@ class RecordingOwner:
     def __init__(self) -> None:
         self.client_capabilities: dict[str, Any] | None = None
         self.tool_metrics = ToolMetrics()
+        self.result_cache = ResultCache()
         self.events: list[tuple[Any, ...]] = []
 
     def new_health(self, config: ServerConfig) -> HealthTracker:

@@ -24,6 +24,8 @@ from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.store.limits import UserLimits
+from toolmesh.store.redis_circuits import SharedCircuits
+from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import SharedLimiter
 from toolmesh.store.redis_state import RedisState, process_state
 from toolmesh.store.shared import Admission, StateSettings
@@ -79,6 +81,10 @@ class Gateway:
         self.shared_limits: SharedEdgeLimits | None = None
         self.shared_state: RedisState | None = None
         self.shared_limiter: SharedLimiter | None = None
+        #: Set with ``state.url``: admin changes (revoked keys, servers, rules) pushed to every worker.
+        self.shared_events: SharedEvents | None = None
+        #: Set with ``state.url``: the circuit breakers' state, mirrored from Redis.
+        self.shared_circuits: SharedCircuits | None = None
         self.auth = settings.auth
         self.ready = False
         self.draining = False
@@ -106,17 +112,20 @@ class Gateway:
         state = StateSettings.from_section(config.section("state"), config.source)  # a bad key fails here, first
         # Upstreams may ask for sampling/elicitation/roots: the gateway forwards those to the
         # downstream MCP client that made the call (and refuses them for agent-runtime calls).
-        hub = Hub(client_capabilities=FORWARDED_CAPABILITIES)
+        # With state.url the circuit breakers' state is shared too: one open circuit, one probe, for all.
+        circuits = SharedCircuits(process_state(state)) if state.url else None
+        hub = Hub(client_capabilities=FORWARDED_CAPABILITIES, circuit_store_factory=circuits)
         stack = await build_agent(config, store_path=store_path, hub=hub)
         gw = cls(config, settings, stack)
         if state.url:
-            gw.share_state(state)
+            gw.share_state(state, circuits)
         if not gw.session_secret:
             gw.session_secret = await gw._shared_secret()
         return gw
 
-    def share_state(self, state: StateSettings) -> None:
-        """Keep the rate limits and per-user limits in Redis (``state.url``), shared by every replica.
+    def share_state(self, state: StateSettings, circuits: SharedCircuits | None = None) -> None:
+        """Keep the rate limits and per-user limits in Redis (``state.url``), shared by every replica,
+        with the admin changes and (``circuits``: the Hub's circuit stores) circuit states pushed.
 
         Nothing connects yet: the process's client opens its connections on the first request.
         """
@@ -129,8 +138,27 @@ class Gateway:
         if isinstance(local, UserLimits):
             self.agent.user_limits = SharedUserLimits(limiter, local.max_concurrent_runs, local.requests_per_minute,
                                                       window=local.window, lease=state.lease)
+        events = self.shared_events = SharedEvents(self.shared_state)
+        events.on("key-revoked", self._key_revoked)
+        events.on_resync(self._forget_keys)
+        self.shared_circuits = circuits
+        if circuits is not None:
+            events.listen(circuits.channel, circuits.on_message)
         log.info("shared state: limits in Redis at %s (fallback share: 1/%d)", self.shared_state.redacted_url,
                  limiter.replicas)
+
+    async def key_revoked(self, key_hash: str) -> None:
+        """A key was revoked in the store: forget it here at once, and on every worker through Redis."""
+        self.keys.forget_key(key_hash)
+        if self.shared_events is not None:
+            await self.shared_events.publish("key-revoked", key_hash)
+
+    async def _key_revoked(self, data: Any) -> None:
+        if isinstance(data, str):
+            self.keys.forget_key(data)
+
+    async def _forget_keys(self) -> None:
+        self.keys.forget()  # changes may have been missed: look every key up again
 
     def defers_chat_limits(self) -> bool:
         """With the limits in Redis, a chat completion is admitted against its tenant's and key's
@@ -167,6 +195,10 @@ class Gateway:
     async def start(self) -> None:
         """Begin probing the configured upstreams in the background (``/readyz`` waits for it)."""
         self._probe = asyncio.create_task(self._try_upstreams(), name="toolmesh-gateway-probe")
+        if self.shared_events is not None:
+            self.shared_events.start()
+        if self.shared_circuits is not None:
+            self.shared_circuits.start()
 
     async def _try_upstreams(self) -> None:
         async def one(tenant: str, name: str) -> None:
@@ -213,6 +245,10 @@ class Gateway:
         await self.drain()
         if self._probe is not None and not self._probe.done():
             self._probe.cancel()
+        if self.shared_events is not None:
+            await self.shared_events.aclose()
+        if self.shared_circuits is not None:
+            await self.shared_circuits.aclose()
         await self.stack.aclose()
         if self.shared_limiter is not None:
             await self.shared_limiter.aclose()

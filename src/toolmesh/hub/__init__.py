@@ -6,7 +6,7 @@ Import the public names from here::
 """
 
 from toolmesh.hub.changes import ChangeEvent, ChangeListener
-from toolmesh.hub.config import CircuitConfig, HealthConfig, ServerConfig
+from toolmesh.hub.config import CacheConfig, CircuitConfig, CoalesceConfig, HealthConfig, ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig, load_config, parse_config
 from toolmesh.hub.convert import anthropic_tool, openai_tool
 from toolmesh.hub.handle import ServerHandle
@@ -20,15 +20,18 @@ from toolmesh.hub.render import (
     result_to_text,
 )
 from toolmesh.hub.result import ToolResult
+from toolmesh.hub.resultcache import ResultCache
 from toolmesh.hub.transports.types import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.hub.types import JsonDict
 
 __all__ = [
     "DEFAULT_TENANT",
+    "CacheConfig",
     "ChangeEvent",
     "ChangeListener",
     "CircuitConfig",
     "CircuitStoreFactory",
+    "CoalesceConfig",
     "HandleOwner",
     "HealthConfig",
     "Hub",
@@ -36,6 +39,7 @@ __all__ = [
     "LimiterFactory",
     "LogHandler",
     "ProgressCallback",
+    "ResultCache",
     "ServerConfig",
     "ServerHandle",
     "ServerRequestHandler",

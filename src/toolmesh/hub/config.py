@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,9 +17,11 @@ SECRET_HINTS = ("authorization", "token", "key", "secret", "password", "cookie",
 
 #: An HTTP header name (RFC 9110 token).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: Headers the transport owns: forwarding a caller's copy would break or confuse the wire.
+#: Headers the transport owns: forwarding a caller's copy would break or confuse the wire. And the
+#: caller's credentials: they are the gateway's, never passed on (MCP "token passthrough", docs/security.md).
 _HOP_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection", "accept",
-                          "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name"})
+                          "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name",
+                          "authorization", "proxy-authorization", "cookie"})
 
 class CircuitConfig(BaseModel):
     """Circuit breaker thresholds for one server (HUB-5)."""
@@ -41,6 +44,85 @@ class HealthConfig(BaseModel):
     warning_error_rate: float = Field(0.2, ge=0, le=1)
     critical_error_rate: float = Field(0.5, ge=0, le=1)
     window: int = Field(100, ge=1, description="how many recent calls the error rate is computed over")
+
+
+def _read_only(definition: dict[str, Any] | None) -> bool:
+    ann = (definition or {}).get("annotations")
+    return isinstance(ann, dict) and ann.get("readOnlyHint") is True
+
+
+def _pick(patterns: list[str], exclude: list[str], tool: str, definition: dict[str, Any] | None) -> str | None:
+    """The pattern that makes ``tool`` eligible, or None: a tool named exactly is always eligible,
+    a wildcard pattern only picks tools annotated ``readOnlyHint: true``; ``exclude`` wins."""
+    if any(fnmatchcase(tool, p) for p in exclude):
+        return None
+    if tool in patterns:
+        return tool
+    if not _read_only(definition):
+        return None
+    return next((p for p in patterns if fnmatchcase(tool, p)), None)
+
+
+class CoalesceConfig(BaseModel):
+    """Identical calls in flight at the same time share one upstream call (see docs/hub.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    tools: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="tool name patterns (fnmatch); a wildcard only picks tools annotated readOnlyHint: true, "
+        "a tool named exactly is coalesced whatever its annotations",
+    )
+    exclude: list[str] = Field(default_factory=list, description="tool name patterns never coalesced")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    def applies(self, tool: str, definition: dict[str, Any] | None) -> bool:
+        """Whether calls of ``tool`` (with this definition) are coalesced."""
+        return self.enabled and _pick(self.tools, self.exclude, tool, definition) is not None
+
+
+class CacheConfig(BaseModel):
+    """Opt-in result cache of one server's tools (see docs/hub.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float = Field(0.0, ge=0, description="seconds a result stays fresh; 0 turns the cache off")
+    tools: list[str] | dict[str, float] = Field(
+        default_factory=lambda: ["*"],
+        description="tool name patterns (fnmatch), or pattern -> ttl; a wildcard only picks tools annotated "
+        "readOnlyHint: true, a tool named exactly is cached whatever its annotations",
+    )
+    exclude: list[str] = Field(default_factory=list, description="tool name patterns never cached")
+    max_entry_bytes: int = Field(1 << 20, ge=1, description="results larger than this (JSON bytes) are not cached")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("give cache a ttl, e.g. {ttl: 5}")
+        return {"ttl": v} if isinstance(v, int | float) else v
+
+    @field_validator("tools")
+    @classmethod
+    def _ttls(cls, v: list[str] | dict[str, float]) -> list[str] | dict[str, float]:
+        if isinstance(v, dict) and any(t < 0 for t in v.values()):
+            raise ValueError("a tool's ttl must be >= 0")
+        return v
+
+    def ttl_for(self, tool: str, definition: dict[str, Any] | None) -> float:
+        """Seconds ``tool``'s results stay cached (0: not cached)."""
+        patterns = list(self.tools)
+        if not patterns or (self.ttl == 0 and not isinstance(self.tools, dict)):
+            return 0.0
+        picked = _pick(patterns, self.exclude, tool, definition)
+        if picked is None:
+            return 0.0
+        return self.tools[picked] if isinstance(self.tools, dict) else self.ttl
 
 
 class ServerConfig(BaseModel):
@@ -86,6 +168,8 @@ class ServerConfig(BaseModel):
     catalog_ttl: float = Field(60.0, ge=0, description="tool list cache TTL, seconds")
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    coalesce: CoalesceConfig = Field(default_factory=CoalesceConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     enabled: bool = True
 
     @field_validator("name")

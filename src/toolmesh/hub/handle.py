@@ -18,6 +18,7 @@ from toolmesh.errors import (
     CircuitOpenError,
     ConnectionFailedError,
     InvalidArgumentsError,
+    McpRemoteError,
     SessionLostError,
     ToolmeshError,
     ToolNotFoundError,
@@ -25,6 +26,7 @@ from toolmesh.errors import (
 )
 from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.catalog import Catalog
+from toolmesh.hub.coalesce import SharedCalls
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.mrtr import complete as complete_input
 from toolmesh.hub.mrtr import needs_input
@@ -42,8 +44,16 @@ from toolmesh.resilience.retry import RetryPolicy
 
 log = logging.getLogger("toolmesh.hub")
 
-#: Backoff between attempts to (re)start a server that keeps failing, seconds.
-RESTART_BACKOFF = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+#: Backoff between attempts to (re)start a server that keeps failing, seconds. Capped at 0.5 s
+#: so that a restarted server is used within half a second of listening again (it was 5 s:
+#: the first success came 1.5 s after the port opened); a server that stays down is spared
+#: by its circuit, which opens after a few failures and then probes with its own backoff.
+RESTART_BACKOFF = (0.0, 0.05, 0.1, 0.25, 0.5)
+#: How long an open circuit's background ping may take before the server counts as still down.
+PROBE_TIMEOUT = 1.0
+#: Longest wait between an open circuit's pings (they start at 0.25 s and double): a recovered
+#: server is noticed within about a second; a dead one gets one cheap request a second.
+PROBE_MAX = 1.0
 
 
 class ServerHandle:
@@ -67,6 +77,8 @@ class ServerHandle:
             config.circuit.reset_timeout,
             on_state_change=owner.on_circuit_change,
             store=owner.new_circuit_store(self.label),
+            prober=self._probe,
+            probe_max=PROBE_MAX,
         )
         self._tool_circuits: dict[str, CircuitGuard] = {}
         self.retry = RetryPolicy(max_attempts=config.retries + 1, base_delay=0.05, max_delay=1.0)
@@ -79,12 +91,16 @@ class ServerHandle:
         self.connects = 0
         self.sessions_lost = 0
         self._validators: dict[str, ArgumentValidator] = {}
+        #: Coalescing of identical calls in flight and the result cache (HUB: issue 14).
+        self.shared = SharedCalls(config, owner.result_cache, self._record_shared)
         self.closed = False
         #: Owners that need this connection kept open (Hub.watch): the idle janitor skips it.
         self.watchers = 0
         #: Resource URI → how many owners want its ``notifications/resources/updated``.
         self.resource_watch: dict[str, int] = {}
         self._listen_acks = 0
+        #: The open circuits' shared background ping in flight (see :meth:`_probe`).
+        self._ping: asyncio.Future[None] | None = None
 
     # -- connection -------------------------------------------------------------------
     async def connection(self) -> Connection:
@@ -142,11 +158,45 @@ class ServerHandle:
 
     async def close(self) -> None:
         self.closed = True
+        self.shared.close()  # (re-registration: a new handle, a new cache scope)
+        self.circuit.stop_probing()
+        for guard in self._tool_circuits.values():
+            guard.tool.stop_probing()
         await self.drop()
 
+    async def _probe(self) -> None:
+        """An open circuit's background probe: one ``ping`` (reconnecting if needed). Any answer,
+        even a JSON-RPC error, shows the server is back; a timeout or a failed connect does not.
+        The server's and its tools' circuits share a ping in flight: one request, not one each."""
+        if self.closed:
+            raise ConnectionFailedError(f"server {self.name!r} was unregistered")
+        ping = self._ping
+        if ping is None or ping.done():
+            ping = self._ping = asyncio.ensure_future(self._ping_once())
+            ping.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen even if nobody waits
+        await asyncio.shield(ping)
+
+    async def _ping_once(self) -> None:
+        with contextlib.suppress(McpRemoteError):
+            await self.request("ping", timeout=min(self.config.timeout, PROBE_TIMEOUT))
+
+    def reshare(self, config: ServerConfig) -> None:
+        """Take ``config``'s ``cache`` and ``coalesce`` sections (nothing else); cached results go."""
+        self.config = self.config.model_copy(update={"cache": config.cache, "coalesce": config.coalesce})
+        self.shared.close()
+        self.shared = SharedCalls(self.config, self._owner.result_cache, self._record_shared)
+
+    def catalog_changed(self, method: str) -> bool:
+        """Apply a ``notifications/*/list_changed`` (heard here or on a twin connection): drop the
+        cached listings, argument validators and tool results. False for other methods."""
+        if not self.catalog.on_notification(method):
+            return False
+        self._validators.clear()
+        self.shared.invalidate()
+        return True
+
     async def _on_notification(self, method: str, params: dict[str, Any]) -> None:
-        if self.catalog.on_notification(method):
-            self._validators.clear()
+        if self.catalog_changed(method):
             self._owner.on_catalog_changed(self.name)
             if not self.closed:  # listeners hear of it after the invalidation: what they list is fresh
                 self._owner.emit_change(self.tenant, self.user, self.name, method, params)
@@ -157,6 +207,7 @@ class ServerHandle:
             # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
             self.catalog.invalidate()
             self._validators.clear()
+            self.shared.invalidate()
             self._listen_acks += 1
             loop = self.conn.listen_loop if self.conn is not None else None
             if self._listen_acks > 1 and not self.closed and not (loop is not None and loop.last_ack_refilter):
@@ -211,11 +262,15 @@ class ServerHandle:
             except Exception as exc:  # the others still count
                 log.info("server %s: cannot re-subscribe to %s: %s", self.name, uri, exc)
 
-    async def request(self, method: str, params: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
-        """One raw request with reconnect-once on a lost session."""
+    async def request(self, method: str, params: dict[str, Any] | None = None, *,
+                      call: ToolCall | None = None, **kw: Any) -> dict[str, Any]:
+        """One raw request with reconnect-once on a lost session; with ``call`` (armed), the
+        reconnect and the request both end by the call's deadline."""
         self.last_used = time.monotonic()
         for attempt in (1, 2):
-            conn = await self.connection()
+            conn = await self.connection() if call is None else await self._connection_by(call, method)
+            if call is not None:
+                kw["remaining"], kw["hard_remaining"] = call.budget()
             try:
                 return await conn.request(method, params, **kw)
             except SessionLostError:
@@ -228,6 +283,29 @@ class ServerHandle:
                 await self.drop(conn)
                 raise
         raise AssertionError("unreachable")
+
+    async def _connection_by(self, call: ToolCall, method: str) -> Connection:
+        """:meth:`connection`, given up when ``call``'s deadline passes (the connect itself goes
+        on for the next caller only if it was not this caller's: ``start()`` cleans up if cut)."""
+        conn = self.conn
+        if conn is not None and conn.alive:
+            return conn
+        left, _ = call.budget()
+        scope = asyncio.timeout(left)
+        try:
+            async with scope:
+                return await self.connection()
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            if self._connect_failures:  # the cause is the server being unreachable, not slowness
+                raise ConnectionFailedError(
+                    f"server {self.name!r}: cannot connect within the call's {call.extend_by:g}s "
+                    f"({self._connect_failures} failed attempts in a row)"
+                ) from None
+            raise ToolTimeoutError(
+                f"server {self.name!r}: {method} did not finish within {call.extend_by:g}s (no connection in time)"
+            ) from None
 
     # -- catalogue --------------------------------------------------------------------
     async def list(self, kind: str, *, refresh: bool = False) -> list[dict[str, Any]]:
@@ -261,6 +339,8 @@ class ServerHandle:
                 c.reset_timeout,
                 on_state_change=self._owner.on_circuit_change,
                 store=self._owner.new_circuit_store(f"{self.label}/{tool}"),
+                prober=self._probe,
+                probe_max=PROBE_MAX,
             )
             guard = self._tool_circuits[tool] = CircuitGuard(self.circuit, tool_breaker)
         return guard
@@ -286,7 +366,7 @@ class ServerHandle:
             raise InvalidArgumentsError(f"arguments for {self.name}/{tool} must be a JSON object")
         params = {"name": tool, "arguments": args}
         call = ToolCall(tool, params, args if validate else None, timeout, on_progress, on_request)
-        result = await self._send(call)
+        result = await self._send_shared(call)
         if call.circuit_open is not None:
             return ToolResult(
                 server=self.name, tool=tool, ok=False, is_error=True, content=result["content"],
@@ -324,9 +404,21 @@ class ServerHandle:
         tool = params.get("name")
         if not isinstance(tool, str):
             raise InvalidArgumentsError(f"tools/call to {self.name!r}: params.name must be a string")
-        return await self._send(ToolCall(tool, params, None, timeout, on_progress, on_request, on_log))
+        return await self._send_shared(ToolCall(tool, params, None, timeout, on_progress, on_request, on_log))
 
     # The one guarded ``tools/call`` path, one concern per step; each hands ``call`` to the next.
+    async def _send_shared(self, call: ToolCall) -> JsonDict:
+        """Sharing: a fresh cached result, or a share of an identical call in flight, or a new
+        call (see :mod:`toolmesh.hub.coalesce`); which tools qualify depends on their annotations."""
+        shared = self.shared
+        if not shared.enabled:
+            return await self._send(call)
+        definition = self.catalog.tool(call.tool)
+        if definition is None and not self.catalog.has_tools:
+            with contextlib.suppress(ToolmeshError):  # the steps below report what is wrong
+                definition = await self.tool_definition(call.tool)
+        return await shared.send(call, definition, self._send)
+
     async def _send(self, call: ToolCall) -> JsonDict:
         """Circuit guard: fail fast while the server's or the tool's circuit is open, or answer
         with the server's fallback text (then ``call.circuit_open`` is set)."""
@@ -377,12 +469,17 @@ class ServerHandle:
     async def _send_retrying(self, call: ToolCall) -> JsonDict:
         """Retries with backoff, of what is safe to repeat (see :func:`is_retryable`)."""
         retry = self.retry
+        # The call's timeout is a deadline from here (once it holds a slot): attempts, reconnects
+        # and backoffs all end by then; a retry that would start in its last tenth is not tried.
+        call.arm(call.timeout or self.config.timeout, self.config.max_timeout)
         attempt = 1
         while True:
             try:
                 return await self._send_once(call)
             except Exception as exc:
-                wait = retry.backoff(attempt, exc) if is_retryable(exc, call.safe_retry) else None
+                wait = None
+                if is_retryable(exc, call.safe_retry) and call.deadline is not None:
+                    wait = retry.backoff(attempt, exc, call.deadline - 0.1 * call.extend_by)
                 if wait is None:
                     raise
             await retry.sleep(wait)
@@ -392,7 +489,7 @@ class ServerHandle:
         """One attempt: one ``tools/call`` request (reconnecting once if the session was lost)."""
         call.attempts += 1
         return await self.request(
-            "tools/call", call.params, timeout=call.timeout, on_progress=call.on_progress,
+            "tools/call", call.params, call=call, timeout=call.timeout, on_progress=call.progress_hook(),
             on_request=call.on_request, on_log=call.on_log,
         )
 
@@ -414,6 +511,9 @@ class ServerHandle:
     def _record_lookup(self, hit: bool) -> None:
         self._metrics.record_cache(self.label, hit)
 
+    def _record_shared(self, tool: str, event: str) -> None:
+        self._metrics.record_shared(self.label, event)
+
     def snapshot(self) -> dict[str, Any]:
         conn = self.conn
         return {
@@ -430,5 +530,6 @@ class ServerHandle:
             "sessions_lost": self.sessions_lost,
             "in_flight": self.limiter.in_flight,
             "catalog": self.catalog.stats(),
+            "results": self.shared.stats(),
         }
 

@@ -33,6 +33,7 @@ from toolmesh.hub.handle import ServerHandle
 from toolmesh.hub.naming import ToolNameMap
 from toolmesh.hub.probe import probe
 from toolmesh.hub.result import ToolResult
+from toolmesh.hub.resultcache import ResultCache
 from toolmesh.hub.toolcall import normalise_call
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.observability.health import HealthEvent, HealthTracker
@@ -66,6 +67,7 @@ class Hub(ChangeSource):
         client_capabilities: dict[str, Any] | None = None,
         limiter_factory: LimiterFactory | None = None,
         circuit_store_factory: CircuitStoreFactory | None = None,
+        result_cache: ResultCache | None = None,
     ) -> None:
         """``tenant_concurrency`` bounds the calls in flight per tenant across all its servers
         (each server is bounded by its own ``max_concurrency`` too). ``client_capabilities`` is
@@ -74,7 +76,10 @@ class Hub(ChangeSource):
 
         ``limiter_factory(limit, name)`` makes the per-tenant and per-server concurrency limits and
         ``circuit_store_factory(key)`` the stores of the circuit breakers (key: the server's metrics
-        label, ``label/tool`` for a tool's breaker); the defaults keep both in this process."""
+        label, ``label/tool`` for a tool's breaker); the defaults keep both in this process.
+
+        ``result_cache`` holds the tool results of servers configured with ``cache:`` (default: a
+        64 MiB :class:`~toolmesh.hub.resultcache.ResultCache`, shared by all servers)."""
         self.tenant_concurrency = tenant_concurrency
         self.client_capabilities = client_capabilities
         self._limiter_factory = limiter_factory
@@ -84,6 +89,7 @@ class Hub(ChangeSource):
         self._names: dict[_Key, ToolNameMap] = {}
         self._status_callbacks: list[StatusCallback] = []
         self._metrics = ToolMetrics()
+        self._result_cache = result_cache if result_cache is not None else ResultCache()
         self._janitor: asyncio.Task[None] | None = None
         self._janitor_interval = janitor_interval
         self.batch_concurrency = batch_concurrency
@@ -132,13 +138,17 @@ class Hub(ChangeSource):
     async def ensure_registered(
         self, config: ServerConfig, *, tenant: str = DEFAULT_TENANT, user: str | None = None
     ) -> bool:
-        """Idempotent register: re-registers only when url/command/transport/headers changed.
+        """Idempotent register: re-registers only when url/command/transport/headers changed;
+        a changed ``cache`` / ``coalesce`` section is applied in place (cached results go).
 
-        Returns True when something was (re)registered."""
+        Returns True when something was (re)registered or changed."""
         existing = self._servers.get((tenant, user), {}).get(config.name)
         if existing is not None:
             if existing.config.connection_key() == config.connection_key():
-                return False
+                if (existing.config.cache, existing.config.coalesce) == (config.cache, config.coalesce):
+                    return False
+                existing.reshare(config)
+                return True
             await self.unregister(config.name, tenant=tenant, user=user)
         await self.register(config, tenant=tenant, user=user)
         return True
@@ -384,6 +394,11 @@ class Hub(ChangeSource):
         """The per-server and per-tool call metrics every handle records in (HUB-9)."""
         return self._metrics
 
+    @property
+    def result_cache(self) -> ResultCache:
+        """The tool-result cache of every server (each registration has its own scope in it)."""
+        return self._result_cache
+
     # -- what the handles report (the HandleOwner protocol) ----------------------------------
     def new_health(self, config: ServerConfig) -> HealthTracker:
         """A health tracker for ``config``'s handle, wired to the status callbacks."""
@@ -441,6 +456,7 @@ class Hub(ChangeSource):
         snap["catalog"] = {
             f"{h.tenant}/{h.name}": h.catalog.stats() for servers in self._servers.values() for h in servers.values()
         }
+        snap["result_cache"] = self._result_cache.stats()
         return snap
 
     # -- lifecycle (HUB-3) --------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from toolmesh.hub.config import ServerConfig
+from toolmesh.hub.resultcache import ResultCache
 from toolmesh.observability.health import HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
 from toolmesh.resilience.abc import CapacityLimiter, CircuitStore
@@ -29,6 +30,10 @@ class HandleOwner(Protocol):
     @property
     def tool_metrics(self) -> ToolMetrics:
         """The registry every handle records its calls, cache lookups and reconnects in."""
+
+    @property
+    def result_cache(self) -> ResultCache:
+        """The tool-result cache every handle keeps its scope in."""
 
     def new_health(self, config: ServerConfig) -> HealthTracker:
         """A health tracker for a new handle, already wired to the owner's status listeners."""

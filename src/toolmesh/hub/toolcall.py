@@ -13,6 +13,7 @@ for :meth:`Hub.batch_call <toolmesh.hub.hub.Hub.batch_call>`.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -38,6 +39,9 @@ class ToolCall:
         "arguments",
         "attempts",
         "circuit_open",
+        "deadline",
+        "extend_by",
+        "hard_deadline",
         "on_log",
         "on_progress",
         "on_request",
@@ -74,6 +78,42 @@ class ToolCall:
         self.safe_retry = False
         #: Set when the circuit was open and the server's fallback answered instead.
         self.circuit_open: CircuitOpenError | None = None
+        #: The whole call's deadline on ``time.monotonic()`` (set by :meth:`arm`): every attempt,
+        #: reconnect and backoff sleep ends by then. Progress moves it, up to ``hard_deadline``.
+        self.deadline: float | None = None
+        self.hard_deadline = 0.0
+        self.extend_by = 0.0
+
+    def arm(self, timeout: float, max_timeout: float) -> None:
+        """Start the call's deadline (once; later calls keep it): ``timeout`` seconds from now,
+        extended by each progress notification, never past ``max(max_timeout, timeout)`` from now."""
+        if self.deadline is not None:
+            return
+        now = time.monotonic()
+        self.extend_by = timeout
+        self.deadline = now + timeout
+        self.hard_deadline = now + max(max_timeout, timeout)
+
+    def budget(self) -> tuple[float, float]:
+        """(seconds left until the deadline, seconds left until the hard cap); both >= 0."""
+        if self.deadline is None:
+            raise RuntimeError("ToolCall.budget() before arm()")
+        now = time.monotonic()
+        return max(0.0, self.deadline - now), max(0.0, self.hard_deadline - now)
+
+    def progress_hook(self) -> ProgressCallback | None:
+        """The caller's progress callback, wrapped so that progress also moves the call's deadline
+        (a later retry gets the extended time); ``None`` without a callback (no token is sent)."""
+        hook = self.on_progress
+        if hook is None:
+            return None
+
+        def progressed(progress: float, total: float | None, message: str | None) -> Awaitable[None] | None:
+            if self.deadline is not None:
+                self.deadline = min(time.monotonic() + self.extend_by, self.hard_deadline)
+            return hook(progress, total, message)
+
+        return progressed
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the call started."""

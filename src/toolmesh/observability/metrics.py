@@ -45,7 +45,8 @@ class _Counts:
 class ServerStats(_Counts):
     """Aggregates of one server: calls over all its tools, cache and session counters."""
 
-    __slots__ = ("cache_hits", "cache_misses", "connects", "name", "reconnects", "sessions_lost", "tools")
+    __slots__ = ("cache_hits", "cache_misses", "coalesced", "connects", "name", "reconnects", "result_hits",
+                 "result_misses", "sessions_lost", "tools")
 
     def __init__(self, name: str, latency_window: int) -> None:
         super().__init__(latency_window)
@@ -53,6 +54,11 @@ class ServerStats(_Counts):
         self.tools: dict[str, ToolStats] = {}
         self.cache_hits = 0
         self.cache_misses = 0
+        #: Tool-result cache lookups that found a fresh result / did not.
+        self.result_hits = 0
+        self.result_misses = 0
+        #: Calls that joined an identical call in flight instead of going upstream.
+        self.coalesced = 0
         self.connects = 0
         self.reconnects = 0
         self.sessions_lost = 0
@@ -65,6 +71,13 @@ class ServerStats(_Counts):
             "hits": self.cache_hits,
             "misses": self.cache_misses,
             "hit_rate": self.cache_hits / lookups if lookups else 0.0,
+        }
+        found = self.result_hits + self.result_misses
+        data["results"] = {
+            "hits": self.result_hits,
+            "misses": self.result_misses,
+            "hit_rate": self.result_hits / found if found else 0.0,
+            "coalesced": self.coalesced,
         }
         data["sessions"] = {
             "connects": self.connects,
@@ -146,6 +159,19 @@ class ToolMetrics:
             srv.cache_hits += 1
         else:
             srv.cache_misses += 1
+
+    def record_shared(self, server: str, event: str) -> None:
+        """Record one shared-call event of ``server``: ``"hit"`` / ``"miss"`` (tool-result cache)
+        or ``"coalesced"`` (a call joined an identical one in flight)."""
+        srv = self.server(server)
+        if event == "hit":
+            srv.result_hits += 1
+        elif event == "miss":
+            srv.result_misses += 1
+        elif event == "coalesced":
+            srv.coalesced += 1
+        else:
+            raise ValueError(f"unknown shared-call event {event!r}")
 
     def record_connect(self, server: str) -> None:
         """A first connection (session) to ``server`` was established."""

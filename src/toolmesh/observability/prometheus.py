@@ -96,6 +96,9 @@ class ToolmeshCollector:
         server = _Families(p, "server")
         hits = CounterMetricFamily(f"{p}_cache_hits", "Tool catalogue cache hits per server.")
         misses = CounterMetricFamily(f"{p}_cache_misses", "Tool catalogue cache misses per server.")
+        rhits = CounterMetricFamily(f"{p}_result_cache_hits", "Tool results served from the result cache per server.")
+        rmisses = CounterMetricFamily(f"{p}_result_cache_misses", "Result-cache lookups that missed per server.")
+        coalesced = CounterMetricFamily(f"{p}_calls_coalesced", "Calls that joined an identical call in flight.")
         connects = CounterMetricFamily(f"{p}_session_connects", "Sessions established per server.")
         reconnects = CounterMetricFamily(f"{p}_session_reconnects", "Sessions re-established per server.")
         lost = CounterMetricFamily(f"{p}_sessions_lost", "Sessions lost per server.")
@@ -106,6 +109,9 @@ class ToolmeshCollector:
                 server.add(slabels, srv)
                 hits.add_sample(hits.name + "_total", slabels, srv.cache_hits)
                 misses.add_sample(misses.name + "_total", slabels, srv.cache_misses)
+                rhits.add_sample(rhits.name + "_total", slabels, srv.result_hits)
+                rmisses.add_sample(rmisses.name + "_total", slabels, srv.result_misses)
+                coalesced.add_sample(coalesced.name + "_total", slabels, srv.coalesced)
                 connects.add_sample(connects.name + "_total", slabels, srv.connects)
                 reconnects.add_sample(reconnects.name + "_total", slabels, srv.reconnects)
                 lost.add_sample(lost.name + "_total", slabels, srv.sessions_lost)
@@ -113,7 +119,7 @@ class ToolmeshCollector:
                     tool.add({**slabels, "tool": t.name}, t)
         yield from tool.families()
         yield from server.families()
-        yield from (hits, misses, connects, reconnects, lost)
+        yield from (hits, misses, rhits, rmisses, coalesced, connects, reconnects, lost)
         if self._health is not None:
             yield from self._collect_health(self._health())
         if self._circuits is not None:

@@ -101,6 +101,21 @@ class AdminApi:
             raise ValueError(f"admin routes already taken: {sorted(clash)}")
         self._routes.update(routes)
 
+    def route_table(self) -> list[tuple[str, str]]:
+        """Every admin route as ``(method, path template)``, e.g. ``("GET", "/admin/servers/{name}")``."""
+        out: list[tuple[str, str]] = []
+        for (seg, count), methods in self._routes.items():
+            if count == 1:
+                path = f"/admin/{seg}"
+            elif count == 2:
+                path = f"/admin/{seg}/{{id}}"
+            else:
+                middle = {"servers": "{name}", "routing": "rules"}.get(seg, "{id}")
+                last = {"servers": "test", "routing": "{scenario}"}.get(seg, "{id}")
+                path = f"/admin/{seg}/{middle}/{last}"
+            out.extend((method, path) for method in methods)
+        return sorted(out, key=lambda r: (r[1], r[0]))
+
     def _find(self, req: Request) -> Callable[[Request], Awaitable[Any]]:
         parts = req.parts
         if not parts:

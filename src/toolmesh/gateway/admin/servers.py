@@ -9,11 +9,15 @@ from pydantic import ValidationError
 from toolmesh.errors import ConfigError, ServerNotFoundError
 from toolmesh.gateway.admin.request import Request
 from toolmesh.gateway.admin.sync import Doc, Overlay
+from toolmesh.gateway.admin.upstreams import check_upstream_url
 from toolmesh.gateway.errors import ApiError
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.handle import ServerHandle
 
 __all__ = ["ServersAdmin"]
+
+#: What ``PATCH /admin/servers/{name}`` may change: how results are shared, not the connection.
+PATCHABLE = ("cache", "coalesce")
 
 
 class ServersAdmin:
@@ -55,7 +59,7 @@ class ServersAdmin:
 
     async def create(self, req: Request) -> tuple[int, dict[str, Any]]:
         body = await req.json()
-        cfg = self.validate(body)
+        cfg = await self.validate(body)
         tenant = req.tenant
         if cfg.name in self.gw.hub.servers(tenant=tenant):
             raise ApiError(409, f"server {cfg.name!r} already exists for tenant {tenant!r}", param="name")
@@ -72,6 +76,30 @@ class ServersAdmin:
         await self.overlay.change(mutate)
         return 201, self.entry(tenant, self._handle(req, cfg.name))
 
+    async def update(self, req: Request, name: str) -> dict[str, Any]:
+        """Change a server's ``cache`` / ``coalesce`` sections, on every worker. The server is
+        re-registered with them (its cached results go) and from then on kept in the overlay
+        like one registered through the API."""
+        body = await req.json()
+        unknown = sorted(set(body) - set(PATCHABLE))
+        if unknown or not body:
+            named = f" (not {', '.join(unknown)})" if unknown else ""
+            raise ApiError(400, f"only {', '.join(PATCHABLE)} can be changed here{named}",
+                           param=unknown[0] if unknown else None)
+        handle = self._handle(req, name)
+        if handle.config.server is not None:
+            raise ApiError(400, "in-process servers cannot be changed over HTTP", param="transport")
+        raw = handle.config.model_dump(mode="json", exclude={"server", "name"})
+        cfg = await self.validate({**raw, **body, "name": name})
+        tenant = req.tenant
+        new = cfg.model_dump(mode="json", exclude={"server"})
+
+        def mutate(doc: Doc) -> None:
+            doc.setdefault("servers", {}).setdefault(tenant, {})[name] = new
+
+        await self.overlay.change(mutate)
+        return self.entry(tenant, self._handle(req, name))
+
     async def delete(self, req: Request, name: str) -> dict[str, Any]:
         tenant = req.tenant
         config_names = set(self.gw.config.tenants.get(tenant, {}))
@@ -86,8 +114,9 @@ class ServersAdmin:
         await self.overlay.change(mutate)
         return {"deleted": name, "tenant": tenant}
 
-    def validate(self, body: dict[str, Any]) -> ServerConfig:
-        """A :class:`ServerConfig` from a request body; 400 naming the first bad field."""
+    async def validate(self, body: dict[str, Any]) -> ServerConfig:
+        """A :class:`ServerConfig` from a request body; 400 naming the first bad field, or an
+        upstream URL the gateway may not be sent to (SSRF guard: :mod:`.upstreams`)."""
         if "server" in body or body.get("transport") == "inprocess":
             raise ApiError(400, "in-process servers cannot be registered over HTTP", param="transport")
         try:
@@ -99,6 +128,8 @@ class ServersAdmin:
         if cfg.transport == "stdio" and not self.gw.settings.admin_stdio:
             raise ApiError(403, "registering stdio servers runs commands on the gateway host and is off "
                                 "(set gateway.admin_stdio: true to allow it)", param="command")
+        if cfg.url is not None:
+            await check_upstream_url(cfg.url, self.gw.settings)
         return cfg
 
     # -- routing -----------------------------------------------------------------------------
