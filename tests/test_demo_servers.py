@@ -75,6 +75,9 @@ async def test_stdio_server_lists_and_calls_tools(name: str, home: Path) -> None
         assert set(tools) == EXPECTED_TOOLS[name]
         for tool in tools.values():
             assert tool.description and tool.input_schema["type"] == "object"
+            # lookups in a read-only data set: the Hub may coalesce and retry them
+            assert tool.annotations is not None and tool.annotations.read_only_hint is True
+            assert tool.annotations.idempotent_hint is True
         tool, args, key, expected = CALLS[name]
         result = await client.call_tool(tool, args)
         assert not result.is_error

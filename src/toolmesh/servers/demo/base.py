@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp_types import ToolAnnotations
+
+#: Every demo tool is a lookup in a read-only data set: the Hub may share identical calls in flight
+#: (coalescing) and retry them safely.
+READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
 
 def new_server(name: str, instructions: str) -> MCPServer[Any]:

@@ -9,7 +9,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from toolmesh.servers.demo.base import new_server
+from toolmesh.servers.demo.base import READ_ONLY, new_server
 from toolmesh.servers.demo.data import get_data
 
 _SUMMARY_COLS = "sku, name, name_zh, brand, category, price, rating, reviews"
@@ -43,7 +43,7 @@ def create_server() -> MCPServer[Any]:
         "MeshMart product catalogue: 300 products (SKU-1001 ... SKU-1300), prices in CNY.",
     )
 
-    @server.tool(title="Get product details")
+    @server.tool(title="Get product details", annotations=READ_ONLY)
     async def get_product_info(
         sku: Annotated[str, Field(description="Product SKU, e.g. 'SKU-1001' (also accepts '1001')")],
     ) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def create_server() -> MCPServer[Any]:
         specs, rating, number of reviews, launch date and description. Unknown SKU -> error."""
         return _product(get_data().product(sku))
 
-    @server.tool(title="Search products")
+    @server.tool(title="Search products", annotations=READ_ONLY)
     async def search_products(
         query: Annotated[
             str,

@@ -8,7 +8,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from toolmesh.servers.demo.base import new_server
+from toolmesh.servers.demo.base import READ_ONLY, new_server
 from toolmesh.servers.demo.data import get_data, norm
 
 #: Quantities below this (but above zero) are reported as ``low_stock``.
@@ -29,7 +29,7 @@ def create_server() -> MCPServer[Any]:
         "MeshMart stock levels per city and warehouse (11 cities, 2-3 warehouses each) and store pickup.",
     )
 
-    @server.tool(title="Check stock")
+    @server.tool(title="Check stock", annotations=READ_ONLY)
     async def check_stock(
         sku: _SKU,
         city: _CITY,
@@ -84,7 +84,7 @@ def create_server() -> MCPServer[Any]:
             "as_of": data.demo_now,
         }
 
-    @server.tool(title="Store pickup")
+    @server.tool(title="Store pickup", annotations=READ_ONLY)
     async def store_pickup(sku: _SKU, city: _CITY) -> dict[str, Any]:
         """List MeshMart stores in a city and whether the product can be picked up there today
         (the store offers pickup and its supplying warehouse has stock; ready within 2 hours)."""

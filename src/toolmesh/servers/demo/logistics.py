@@ -8,7 +8,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from toolmesh.servers.demo.base import new_server
+from toolmesh.servers.demo.base import READ_ONLY, new_server
 from toolmesh.servers.demo.data import get_data
 
 
@@ -23,7 +23,7 @@ def create_server() -> MCPServer[Any]:
         "MeshMart orders (ORD-100001 ... ORD-100240) and their shipments (SF Express, JD, YTO, EMS).",
     )
 
-    @server.tool(title="Track shipment")
+    @server.tool(title="Track shipment", annotations=READ_ONLY)
     async def track_shipment(
         tracking_number: Annotated[str, Field(description="Carrier tracking number, e.g. 'SF1234567890'")],
     ) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def create_server() -> MCPServer[Any]:
             "events": events,
         }
 
-    @server.tool(title="Get order")
+    @server.tool(title="Get order", annotations=READ_ONLY)
     async def get_order(
         order_id: Annotated[str, Field(description="Order id, e.g. 'ORD-100001' (also accepts '100001')")],
     ) -> dict[str, Any]:

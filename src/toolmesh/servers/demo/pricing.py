@@ -16,7 +16,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from toolmesh.servers.demo.base import new_server
+from toolmesh.servers.demo.base import READ_ONLY, new_server
 from toolmesh.servers.demo.data import DemoData, get_data
 
 Level = Literal["regular", "silver", "gold", "vip"]
@@ -264,7 +264,7 @@ def create_server() -> MCPServer[Any]:
         "MeshMart prices and discounts: member levels, campaigns (incl. regional ones) and coupons.",
     )
 
-    @server.tool(title="Calculate discount")
+    @server.tool(title="Calculate discount", annotations=READ_ONLY)
     async def calculate_discount(
         sku: Annotated[str, Field(description="Product SKU, e.g. 'SKU-1001'")],
         user_level: Annotated[Level, Field(description="Customer's member level")] = "regular",
@@ -284,7 +284,7 @@ def create_server() -> MCPServer[Any]:
         An unknown, expired or ineligible coupon is an error."""
         return quote(get_data(), sku, user_level, coupon, city, quantity)
 
-    @server.tool(title="List promotions")
+    @server.tool(title="List promotions", annotations=READ_ONLY)
     async def list_promotions(
         city: Annotated[
             str | None, Field(description="Only campaigns valid for this city's province (Chinese or English name)")

@@ -8,7 +8,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from toolmesh.servers.demo.base import new_server
+from toolmesh.servers.demo.base import READ_ONLY, new_server
 from toolmesh.servers.demo.data import get_data
 
 
@@ -22,7 +22,7 @@ def create_server() -> MCPServer[Any]:
     """The ``users`` demo server."""
     server = new_server("users", "MeshMart customer profiles: users U123456 ... U123755.")
 
-    @server.tool(title="Get customer profile")
+    @server.tool(title="Get customer profile", annotations=READ_ONLY)
     async def get_profile(
         user_id: Annotated[str, Field(description="Customer id, e.g. 'U123456'")],
     ) -> dict[str, Any]:
