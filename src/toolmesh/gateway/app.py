@@ -80,12 +80,14 @@ class GatewayApp:
         self.apps = SubApps(ops=ops, mcp=McpRoutes(gw), openai=OpenAIApi(gw), admin=admin, ui=ui)
         ui.start()
         await gw.start()
+        await ops.start()
         return gw
 
     async def shutdown(self) -> None:
         if self.gw is not None:
             await self.gw.aclose()
             if self.apps is not None:
+                await self.apps.ops.aclose()
                 await self.apps.mcp.aclose()
                 await self.apps.ui.aclose()
             self.gw = None

@@ -21,13 +21,15 @@
       log: {format: json, level: info}
       otel: {endpoint: http://127.0.0.1:4318, service_name: toolmesh}
       drain_timeout: 30
+      admin_allow_loopback: false                   # admin-registered upstreams on 127.0.0.1 (default: if bound there)
+      admin_allow_networks: [10.20.0.0/16]          # ranges the admin API's SSRF guard would refuse, allowed
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError
 
 from toolmesh.errors import ConfigError
 
@@ -102,6 +104,11 @@ class GatewaySettings(_Strict):
     metrics_public: bool = False
     #: Let the admin API register stdio servers (that runs commands on the gateway host).
     admin_stdio: bool = False
+    #: SSRF guard of admin registrations (docs/security.md): loopback upstreams allowed?
+    #: (None: exactly when the gateway binds to loopback). Link-local/metadata are always refused
+    #: unless a range in ``admin_allow_networks`` covers them.
+    admin_allow_loopback: bool | None = None
+    admin_allow_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     log: LogSettings = Field(default_factory=LogSettings)
     otel: OtelSettings = Field(default_factory=OtelSettings)
     drain_timeout: float = Field(default=30.0, ge=0)

@@ -15,6 +15,13 @@ whose caller neither reports success nor failure (cancelled, or a non-failure ex
 as bad arguments) releases the slot; if a caller never reports at all, another probe is allowed
 after ``probe_timeout``.
 
+Background probes (``prober``): while open, a cheap request (the Hub pings the server) is
+tried after ``probe_backoff`` seconds, then after doubling waits capped at ``probe_max``;
+the first that succeeds half-opens the circuit at once, so a recovered server is noticed
+within about a probe interval instead of a whole ``reset_timeout``, while callers still fail
+fast and a dead server sees one cheap request per interval. The backoff restarts only when
+the circuit closes: a server that answers pings but keeps failing calls is not hammered.
+
 All methods are plain synchronous code meant for a single event loop: no locks.
 """
 
@@ -136,15 +143,20 @@ class CircuitBreaker(Guarded):
 
     __slots__ = (
         "_clock",
+        "_next_probe",
         "_probe_started",
         "_probe_task",
+        "_prober_task",
         "_probing",
         "failure_threshold",
         "fallback",
         "is_failure",
         "name",
         "on_state_change",
+        "probe_backoff",
+        "probe_max",
         "probe_timeout",
+        "prober",
         "reset_timeout",
         "store",
     )
@@ -161,6 +173,9 @@ class CircuitBreaker(Guarded):
         fallback: Callable[[CircuitOpenError], Any] | None = None,
         probe_timeout: float | None = None,
         store: CircuitStore | None = None,
+        prober: Callable[[], Awaitable[object]] | None = None,
+        probe_backoff: float = 0.25,
+        probe_max: float | None = None,
     ) -> None:
         """Create a closed breaker.
 
@@ -178,11 +193,17 @@ class CircuitBreaker(Guarded):
                 presumed lost and another is allowed (default: ``reset_timeout``).
             store: where state and counts are kept (default: a new
                 :class:`~toolmesh.resilience.circuit_state.LocalCircuitStore`).
+            prober: while open, awaited in the background with backoff; returning (not
+                raising) half-opens the circuit. Needs a running event loop when it opens.
+            probe_backoff: first wait before a background probe, seconds (> 0).
+            probe_max: cap of the doubling waits between probes (default: ``reset_timeout``).
         """
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
         if reset_timeout < 0:
             raise ValueError("reset_timeout must be >= 0")
+        if probe_backoff <= 0:
+            raise ValueError("probe_backoff must be > 0")
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
@@ -195,6 +216,11 @@ class CircuitBreaker(Guarded):
         self._probing = False
         self._probe_started = 0.0
         self._probe_task: asyncio.Task[Any] | None = None
+        self.prober = prober
+        self.probe_backoff = probe_backoff
+        self.probe_max = max(probe_backoff, reset_timeout if probe_max is None else probe_max)
+        self._next_probe = probe_backoff
+        self._prober_task: asyncio.Task[None] | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -244,8 +270,47 @@ class CircuitBreaker(Guarded):
         if new is not _HALF_OPEN:
             self._probing = False
             self._probe_task = None
+        if new is _OPEN:
+            self._start_prober()
+        elif new is _CLOSED:
+            self._next_probe = self.probe_backoff
         if self.on_state_change is not None:
             notify(self.on_state_change, self, old, new)
+
+    # -- background probes (while open) -------------------------------------------------
+
+    def _start_prober(self) -> None:
+        if self.prober is None or (self._prober_task is not None and not self._prober_task.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # sync use: probes need a loop; reset_timeout still applies
+            return
+        self._prober_task = loop.create_task(self._probe_loop(self.prober), name=f"circuit-probe {self.name}")
+
+    async def _probe_loop(self, prober: Callable[[], Awaitable[object]]) -> None:
+        """Probe until one succeeds (then half-open) or the circuit leaves ``OPEN`` another way."""
+        while True:
+            delay = self._next_probe
+            self._next_probe = min(delay * 2.0, self.probe_max)
+            await asyncio.sleep(delay)
+            if self.store.state is not _OPEN:
+                return
+            try:
+                await prober()
+            except Exception as exc:  # still down: wait longer
+                log.debug("circuit %s: probe failed: %s", self.name, exc)
+                continue
+            if self.store.state is _OPEN:
+                log.info("circuit %s: probe succeeded, half-open", self.name)
+                self._transition(_HALF_OPEN)
+            return
+
+    def stop_probing(self) -> None:
+        """Cancel a background probe (the guarded server is going away)."""
+        task, self._prober_task = self._prober_task, None
+        if task is not None and not task.done():
+            task.cancel()
 
     # -- call protocol ---------------------------------------------------------------------
 
@@ -354,6 +419,7 @@ class CircuitBreaker(Guarded):
             "reset_timeout": self.reset_timeout,
             "retry_after": self.retry_after(),
             "probe_in_flight": self._probing,
+            "background_probe": self._prober_task is not None and not self._prober_task.done(),
             "opens": self.opens,
             "total_failures": self.total_failures,
         }

@@ -186,13 +186,17 @@ class Connection(ABC):
         on_progress: ProgressCallback | None = None,
         on_request: ServerRequestHandler | None = None,
         on_log: LogHandler | None = None,
+        remaining: float | None = None,
+        hard_remaining: float | None = None,
     ) -> dict[str, Any]:
         """Send one request and return its ``result``.
 
         ``timeout`` is extended by each progress notification, never beyond
-        ``max_timeout`` from the start. Raises :class:`McpRemoteError` for a JSON-RPC
-        error, :class:`ToolTimeoutError` on timeout (after telling the server to
-        cancel), :class:`ConnectionFailedError` when the transport breaks.
+        ``max_timeout`` from the start. ``remaining``/``hard_remaining``: what is left of a
+        caller's whole-call deadline and hard cap (a retry): this request ends by then too.
+        Raises :class:`McpRemoteError` for a JSON-RPC error, :class:`ToolTimeoutError` on
+        timeout (after telling the server to cancel), :class:`ConnectionFailedError` when the
+        transport breaks.
 
         ``on_request`` answers the server's requests that belong to this one (sampling,
         elicitation, roots); ``on_log`` receives its ``notifications/message``. A message
@@ -216,14 +220,19 @@ class Connection(ABC):
         loop = asyncio.get_running_loop()
         t = timeout if timeout is not None else self.config.timeout
         hard = max(max_timeout if max_timeout is not None else self.config.max_timeout, t)
+        first = t
+        if remaining is not None:
+            first = min(t, remaining)
+        if hard_remaining is not None:
+            hard = min(hard, hard_remaining)
         now = loop.time()
         task = asyncio.current_task()
-        pending = Pending(loop.create_future(), on_progress, task, t, now + hard, deadline=now + t)
+        pending = Pending(loop.create_future(), on_progress, task, t, now + hard, deadline=now + first)
         self._pending[rid] = pending
         # One sweep per connection enforces every deadline: no timer per call (a TimerHandle
         # pushed on and popped off the loop's heap for each request was ~7 % of a gateway call).
         if self._sweeper is None:
-            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, t), self._sweep)
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, first), self._sweep)
         if on_progress is not None:
             self._progress[rid] = pending
         routed = on_request is not None or on_log is not None

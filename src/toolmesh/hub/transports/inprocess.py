@@ -74,16 +74,20 @@ class InProcessConnection(Connection):
         on_progress: ProgressCallback | None = None,
         on_request: ServerRequestHandler | None = None,
         on_log: LogHandler | None = None,
+        remaining: float | None = None,
+        hard_remaining: float | None = None,
     ) -> dict[str, Any]:
         """Through the SDK's ``Client``; ``on_request``/``on_log`` are not routed in-process
-        (the SDK client answers the server's requests itself)."""
+        (the SDK client answers the server's requests itself). No progress extension here:
+        the request ends after ``timeout`` (or the ``remaining`` of the caller's deadline)."""
         c = self.client
         if c is None or self.closed:
             raise ConnectionFailedError(f"server {self.config.name!r}: connection closed")
         p = params or {}
         t = timeout if timeout is not None else self.config.timeout
+        bound = t if remaining is None else min(t, remaining)
         try:
-            async with asyncio.timeout(t):
+            async with asyncio.timeout(bound):
                 result: Any
                 if method == "tools/call":
                     progress = None
