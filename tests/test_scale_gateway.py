@@ -188,9 +188,9 @@ def test_redis_down_then_back(fleet: Fleet) -> None:
         codes = asyncio.run(hit([one.url, two.url], fleet.keys["epsilon"], 100))
         assert set(codes) <= {200, 429}
         assert 0 < codes.count(200) <= 4 * 7
-        # Each worker's /metrics says so (scrapes land on either worker of a replica).
+        # /metrics says so (one scrape merges both workers of a replica: the gauge per worker).
         texts = [httpx.get(one.url + "/metrics").text for _ in range(10)]
-        assert any("toolmesh_shared_state_up 0.0" in t for t in texts)
+        assert any(re.search(r'^toolmesh_shared_state_up\{worker="\d+"\} 0\.0', t, re.M) for t in texts)
         assert any(re.search(r"^toolmesh_shared_limits_local_decisions_total [1-9]", t, re.M) for t in texts)
     finally:
         redis.start()  # same port, empty

@@ -3,7 +3,8 @@
 A key is ``tm_`` + 43 url-safe characters (256 random bits). Only its SHA-256 is stored:
 with that much entropy a slow hash buys nothing and would cost every request. Workers
 cache lookups for ``key_cache_ttl`` seconds, so a revoked key stops working everywhere
-within that time.
+within that time — or within a second with ``state.url`` set, where a revocation through the
+admin API is pushed to every worker (:mod:`toolmesh.store.redis_events`).
 """
 
 from __future__ import annotations
@@ -109,10 +110,18 @@ class KeyRing:
         return principal
 
     def forget(self, token: str | None = None) -> None:
+        """Drop one token's cached lookup, or every one (``None``)."""
         if token is None:
             self._cache.clear()
         else:
             self._cache.pop(token, None)
+
+    def forget_key(self, key_hash: str) -> None:
+        """Drop the cached lookups of the key stored as ``key_hash`` (revoked on another worker)."""
+        key_id = key_hash[:12]
+        stale = [t for t, (_, p) in self._cache.items() if p is not None and p.key_id == key_id]
+        for token in stale:
+            del self._cache[token]
 
 
 class EdgeLimits:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from toolmesh.gateway.app import GatewayApp
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.gateway.ops.logs import configure_logging
 from toolmesh.gateway.ops.tracing import configure_tracing
+from toolmesh.gateway.ops.workers import WORKERS_DIR_ENV, make_workers_dir, remove_workers_dir
 from toolmesh.hub.configfile import ToolmeshConfig, load_config
 from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
 from toolmesh.servers.guard import is_loopback
@@ -86,10 +88,16 @@ def serve(config_path: str, overrides: dict[str, Any]) -> None:
     if settings.workers > 1:
         os.environ[_CONFIG_ENV] = os.path.abspath(config_path)
         os.environ[_OVERRIDES_ENV] = orjson.dumps(overrides).decode()
-        uvicorn.run(
-            "toolmesh.gateway.run:create_app", factory=True, workers=settings.workers, loop="uvloop",
-            **_uvicorn_options(settings),
-        )
+        # The workers find each other here, so that one scrape shows all their totals.
+        workers_dir = make_workers_dir(Path(os.environ.get("TOOLMESH_HOME") or Path.home() / ".toolmesh"))
+        os.environ[WORKERS_DIR_ENV] = str(workers_dir)
+        try:
+            uvicorn.run(
+                "toolmesh.gateway.run:create_app", factory=True, workers=settings.workers, loop="uvloop",
+                **_uvicorn_options(settings),
+            )
+        finally:
+            remove_workers_dir(workers_dir)
         return
     app = GatewayApp(config, settings)
     server = uvicorn.Server(uvicorn.Config(app, loop="none", **_uvicorn_options(settings)))

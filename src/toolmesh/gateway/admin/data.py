@@ -170,6 +170,8 @@ async def revoke_api_key(req: Request, ref: str) -> dict[str, Any]:
     if len(rows) > 1:
         raise ApiError(409, "key_id is ambiguous: give more characters or the key itself")
     await req.gw.store.revoke_api_key(rows[0][0])
-    # This worker forgets at once; others within gateway.key_cache_ttl seconds.
+    # This worker forgets at once; the others when Redis pushes it (state.url), else within
+    # gateway.key_cache_ttl seconds.
     req.gw.keys.forget(token)
+    await req.gw.key_revoked(rows[0][0])
     return {"revoked": rows[0][0][:12]}

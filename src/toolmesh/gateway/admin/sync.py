@@ -6,6 +6,11 @@ SQLite transaction, and then applied locally. Every worker checks that version b
 each admin request and once a second in the background, and applies what changed, so
 all workers (and a restarted gateway) converge on the same servers and rules.
 
+With ``state.url`` set the store stays the record but Redis is the fast path: a change is
+announced on the admin-change channel (:mod:`toolmesh.store.redis_events`) and every worker
+syncs on the message, or when the channel's version key shows it missed one; the once-a-second
+store poll then only runs while that channel is down.
+
 The row holds an overlay over the configuration file::
 
     {"version": 7,
@@ -69,13 +74,24 @@ class Overlay:
     def start(self) -> None:
         """Begin the background check (first check at once: a restarted worker gets the overlay back)."""
         if self._task is None:
+            events = self.gw.shared_events
+            if events is not None:
+                events.on("admin-overlay", self._pushed)
+                events.on_resync(self.sync)
             self._task = asyncio.get_running_loop().create_task(self._poll(), name="toolmesh-admin-sync")
+
+    async def _pushed(self, data: Any) -> None:
+        # Another worker changed the overlay: read it back from the store (the record).
+        if not (isinstance(data, int) and data == self.version):
+            await self.sync()
 
     async def _poll(self) -> None:
         gw = self.gw
         while not (gw.draining or gw.hub.closed):
             try:
-                await self.sync()
+                events = gw.shared_events
+                if events is None or not events.live:  # while Redis pushes changes, no need to poll
+                    await self.sync()
             except Exception:  # the store may be busy or closing: try again next round
                 log.debug("admin overlay sync failed", exc_info=True)
             await asyncio.sleep(self.interval)
@@ -109,6 +125,8 @@ class Overlay:
 
         doc, result = await self.gw.store.run(job)
         await self._apply(doc)
+        if self.gw.shared_events is not None:
+            await self.gw.shared_events.publish("admin-overlay", doc["version"])
         return result
 
     async def _apply(self, doc: Doc) -> None:

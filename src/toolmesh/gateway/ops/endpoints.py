@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import time
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from toolmesh.gateway.ops.metrics import GatewayCollector, RequestStats, UsageTotals
+from toolmesh.gateway.ops.metrics import LEDGER_FAMILIES, GatewayCollector, RequestStats, UsageTotals
 from toolmesh.gateway.ops.tracing import current_tracer
+from toolmesh.gateway.ops.workers import WORKERS_DIR_ENV, WorkerPeers
 from toolmesh.gateway.state import Gateway
 from toolmesh.gateway.web import send_bytes, send_error, send_json
 from toolmesh.net.asgi import Receive, Scope, Send
@@ -38,6 +40,12 @@ class Ops:
         self.registry.register(GatewayCollector(gw, self.requests, self.usage))
         # The Hub's per tool / per server call counters and latency summaries.
         self.registry.register(ToolmeshCollector(lambda: (gw.hub.tool_metrics,)))
+        #: With ``--workers N``: the sibling workers whose families a scrape merges (see ops.workers).
+        self.peers: WorkerPeers | None = None
+        workers_dir = os.environ.get(WORKERS_DIR_ENV)
+        if workers_dir:
+            self.peers = WorkerPeers(Path(workers_dir), self.registry,
+                                     local_only=(f"toolmesh_{name}" for name in LEDGER_FAMILIES))
         self._tracer: Any = current_tracer()
         #: True when spans are recorded (the app and the MCP dispatcher check it first).
         self.tracing = self._tracer is not None
@@ -132,7 +140,17 @@ class Ops:
             await send_error(send, 405, "use GET", headers=[(b"allow", b"GET, HEAD")])
             return
         await self.usage.refresh(self.gw.store)
-        await send_bytes(send, 200, self.render(), _PROM_TYPE)
+        body = self.render() if self.peers is None else await self.peers.render()
+        await send_bytes(send, 200, body, _PROM_TYPE)
+
+    async def start(self) -> None:
+        """Begin answering the sibling workers' scrapes (``--workers N`` only)."""
+        if self.peers is not None:
+            await self.peers.start()
+
+    async def aclose(self) -> None:
+        if self.peers is not None:
+            await self.peers.aclose()
 
     def render(self) -> bytes:
         """The current exposition text."""

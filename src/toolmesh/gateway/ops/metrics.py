@@ -17,7 +17,7 @@ from toolmesh.gateway.state import HANDSHAKE_TENANT_SUFFIX, Gateway
 from toolmesh.observability.health import HealthStatus
 from toolmesh.store.sqlite import Store
 
-__all__ = ["BUCKETS", "GatewayCollector", "RequestStats", "UsageTotals"]
+__all__ = ["BUCKETS", "LEDGER_FAMILIES", "GatewayCollector", "RequestStats", "UsageTotals"]
 
 log = logging.getLogger("toolmesh.gateway")
 
@@ -26,6 +26,8 @@ log = logging.getLogger("toolmesh.gateway")
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                               10.0, 30.0, 60.0)
 _CIRCUIT_STATES = ("closed", "open", "half-open")
+#: Families summed from the shared usage ledger: every worker already shows the whole host's totals.
+LEDGER_FAMILIES = ("llm_requests", "llm_tokens", "llm_cost_usd", "llm_unpriced_requests")
 _TOKEN_KINDS = ("input", "output", "cached_input", "reasoning")
 
 
