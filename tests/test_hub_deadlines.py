@@ -90,12 +90,14 @@ async def test_retry_backoff_is_not_started_past_the_deadline(upstream: ServerPr
         assert took <= 1.0 + SLACK
 
 
-async def test_frozen_server_is_noticed_soon_after_it_thaws(upstream: ServerProcess) -> None:
+@pytest.mark.parametrize("coalesce", [False, True], ids=["alone", "coalesced"])
+async def test_frozen_server_is_noticed_soon_after_it_thaws(upstream: ServerProcess, coalesce: bool) -> None:
     # The measured gap: after a 3 s SIGSTOP the circuit stayed open for its whole 30 s reset time.
+    # Coalesced or not, a call that times out is an upstream call that counts against the circuit
+    # (a shared call has its starter's timeout, not the server's longer default).
     assert upstream.proc is not None
     async with Hub() as hub:
-        # Not coalesced: each timed-out call is its own upstream call and counts against the circuit.
-        await hub.register(config(upstream, retries=0, coalesce=False,
+        await hub.register(config(upstream, retries=0, coalesce=coalesce,
                                   circuit={"failure_threshold": 2, "reset_timeout": 30}))
         assert (await hub.call_tool("up", "pid", {})).ok
         os.kill(upstream.proc.pid, signal.SIGSTOP)

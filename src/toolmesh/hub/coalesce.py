@@ -207,7 +207,8 @@ class SharedCalls:
             self._store(key, result, ttl, generation, asked=False, circuit_open=call.circuit_open is not None)
             return result
         flight = self._flights.get(key)
-        if flight is None:
+        if flight is None or (call.timeout or self.config.timeout) > (flight.shared.timeout or 0.0):
+            # A caller that would wait longer than the call in flight gets a call of its own.
             flight = self._start(key, call, ttl, send)
         else:
             self._event(call.tool, "coalesced")
@@ -233,9 +234,9 @@ class SharedCalls:
     # -- internals ----------------------------------------------------------------------------
     def _start(self, key: CacheKey, call: ToolCall, ttl: float, send: Send) -> _Flight:
         cfg = self.config
-        # The shared call lives at least as long as the server's default timeout: a caller with
-        # a shorter one leaves at its own deadline without cutting the call short for the others.
-        timeout = max(call.timeout or cfg.timeout, cfg.timeout)
+        # The shared call has its starter's timeout, so a hung server times it out (and the circuit
+        # counts it) when the callers give up; a joiner with a shorter timeout leaves at its own deadline.
+        timeout = call.timeout or cfg.timeout
         shared = ToolCall(call.tool, call.params, call.arguments, timeout, None, start=call.start)
         flight = _Flight(key, shared)
         if call.on_progress is not None:
