@@ -9,6 +9,11 @@ goes out as it is produced (each iteration's writes are flushed).
 
 Use it as uvicorn's ``http`` implementation: ``uvicorn.Config(app, http=OneWriteHttpToolsProtocol)``.
 
+uvicorn has no limit on how long a client may take to send a request's headers (its keep-alive
+timeout starts only after a response), so connections that trickle a header at a time would be
+held forever (slowloris). This protocol closes a connection whose request headers are not
+complete within :data:`HEADER_TIMEOUT` seconds of its first byte or of the connection opening.
+
 uvicorn tells an app nothing when it starts a graceful shutdown until every response has
 finished, so long-lived streams would hold the shutdown for its whole timeout.
 :func:`on_shutdown` registers a callback run when uvicorn begins shutting this protocol's
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -96,8 +102,16 @@ def _shutting_down() -> None:
             logging.getLogger("toolmesh.net").exception("shutdown callback failed")
 
 
+#: Seconds a client has to send a request's complete headers (from connect, or from the request's
+#: first byte on a kept-alive connection) before the connection is closed ($TOOLMESH_HEADER_TIMEOUT).
+HEADER_TIMEOUT = float(os.environ.get("TOOLMESH_HEADER_TIMEOUT") or 10.0)
+
+
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` whose responses leave in one write (see the module doc)."""
+    """``HttpToolsProtocol`` whose responses leave in one write and whose request headers must
+    arrive within :data:`HEADER_TIMEOUT` (see the module doc)."""
+
+    _header_timer: asyncio.TimerHandle | None = None
 
     def shutdown(self) -> None:
         _shutting_down()
@@ -105,3 +119,32 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_GatheringTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        # Only a connection still waiting for headers: one whose request is being served is not touched.
+        if self.cycle is None or self.cycle.response_complete:
+            if not self.transport.is_closing():
+                self.transport.close()
