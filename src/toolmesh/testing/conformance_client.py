@@ -191,7 +191,9 @@ async def run(url: str, name: str, version: str, context: dict[str, Any]) -> Non
     protocol = "auto" if version == MODERN else version
     async with Hub(client_capabilities=CAPABILITIES) as hub:
         await hub.register(ServerConfig(name=SERVER, url=url, protocol=protocol, retries=0,  # type: ignore[arg-type]
-                                        timeout=20.0, connect_timeout=10.0))
+                                        # the suite's scenario servers answer their first request
+                                        # slowly (schema compilation) when eight start at once
+                                        timeout=20.0, connect_timeout=30.0))
         await SCENARIOS.get(name, run_everything)(hub, context)
 
 

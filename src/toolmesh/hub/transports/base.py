@@ -470,8 +470,9 @@ class Connection(ABC):
         return True
 
     def _probe_timeout(self) -> float:
-        # Half the connect budget at most: an unanswered probe must leave time for initialize.
-        return min(self.config.connect_timeout / 2, 5.0)
+        # Half the connect budget: an unanswered probe must leave time for initialize. (A fixed
+        # 5 s cap made a slow-to-answer modern server look legacy when connect_timeout was raised.)
+        return self.config.connect_timeout / 2
 
     async def _initialize(self, version: str) -> None:
         self.identity.protocol = version
