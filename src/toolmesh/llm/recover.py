@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from typing import Any
 
@@ -25,7 +26,28 @@ from toolmesh.llm.types import ToolCall
 __all__ = ["recover_tool_calls", "tool_names"]
 
 _ids = itertools.count()
-_DECODER = json.JSONDecoder()
+
+
+def _json_number(token: str) -> int | float:
+    # Numbers as orjson (every other path here) reads them: NaN, Infinity and numbers that
+    # overflow a double are not JSON; integers beyond 64 bits become floats.
+    try:
+        value: int | float = float(token) if any(c in token for c in ".eE") else int(token)
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            value = float(value)
+    except (ValueError, OverflowError):
+        value = math.inf
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"number out of range: {token[:32]}", token, 0)
+    return value
+
+
+def _no_constant(token: str) -> Any:
+    raise json.JSONDecodeError(f"{token} is not valid JSON", token, 0)
+
+
+# The stdlib decoder is used where a position is needed (raw_decode), made as strict as orjson.
+_DECODER = json.JSONDecoder(parse_int=_json_number, parse_float=_json_number, parse_constant=_no_constant)
 
 _TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FUNC = re.compile(r"<function=([\w.\-]+)>\s*(.*?)\s*(?:</function>|$)", re.S)
@@ -79,7 +101,11 @@ def _new(name: str, args: Any) -> ToolCall:
     if args is None:
         return ToolCall(cid, name, {}, "{}", recovered=True)
     if isinstance(args, dict):
-        return ToolCall(cid, name, args, orjson.dumps(args).decode(), recovered=True)
+        try:
+            return ToolCall(cid, name, args, orjson.dumps(args).decode(), recovered=True)
+        except TypeError as e:  # a lone surrogate ("\ud800") let through by the stdlib decoder
+            return ToolCall(cid, name, {}, json.dumps(args), parse_error=f"arguments are not valid JSON: {e}",
+                            recovered=True)
     if isinstance(args, str):
         try:
             decoded = orjson.loads(args) if args.strip() else {}
@@ -87,8 +113,15 @@ def _new(name: str, args: Any) -> ToolCall:
             return ToolCall(cid, name, {}, args, parse_error=f"arguments are not valid JSON: {e}", recovered=True)
         if isinstance(decoded, dict):
             return ToolCall(cid, name, decoded, args, recovered=True)
-    return ToolCall(cid, name, {}, args if isinstance(args, str) else orjson.dumps(args).decode(),
+    return ToolCall(cid, name, {}, args if isinstance(args, str) else _dumps(args),
                     parse_error="arguments are not a JSON object", recovered=True)
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate let through by the stdlib decoder
+        return json.dumps(value)
 
 
 def _broken(name: str, raw: str, err: str) -> ToolCall:

@@ -21,8 +21,10 @@ _STEP_VARIANT = (rf"^[ \t]*{_DECO}Step[ \t]+(?P<vn>\d+)"
                  r"|^[ \t]*\#{1,6}[ \t]*(?:\*\*|__)?[ \t]*Step[ \t]+(?P<hn>\d+)(?:\*\*|__)?[ \t]*[:.)]?")
 _ANSWER_VARIANT = (rf"^[ \t]*{_DECO}(?:Final[ \t]+)?Answer"
                    r"(?:[ \t]*(?:\*\*|__)[ \t]*:?|[ \t]*:(?:[ \t]*(?:\*\*|__))?|(?=[ \t]*$))")
-# A marker found this close to the end of the buffer may still grow ("Step 1" → "Step 12:").
-_SETTLE = 3
+# A variant found in the buffer may still change while only these follow it ("Step 1" →
+# "Step 12:", "Answer" + blanks → "Answer   is 4", no marker at all): it is settled by the
+# first other character (a newline included).
+_DECIDES = re.compile(r"[^ \t*_:.)0-9]")
 # Longest stretch held back because it could be the beginning of a marker.
 _HOLD = 32
 
@@ -86,7 +88,8 @@ class ResponseParser:
         out: list[Delta] = []
         while not self.cut:
             m = self.markers.pattern.search(self.buf, self.pos)
-            if m is not None and (final or m.end() <= len(self.buf) - _SETTLE or m.group("step") or m.group("answer")):
+            if m is not None and (final or m.group("step") or m.group("answer")
+                                  or _DECIDES.search(self.buf, m.end()) is not None):
                 self._emit(out, self.buf[self.pos:m.start()])
                 self.pos = m.end()
                 self._marker(m)
@@ -137,6 +140,13 @@ class ResponseParser:
         end = len(self.buf) if pending_marker is None else pending_marker
         if self.section == "pre" and not self.saw_step and end <= _HOLD:
             return self.pos  # a variant may sit at the very start, without a newline before it
+        # Start of the line at end (looked for from pos-1 only: a line starting before pos is not held).
+        line = self.buf.rfind("\n", max(self.pos - 1, 0), end) + 1
+        text = self.buf[line:end]
+        if self.pos <= line < end and len(text) - text.count(" ") - text.count("\t") < _HOLD:
+            # The line may still become a variant, which is matched from the line's start: blanks
+            # of any length may sit inside one ("  Step 1   :"), so only the rest is counted.
+            return line
         start = max(self.pos, end - _HOLD)
         for i in range(start, end):
             if self.buf[i] in self.markers.triggers:

@@ -173,8 +173,9 @@ class Dispatcher(McpMethods):
         method = msg.get("method")
         rid = msg.get("id", _MISSING)
         if msg.get("jsonrpc") != "2.0" or type(method) is not str:
-            if rid is not _MISSING and ("result" in msg or "error" in msg):
-                # The client's answer to a server→client request (see reqcontext.ask_client).
+            if rid is not _MISSING and "method" not in msg and ("result" in msg or "error" in msg):
+                # The client's answer to a server→client request (see reqcontext.ask_client);
+                # a response never has a "method" member, so {"method": null, "error": ...} is invalid.
                 if conn is not None and not conn.resolve(msg):
                     logger.debug("dropped a response to unknown server request %r", rid)
                 return None

@@ -307,9 +307,9 @@ class StreamableHttp:
         finally:
             self._watchdog.done(watch)
         if response is None:  # cancelled by notifications/cancelled: a reply is still owed
-            response = error_response(
-                (type(msg) is dict and msg.get("id")) or None, REQUEST_CANCELLED, "Request cancelled"
-            )
+            # (id 0 is a valid id: keep it)
+            response = error_response(msg.get("id") if type(msg) is dict else None, REQUEST_CANCELLED,
+                                      "Request cancelled")
         if stream.started:
             await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
             return
