@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import itertools
+
 import pytest
 
 from agent_support import agent_stack
@@ -107,5 +109,5 @@ async def test_memory_summarises_near_the_context_window(tmp_path: Path) -> None
         assert any("SUMMARY" in (m.content or "") for m in history)  # the folded history persisted
         # every question kept in the history has its reply right after it (nothing lost by a fold)
         roles = [m.role for m in history if m.role in ("user", "assistant")]
-        assert roles and all(a != b for a, b in zip(roles, roles[1:], strict=False)), roles
+        assert roles and all(a != b for a, b in itertools.pairwise(roles)), roles
         assert roles[-2:] == ["user", "assistant"] and history[-1].content.startswith("reply")
