@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
-
-import itertools
 
 import pytest
 
