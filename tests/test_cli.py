@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -154,3 +155,23 @@ def test_demo_runs_the_scenario(home: Path) -> None:
     assert calls["product"]["structured"]["sku"] == "SKU-1001"
     assert calls["stock"]["structured"]["city_zh"] == "广州"
     assert calls["price"]["structured"]["final_price"] < calls["price"]["structured"]["list_price"]
+
+
+@pytest.mark.local_model
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_demo_json_with_the_local_model(home: Path) -> None:
+    """`toolmesh demo --json`: the documented keys, the model's own tool calls, run by the Hub."""
+    real_home = Path(os.environ.get("TOOLMESH_HOME", str(Path.home() / ".toolmesh")))
+    out = tm("demo", "--json", home=real_home, timeout=900)  # the assembled weights live there
+    assert out.returncode == 0, out.stderr[-2000:]
+    body = json.loads(out.stdout)
+    assert {"question", "answer", "tool_calls", "usage", "cost_usd", "elapsed_ms", "model"} <= set(body)
+    assert body["question"] == "我想买这款手机，库存够吗？广东用户有什么优惠？"
+    assert body["answer"].strip() and body["model"].startswith("qwen2.5-coder")
+    assert body["tool_calls"], "the model called no tool"
+    for call in body["tool_calls"]:
+        assert {"name", "arguments", "ok", "latency_ms"} <= set(call)
+        assert call["ok"] and isinstance(call["arguments"], dict) and call["latency_ms"] >= 0
+    assert body["usage"]["input_tokens"] > 0 and body["usage"]["output_tokens"] > 0
+    assert body["cost_usd"] == 0.0 and body["elapsed_ms"] > 0

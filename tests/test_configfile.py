@@ -237,7 +237,12 @@ def test_structural_errors(data: dict[object, object], key: str, needle: str) ->
 def test_top_level_shape() -> None:
     assert "top level must be a mapping" in str(_err([1]))
     assert "empty" in str(_err({}))
-    assert all(s in TOP_LEVEL_KEYS for s in SECTIONS)
+    # Every section owned by another feature is accepted at the top level and kept raw, each on its own.
+    for name in SECTIONS:
+        cfg = parse_config({name: {"probe": name}}, env={})
+        assert cfg.sections == {name: {"probe": name}} and cfg.section(name) == {"probe": name}
+        assert cfg.servers == {}
+    assert set(TOP_LEVEL_KEYS) == {"servers", "mcpServers", "tenants", *SECTIONS}
 
 
 def test_secrets_never_echoed() -> None:
@@ -321,3 +326,68 @@ def test_forward_headers_are_validated() -> None:
         ServerConfig(name="a", url="http://127.0.0.1:1/mcp", forward_headers=["X-Bad\r\nInjected: 1"])
     with _pytest.raises(ValueError, match="may not include"):
         ServerConfig(name="a", url="http://127.0.0.1:1/mcp", forward_headers=["Mcp-Session-Id"])
+
+
+# --- transport spellings (issue 8) ------------------------------------------------------------
+
+_ALIASES = [
+    ("stdio", "stdio"),
+    ("http", "http"),
+    ("streamable_http", "http"),
+    ("streamable-http", "http"),
+    ("streamableHttp", "http"),
+    ("sse", "sse"),
+    ("ws", "websocket"),
+    ("websocket", "websocket"),
+]
+
+
+def _entry(canonical: str) -> dict[str, str]:
+    if canonical == "stdio":
+        return {"command": "python"}
+    scheme = "ws" if canonical == "websocket" else "http"
+    return {"url": f"{scheme}://127.0.0.1:9/mcp"}
+
+
+@pytest.mark.parametrize(("alias", "canonical"), _ALIASES)
+def test_transport_aliases_in_yaml(tmp_path: Path, alias: str, canonical: str) -> None:
+    lines = [f"{k}: {json.dumps(v)}" for k, v in _entry(canonical).items()]
+    text = "servers:\n  s:\n" + "".join(f"    {line}\n" for line in [*lines, f"transport: {alias}"])
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert load_config(path).servers["s"].transport == canonical
+
+
+@pytest.mark.parametrize(("alias", "canonical"), _ALIASES)
+def test_transport_aliases_in_toml(tmp_path: Path, alias: str, canonical: str) -> None:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in _entry(canonical).items()]
+    path = tmp_path / "c.toml"
+    path.write_text("[servers.s]\n" + "\n".join([*lines, f'transport = "{alias}"']) + "\n")
+    assert load_config(path).servers["s"].transport == canonical
+
+
+@pytest.mark.parametrize("key", ["type", "transport"])
+@pytest.mark.parametrize(("alias", "canonical"), _ALIASES)
+def test_transport_aliases_in_mcp_servers_json(tmp_path: Path, alias: str, canonical: str, key: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"mcpServers": {"s": {**_entry(canonical), key: alias}}}))
+    assert load_config(path).servers["s"].transport == canonical
+
+
+@pytest.mark.parametrize(("suffix", "text", "key"), [
+    (".yaml", "servers:\n  s:\n    url: http://127.0.0.1:9/mcp\n    transport: grpc\n", "servers.s.transport"),
+    (".toml", '[servers.s]\nurl = "http://127.0.0.1:9/mcp"\ntransport = "grpc"\n', "servers.s.transport"),
+    (".json", '{"mcpServers": {"s": {"url": "http://127.0.0.1:9/mcp", "type": "grpc"}}}', "mcpServers.s.type"),
+])
+def test_unknown_transport_names_the_key_and_lists_accepted(tmp_path: Path, suffix: str, text: str,
+                                                           key: str) -> None:
+    path = tmp_path / f"c{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == key
+    message = str(info.value)
+    assert "'grpc'" in message
+    for accepted in ("stdio", "http", "streamable_http", "streamable-http", "streamableHttp", "sse", "ws",
+                     "websocket"):
+        assert accepted in message

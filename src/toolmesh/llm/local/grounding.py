@@ -1,0 +1,90 @@
+"""Checks that keep a small model's tool calls to what the conversation supports.
+
+Two habits of a 0.5B model offered tools, measured on the demo tools (docs/local-model.md):
+
+* it starts a call for nearly any message, chit-chat included, and appends extra calls after the
+  ones a request needs; :func:`call_spans` splits the generated tokens per call so each call's
+  *name* can be scored with and without the user's message (pointwise mutual information);
+* it fills optional parameters with values nobody gave — the schema's example
+  (``coupon: "SAVE20"``), a copy of a neighbouring argument (``warehouse: "广州"`` next to
+  ``city: "广州"``). :func:`drop_invented_arguments` removes such optional arguments so the
+  tool's default applies; required arguments are left to the tool to judge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from toolmesh.llm.types import Message, ToolCall
+
+#: Nats by which the user's message must raise the log-probability of the turn's best call (whole
+#: call): real requests +4.1 … +32, made-up calls for chit-chat −10 … +3.1 (docs/local-model.md).
+TOOL_THRESHOLD = 3.5
+#: Nats by which it must raise each further call's *name*: on the reference question the stock and
+#: price calls scored +3.7 and +1.0, the unasked promotions call +0.7, habit calls −0.3 … −8.
+EXTRA_CALL_THRESHOLD = 1.0
+
+
+def call_spans(ids: list[int], tool_open: int | None,
+               detokenize: Callable[[list[int]], bytes]) -> list[tuple[int, int, int]]:
+    """``(start, name_end, end)`` token offsets of each ``<tool_call>`` block in ``ids``.
+
+    ``[start, name_end)`` covers the opening tag and the function name (up to ``"arguments"``):
+    the tokens that say *which* tool, as opposed to the argument values.
+    """
+    starts = [i for i, t in enumerate(ids) if t == tool_open]
+    spans = []
+    ends = [*starts[1:], len(ids)] if starts else []
+    for lo, hi in zip(starts, ends, strict=True):
+        cut = lo + 1
+        while cut < hi and b'"arguments"' not in detokenize(ids[lo:cut]):
+            cut += 1
+        spans.append((lo, cut, hi))
+    return spans
+
+
+def conversation_text(messages: list[Message]) -> str:
+    """Everything the model was told (system, user and tool messages), lower-cased, for look-ups."""
+    parts = [m.content or "" for m in messages if m.role in ("system", "user", "tool")]
+    return "\n".join(parts).casefold()
+
+
+def drop_invented_arguments(call: ToolCall, schema: dict[str, Any] | None, context: str) -> ToolCall:
+    """``call`` without optional string arguments that nobody gave.
+
+    An optional argument is dropped when its value appears nowhere in ``context`` (see
+    :func:`conversation_text`) or merely repeats another argument's value of the same call.
+    """
+    if not isinstance(schema, dict) or not call.arguments:
+        return call
+    required = set(schema.get("required") or [])
+    kept: dict[str, Any] = {}
+    for key, value in call.arguments.items():
+        if key not in required and isinstance(value, str):
+            folded = value.strip().casefold()
+            others = {str(v).strip().casefold() for k, v in call.arguments.items() if k != key}
+            if not folded or folded not in context or folded in others:
+                continue
+        kept[key] = value
+    if len(kept) == len(call.arguments):
+        return call
+    return dataclasses.replace(call, arguments=kept, raw_arguments=orjson.dumps(kept).decode())
+
+
+def schemas_by_name(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Function name -> its parameters schema, for OpenAI-form tools."""
+    out: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        fn = tool.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            params = fn.get("parameters")
+            out[fn["name"]] = params if isinstance(params, dict) else {}
+    return out
+
+
+__all__ = ["EXTRA_CALL_THRESHOLD", "TOOL_THRESHOLD", "call_spans", "conversation_text", "drop_invented_arguments",
+           "schemas_by_name"]

