@@ -60,6 +60,10 @@ class SharedLimiter:
         self._prepared_cache: dict[tuple[str, tuple[Limit, ...]], tuple[list[str], list[str], bool]] = {}
         #: Admissions decided with this process's share because Redis could not decide them.
         self.local_decisions = 0
+        #: Requests refused without a round trip: a key Redis refused, until its retry-at.
+        self.denied_locally = 0
+        #: Admission scripts sent to Redis (one per request that was not decided locally).
+        self.round_trips = 0
         #: Lease renewals of long requests' slots in progress.
         self.renewals: set[asyncio.Task[None]] = set()
 
@@ -77,6 +81,7 @@ class SharedLimiter:
             until = self._denied.get(key)
             if until is not None:
                 if until > now:
+                    self.denied_locally += 1
                     return Admission(False, until - now, lim.label, shared=True)
                 del self._denied[key]
         if not self.state.available:
@@ -84,6 +89,7 @@ class SharedLimiter:
             return self.fallback.admit_now(tenant, limits)
         member = request_id or (uuid.uuid4().hex if needs_member else "-")
         args: list[str | float] = [member, *tail]
+        self.round_trips += 1
         try:
             reply = await self.state.run(ADMIT, keys, args)
         except StateUnavailableError:

@@ -150,6 +150,12 @@ class GatewayCollector:
             yield CounterMetricFamily(f"{p}_shared_limits_local_decisions",
                                       "Admissions decided with this worker's share of the limits (Redis down).",
                                       value=limiter.local_decisions)
+            yield CounterMetricFamily(f"{p}_shared_limits_denied_locally",
+                                      "Requests refused without a Redis round trip (a refused key, until retry-at).",
+                                      value=limiter.denied_locally)
+            yield CounterMetricFamily(f"{p}_shared_limits_round_trips",
+                                      "Admission scripts sent to Redis (one per request not decided locally).",
+                                      value=limiter.round_trips)
 
     def _servers(self) -> Iterator[Metric]:
         p, hub = self.prefix, self.gw.hub
