@@ -21,10 +21,13 @@ from toolmesh.errors import (
     RequestRejectedError,
     ServerNotFoundError,
     SessionLostError,
+    StateUnavailableError,
+    TaskSetError,
     ToolmeshError,
     ToolNotFoundError,
     ToolTimeoutError,
     UnknownModelError,
+    WeightsError,
 )
 
 __version__ = "0.1.0"
@@ -46,9 +49,12 @@ __all__ = [
     "RequestRejectedError",
     "ServerNotFoundError",
     "SessionLostError",
+    "StateUnavailableError",
+    "TaskSetError",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolmeshError",
     "UnknownModelError",
+    "WeightsError",
     "__version__",
 ]

@@ -5,6 +5,7 @@ the built-in exception a class also derives from, so ``except LookupError`` keep
 
     ToolmeshError
       ConfigError                    (also ValueError)
+        WeightsError
       ServerNotFoundError            (also LookupError)
       ToolNotFoundError              (also LookupError)
       InvalidArgumentsError          (also ValueError)
@@ -23,6 +24,8 @@ the built-in exception a class also derives from, so ``except LookupError`` keep
         MalformedResponseError
       BudgetExceededError
       RequestRejectedError
+      StateUnavailableError          (also ConnectionError)
+      TaskSetError                   (also ValueError)
 
 ``retryable`` says whether repeating the same operation may succeed.
 """
@@ -48,10 +51,13 @@ __all__ = [
     "RequestRejectedError",
     "ServerNotFoundError",
     "SessionLostError",
+    "StateUnavailableError",
+    "TaskSetError",
     "ToolNotFoundError",
     "ToolTimeoutError",
     "ToolmeshError",
     "UnknownModelError",
+    "WeightsError",
 ]
 
 
@@ -198,3 +204,15 @@ class RequestRejectedError(ToolmeshError):
         self.reason = reason
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class WeightsError(ConfigError):
+    """The embedded model's weights are missing, incomplete or do not match their expected checksum."""
+
+
+class StateUnavailableError(ToolmeshError, ConnectionError):
+    """The shared state (Redis) cannot be reached now; callers fall back or refuse with 503."""
+
+
+class TaskSetError(ToolmeshError, ValueError):
+    """An evaluation task set name is unknown or a task file is malformed (``where`` names file and line)."""

@@ -30,16 +30,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from toolmesh.errors import ConfigError, ToolmeshError
+from toolmesh.errors import ConfigError, StateUnavailableError
 from toolmesh.resilience.limits import TokenBucket
 
 __all__ = ["Admission", "Limit", "LocalLimiter", "RequestLimiter", "StateSettings", "StateUnavailableError"]
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-class StateUnavailableError(ToolmeshError, ConnectionError):
-    """The shared state (Redis) cannot be reached now; callers fall back or refuse with 503."""
 
 
 class StateSettings(BaseModel):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from toolmesh.errors import ConfigError
+from toolmesh.errors import ConfigError, WeightsError
 
 MODEL_FILENAME = "qwen2.5-coder-0.5b-instruct-q4.gguf"
 EXPECTED_SIZE = 491_400_064
@@ -71,10 +71,6 @@ def bundled(name: str | None) -> BundledModel:
     if name not in models:
         raise ConfigError(f"unknown bundled model {name!r}; known: {', '.join(models)}", key="llm.local.model")
     return models[name]
-
-
-class WeightsError(ConfigError):
-    """The model weights are missing, incomplete or do not match their expected checksum."""
 
 
 def toolmesh_home() -> Path:

@@ -12,7 +12,8 @@ import random
 import re
 from pathlib import Path
 
-from toolmesh.reasoning.tasks.base import SCORERS, Task, TaskSetError
+from toolmesh.errors import TaskSetError
+from toolmesh.reasoning.tasks.base import SCORERS, Task
 
 __all__ = ["BUILTIN_SETS", "SCORERS", "Task", "TaskSetError", "load_jsonl", "load_tasks"]
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolmesh.errors import ToolmeshError
+from toolmesh.errors import TaskSetError
 
 #: The scorers a task may name (see :mod:`toolmesh.reasoning.eval.scorers`).
 SCORERS = ("exact", "numeric", "contains", "regex", "tests")
-
-
-class TaskSetError(ToolmeshError, ValueError):
-    """A task set name is unknown or a task file is malformed (``where`` names file and line)."""
 
 
 @dataclass(frozen=True, slots=True)
