@@ -6,8 +6,12 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
+
+bench_app = typer.Typer(help="Benchmarks against peer libraries (same run, ratios).", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
 
 def bench_dir() -> Path | None:
@@ -32,3 +36,75 @@ def run_bench(name: str, argv: list[str]) -> int:
     sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)
     return int(module.main(argv))
+
+
+def forward(name: str, as_json: bool, quick: bool, **options: int | None) -> NoReturn:
+    """Run ``bench/<name>.py`` with the command's options as its argv; exit with its code."""
+    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
+    for option, value in options.items():
+        if value is not None:
+            argv += [f"--{option}", str(value)]
+    raise typer.Exit(run_bench(name, argv))
+
+
+@bench_app.command("hub")
+def bench_hub(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    calls: Annotated[int | None, typer.Option("--calls", help="calls per measurement")] = None,
+) -> None:
+    """Hub vs the official SDK vs FastMCP: sequential HTTP/stdio and 64 concurrent callers."""
+    forward("hub", as_json, quick, calls=calls)
+
+
+@bench_app.command("agent")
+def bench_agent(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    calls: Annotated[int | None, typer.Option("--calls", help="sequential runs per framework")] = None,
+) -> None:
+    """Agent runtime vs the OpenAI Agents SDK and PydanticAI: latency, overhead, throughput."""
+    forward("agent", as_json, quick, calls=calls)
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per target")] = None,
+) -> None:
+    """toolmesh serve vs direct calls, FastMCP's proxy and mcp-proxy (wrk load): latency added, calls/s."""
+    forward("gateway", as_json, quick, seconds=seconds, rounds=rounds)
+
+
+@bench_app.command("cache")
+def bench_cache(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per mode")] = None,
+) -> None:
+    """Tool-result sharing through the gateway (Zipf load, 20 ms upstream): off, coalescing, coalescing + cache."""
+    forward("cache", as_json, quick, seconds=seconds, rounds=rounds)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
+) -> None:
+    """Shared limits in Redis on/off, 1-2 serve processes behind haproxy: calls/s, CPU and Redis commands per call."""
+    forward("scale", as_json, quick, seconds=seconds)
+
+
+@bench_app.command("reason")
+def bench_reason(
+    as_json: JsonOpt = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
+    runs: Annotated[int | None, typer.Option("--runs", help="sequential runs per engine")] = None,
+    batch: Annotated[int | None, typer.Option("--batch", help="prompts in the batch measurement")] = None,
+) -> None:
+    """Reasoning engine: overhead per step, checkpoint writes, batch throughput, vs LangGraph's loop."""
+    forward("reason", as_json, quick, runs=runs, batch=batch)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from toolmesh import __version__
+from toolmesh.cli.bench import bench_app
 from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, emit_json, fail, load, run_async
 from toolmesh.cli.reason import reason_command
 from toolmesh.errors import (
@@ -28,7 +29,6 @@ app = typer.Typer(
 )
 servers_app = typer.Typer(help="Configured MCP servers: list, status, test.", no_args_is_help=True)
 tools_app = typer.Typer(help="Tools of the configured servers.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks against peer libraries (same run, ratios).", no_args_is_help=True)
 app.add_typer(servers_app, name="servers")
 app.add_typer(tools_app, name="tools")
 keys_app = typer.Typer(help="Gateway API keys: create, revoke.", no_args_is_help=True)
@@ -313,105 +313,6 @@ def demo(
     except ToolmeshError as exc:
         fail(str(exc), code=EXIT_FAILED, as_json=as_json, error_type=type(exc).__name__)
     raise typer.Exit(code)
-
-
-@bench_app.command("hub")
-def bench_hub(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    calls: Annotated[int | None, typer.Option("--calls", help="calls per measurement")] = None,
-) -> None:
-    """Hub vs the official SDK vs FastMCP: sequential HTTP/stdio and 64 concurrent callers."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if calls is not None:
-        argv += ["--calls", str(calls)]
-    raise typer.Exit(run_bench("hub", argv))
-
-
-@bench_app.command("agent")
-def bench_agent(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    calls: Annotated[int | None, typer.Option("--calls", help="sequential runs per framework")] = None,
-) -> None:
-    """Agent runtime vs the OpenAI Agents SDK and PydanticAI: latency, overhead, throughput."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if calls is not None:
-        argv += ["--calls", str(calls)]
-    raise typer.Exit(run_bench("agent", argv))
-
-
-@bench_app.command("gateway")
-def bench_gateway(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
-    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per target")] = None,
-) -> None:
-    """toolmesh serve vs direct calls, FastMCP's proxy and mcp-proxy (wrk load): latency added, calls/s."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if seconds is not None:
-        argv += ["--seconds", str(seconds)]
-    if rounds is not None:
-        argv += ["--rounds", str(rounds)]
-    raise typer.Exit(run_bench("gateway", argv))
-
-
-@bench_app.command("cache")
-def bench_cache(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
-    rounds: Annotated[int | None, typer.Option("--rounds", help="rounds per mode")] = None,
-) -> None:
-    """Tool-result sharing through the gateway (Zipf load, 20 ms upstream): off, coalescing, coalescing + cache."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if seconds is not None:
-        argv += ["--seconds", str(seconds)]
-    if rounds is not None:
-        argv += ["--rounds", str(rounds)]
-    raise typer.Exit(run_bench("cache", argv))
-
-
-@bench_app.command("scale")
-def bench_scale(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    seconds: Annotated[int | None, typer.Option("--seconds", help="seconds per wrk run")] = None,
-) -> None:
-    """Shared limits in Redis on/off, 1-2 serve processes behind haproxy: calls/s, CPU and Redis commands per call."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if seconds is not None:
-        argv += ["--seconds", str(seconds)]
-    raise typer.Exit(run_bench("scale", argv))
-
-
-@bench_app.command("reason")
-def bench_reason(
-    as_json: JsonOpt = False,
-    quick: Annotated[bool, typer.Option("--quick", help="a short smoke run")] = False,
-    runs: Annotated[int | None, typer.Option("--runs", help="sequential runs per engine")] = None,
-    batch: Annotated[int | None, typer.Option("--batch", help="prompts in the batch measurement")] = None,
-) -> None:
-    """Reasoning engine: overhead per step, checkpoint writes, batch throughput, vs LangGraph's loop."""
-    from toolmesh.cli.bench import run_bench
-
-    argv = (["--json"] if as_json else []) + (["--quick"] if quick else [])
-    if runs is not None:
-        argv += ["--runs", str(runs)]
-    if batch is not None:
-        argv += ["--batch", str(batch)]
-    raise typer.Exit(run_bench("reason", argv))
 
 
 # -- gateway ----------------------------------------------------------------------------
