@@ -11,6 +11,7 @@ import typer
 from toolmesh import __version__
 from toolmesh.cli.bench import bench_app
 from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, emit_json, fail, load, run_async
+from toolmesh.cli.migrate import migrate_command
 from toolmesh.cli.reason import reason_command
 from toolmesh.errors import (
     ConfigError,
@@ -260,6 +261,7 @@ def chat(
 
 # -- reason ---------------------------------------------------------------------------
 app.command("reason")(reason_command)
+app.command("migrate")(migrate_command)
 
 
 # -- eval -----------------------------------------------------------------------------
