@@ -21,6 +21,8 @@ from toolmesh.hub import Hub, ServerConfig
 
 def stdio_config(name: str = "fx", **kw: object) -> ServerConfig:
     cmd, args = fixture_stdio_args()
+    # A process start can take over the default 10 s on a loaded 2-core CI box.
+    kw.setdefault("connect_timeout", 30.0)
     return ServerConfig(name=name, command=cmd, args=args, **kw)  # type: ignore[arg-type]
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from toolmesh.llm.types import Usage
 from toolmesh.store import Store, UsageLedger
+
+pytest_plugins = ("store_engines",)  # store_url: each test on SQLite and on PostgreSQL
 
 DAY1 = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC).timestamp()
 DAY2 = DAY1 + 86400
@@ -47,8 +47,8 @@ def rec(ledger: UsageLedger, model: str, inp: int, out: int, *, tenant: str = "a
                   usage=Usage(inp, out), latency_ms=10.0, at=at)
 
 
-async def test_costs_exact_and_unpriced_is_null(tmp_path: Path) -> None:
-    db = tmp_path / "l.db"
+async def test_costs_exact_and_unpriced_is_null(store_url: str) -> None:
+    db = store_url
     async with Store(db) as store:
         ledger = UsageLedger(store, price, clock=Clock(DAY1))
         r = ledger.record(tenant="acme", user="ann", session="s1", model="cheap", provider="p",
@@ -57,14 +57,13 @@ async def test_costs_exact_and_unpriced_is_null(tmp_path: Path) -> None:
         u = ledger.record(tenant="acme", user="ann", session="s1", model="mystery", provider="p",
                           usage=Usage(5, 5), latency_ms=1)
         assert u.cost_usd is None and not u.priced
-    conn = sqlite3.connect(db)
-    rows = conn.execute("SELECT model, cost_usd, priced, request_id FROM usage ORDER BY id").fetchall()
-    conn.close()
+    async with Store(db) as store:  # read back through a new store: what reached the database
+        rows = await store.fetchall("SELECT model, cost_usd, priced, request_id FROM usage ORDER BY id")
     assert rows == [("cheap", 1000 * 2.0**-20 + 200 * 2.0**-18, 1, "r1"), ("mystery", None, 0, None)]
 
 
-async def test_reports_grouped(tmp_path: Path) -> None:
-    async with Store(tmp_path / "r.db") as store:
+async def test_reports_grouped(store_url: str) -> None:
+    async with Store(store_url) as store:
         ledger = UsageLedger(store, price, clock=Clock(DAY2))
         rec(ledger, "cheap", 1000, 100, at=DAY1)
         rec(ledger, "cheap", 3000, 300, at=DAY2, user="bob")
@@ -96,8 +95,8 @@ async def test_reports_grouped(tmp_path: Path) -> None:
             await ledger.report(("model; DROP TABLE usage",))
 
 
-async def test_spend_per_day_and_user_survives_reopen(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+async def test_spend_per_day_and_user_survives_reopen(store_url: str) -> None:
+    db = store_url
     clock = Clock(DAY2)
     async with Store(db) as store:
         ledger = UsageLedger(store, price, clock=clock)
@@ -125,8 +124,8 @@ async def test_spend_per_day_and_user_survives_reopen(tmp_path: Path) -> None:
         assert await ledger.spend("acme", "ann") == 0.0
 
 
-async def test_spend_exact_under_concurrent_recording(tmp_path: Path) -> None:
-    async with Store(tmp_path / "c.db", batch_rows=16) as store:
+async def test_spend_exact_under_concurrent_recording(store_url: str) -> None:
+    async with Store(store_url, batch_rows=16) as store:
         ledger = UsageLedger(store, price, clock=Clock(DAY1))
 
         async def user(n: int) -> None:
@@ -144,8 +143,8 @@ async def test_spend_exact_under_concurrent_recording(tmp_path: Path) -> None:
         assert [r["requests"] for r in rows] == [160] * 5
 
 
-async def test_savings_against_reference(tmp_path: Path) -> None:
-    async with Store(":memory:") as store:
+async def test_savings_against_reference(store_url: str) -> None:
+    async with Store(store_url) as store:
         ledger = UsageLedger(store, price, clock=Clock(DAY1))
         rec(ledger, "cheap", 4096, 1024)
         rec(ledger, "big", 1024, 256)
@@ -160,8 +159,8 @@ async def test_savings_against_reference(tmp_path: Path) -> None:
         assert unknown["reference_usd"] is None and unknown["savings_usd"] is None
 
 
-async def test_record_rejects_bad_input_and_keeps_rows() -> None:
-    async with Store(":memory:") as store:
+async def test_record_rejects_bad_input_and_keeps_rows(store_url: str) -> None:
+    async with Store(store_url) as store:
         ledger = UsageLedger(store, price)
         rec(ledger, "cheap", 1, 1)
         bad: list[tuple[dict[str, object], type[Exception], str]] = [
@@ -183,11 +182,11 @@ async def test_record_rejects_bad_input_and_keeps_rows() -> None:
             UsageLedger(store, "price")  # type: ignore[arg-type]
 
 
-async def test_pricing_failure_records_unpriced() -> None:
+async def test_pricing_failure_records_unpriced(store_url: str) -> None:
     def broken(model: str, usage: Usage) -> Cost:
         raise KeyError(model)
 
-    async with Store(":memory:") as store:
+    async with Store(store_url) as store:
         ledger = UsageLedger(store, broken)
         r = ledger.record(tenant="a", user="b", session=None, model="m", provider="p", usage=Usage(1, 1),
                           latency_ms=1)

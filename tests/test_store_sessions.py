@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from pathlib import Path
 
 import pytest
 
 from toolmesh.errors import RequestRejectedError
 from toolmesh.llm.types import Message, ToolCall
 from toolmesh.store import SessionStore, Store, UserLimits, message_from_dict, message_to_dict
+
+pytest_plugins = ("store_engines",)  # store_url: each store test on SQLite and on PostgreSQL
 
 
 class Clock:
@@ -43,8 +44,8 @@ def test_message_round_trip_exact() -> None:
         message_to_dict(Message("robot", "x"))  # type: ignore[arg-type]
 
 
-async def test_persist_and_reload_across_reopen(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+async def test_persist_and_reload_across_reopen(store_url: str) -> None:
+    db = store_url
     clock = Clock()
     async with Store(db) as store:
         sessions = SessionStore(store, clock=clock)
@@ -60,8 +61,8 @@ async def test_persist_and_reload_across_reopen(tmp_path: Path) -> None:
         assert (await sessions.get("acme", "ann", "c2")).history == []
 
 
-async def test_isolation_between_keys() -> None:
-    async with Store(":memory:") as store:
+async def test_isolation_between_keys(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store, max_sessions=2)  # small cache: most gets reload from disk
         keys = [("a:b", "c", "x"), ("a", "b:c", "x"), ("a", "b", "c:x"), ("acme", "ann", "x"), ("acme", "bob", "x"),
                 ("other", "ann", "x"), ("acme", "ann", "y")]
@@ -77,8 +78,8 @@ async def test_isolation_between_keys() -> None:
         assert [m.content for m in (await sessions.get("acme", "bob", "x")).history] == ["acme|bob|x"]
 
 
-async def test_concurrent_users_no_bleeding(tmp_path: Path) -> None:
-    async with Store(tmp_path / "c.db") as store:
+async def test_concurrent_users_no_bleeding(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store, max_sessions=7)
 
         async def user(u: int) -> None:
@@ -97,8 +98,8 @@ async def test_concurrent_users_no_bleeding(tmp_path: Path) -> None:
             assert (await fresh.get("t", f"u{u}", "conv")).history == (await sessions.get("t", f"u{u}", "conv")).history
 
 
-async def test_lru_evicts_and_reloads() -> None:
-    async with Store(":memory:") as store:
+async def test_lru_evicts_and_reloads(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store, max_sessions=3)
         for i in range(10):
             await sessions.append(await sessions.get("t", "u", f"c{i}"), [Message("user", str(i))])
@@ -109,8 +110,8 @@ async def test_lru_evicts_and_reloads() -> None:
         assert len(sessions) == 3
 
 
-async def test_held_session_keeps_identity_after_eviction() -> None:
-    async with Store(":memory:") as store:
+async def test_held_session_keeps_identity_after_eviction(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store, max_sessions=1)
         held = await sessions.get("t", "u", "a")
         await sessions.get("t", "u", "b")  # evicts "a" from the LRU
@@ -119,9 +120,9 @@ async def test_held_session_keeps_identity_after_eviction() -> None:
         assert again is held and [m.content for m in again.history] == ["late"]
 
 
-async def test_ttl_expiry_gives_fresh_session(tmp_path: Path) -> None:
+async def test_ttl_expiry_gives_fresh_session(store_url: str) -> None:
     clock = Clock()
-    db = tmp_path / "ttl.db"
+    db = store_url
     async with Store(db) as store:
         sessions = SessionStore(store, ttl=60, clock=clock)
         s = await sessions.get("t", "u", "c")
@@ -140,9 +141,9 @@ async def test_ttl_expiry_gives_fresh_session(tmp_path: Path) -> None:
         assert (await sessions.get("t", "u", "c")).history == []
 
 
-async def test_purge_expired() -> None:
+async def test_purge_expired(store_url: str) -> None:
     clock = Clock()
-    async with Store(":memory:") as store:
+    async with Store(store_url) as store:
         sessions = SessionStore(store, ttl=10, clock=clock)
         await sessions.append(await sessions.get("t", "u", "old"), [Message("user", "x")])
         clock.t += 11
@@ -151,8 +152,8 @@ async def test_purge_expired() -> None:
         assert await store.fetchone("SELECT COUNT(*) FROM messages") == (1,)
 
 
-async def test_replace_history_archives_old_turns() -> None:
-    async with Store(":memory:") as store:
+async def test_replace_history_archives_old_turns(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store)
         s = await sessions.get("t", "u", "c")
         await sessions.append(s, turn(1) + turn(2))
@@ -167,8 +168,8 @@ async def test_replace_history_archives_old_turns() -> None:
         assert await store.fetchone("SELECT COUNT(*) FROM session_archive") == (0,)
 
 
-async def test_bad_input_changes_nothing() -> None:
-    async with Store(":memory:") as store:
+async def test_bad_input_changes_nothing(store_url: str) -> None:
+    async with Store(store_url) as store:
         sessions = SessionStore(store)
         s = await sessions.get("t", "u", "c")
         await sessions.append(s, [Message("user", "keep")])

@@ -18,6 +18,9 @@ admitted and spend still never passes the limit.
 :class:`Budget` is the in-process implementation of :class:`BudgetScope`; a shared
 implementation (e.g. Redis, for several gateway workers) fills the same Protocol and is
 handed to :class:`DailySpend` as its ``scope_factory``, with :class:`BudgetSet` unchanged.
+Such a :class:`SharedScope` answers the synchronous checks from its view of the shared store,
+and its :attr:`~SharedScope.store` confirms each reservation there (one round trip for all the
+scopes of a call that share a store) before :meth:`BudgetSet.reserve_call` returns it.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from toolmesh.errors import BudgetExceededError
 
 __all__ = ["Budget", "BudgetScope", "BudgetSet", "CallAsk", "DailySpend", "Headroom", "Reservation",
-           "ScopeFactory", "SpendBudgets"]
+           "ScopeFactory", "ScopeStore", "SharedScope", "SpendBudgets"]
 
 #: Tolerance of cost comparisons (sums of float prices).
 COST_EPSILON = 1e-12
@@ -47,6 +50,8 @@ class Reservation:
     cost: float = 0.0
     steps: int = 0
     done: bool = False
+    #: Its id in a shared store (set by the store; idempotency of holds and settlements).
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,29 @@ class BudgetScope(Protocol):
 
     def report(self) -> dict[str, Any]:
         """JSON-ready usage and limits."""
+        ...
+
+
+class ScopeStore(Protocol):
+    """Where :class:`SharedScope` usage is kept for several processes (e.g. Redis)."""
+
+    async def confirm(self, scopes: Sequence[SharedScope], r: Reservation) -> bool:
+        """Hold ``r``, already held locally on ``scopes``, in the store too: all or none, in one
+        round trip. False when the store refuses (the scopes then show why in :meth:`~BudgetScope.check`);
+        raises :class:`~toolmesh.errors.StateUnavailableError` when the store cannot be reached."""
+        ...
+
+
+@runtime_checkable
+class SharedScope(BudgetScope, Protocol):
+    """A :class:`BudgetScope` kept in a store several processes share; :class:`BudgetSet` confirms
+    each local hold through :attr:`store` before the call may go ahead."""
+
+    @property
+    def store(self) -> ScopeStore: ...
+
+    def seed(self, spent: float) -> None:
+        """Spend already recorded elsewhere (the ledger): the shared count is never below it."""
         ...
 
 
@@ -236,6 +264,11 @@ class BudgetSet:
 
     def __init__(self, budgets: Sequence[BudgetScope]) -> None:
         self.budgets = [b for b in budgets if b.limited]
+        # Scopes kept in a shared store, grouped by store: one confirmation round trip per store.
+        self._shared: dict[int, tuple[ScopeStore, list[SharedScope]]] = {}
+        for b in self.budgets:
+            if isinstance(b, SharedScope):
+                self._shared.setdefault(id(b.store), (b.store, []))[1].append(b)
 
     def reserve(self, tokens: int, cost: float, steps: int) -> Reservation:
         """Hold ``tokens``/``cost``/``steps`` on every scope now, or raise :class:`BudgetExceededError`."""
@@ -259,7 +292,10 @@ class BudgetSet:
         while True:
             granted = self._fit(ask, reserved=True)
             if granted is not None:
-                return self.reserve(ask.input_tokens + granted, ask.cost(granted), ask.steps), granted
+                r = self.reserve(ask.input_tokens + granted, ask.cost(granted), ask.steps)
+                if not self._shared or await self._confirm(r):
+                    return r, granted
+                # A shared store refused (other processes' spend or holds): its scopes now say why.
             left = deadline - loop.time()
             blocker = self._blocking_reservations(ask)
             if blocker is None or left <= 0:
@@ -269,6 +305,18 @@ class BudgetSet:
                            "no headroom left")
                 raise BudgetExceededError(f"budget exceeded: {why}", report=self.report())
             await blocker.settled(left)
+
+    async def _confirm(self, r: Reservation) -> bool:
+        """Confirm a local hold in every shared store; on a refusal or an error it is released."""
+        try:
+            for store, scopes in self._shared.values():
+                if not await store.confirm(scopes, r):
+                    self.release(r)
+                    return False
+        except BaseException:
+            self.release(r)
+            raise
+        return True
 
     def _fit(self, ask: CallAsk, *, reserved: bool) -> int | None:
         """Output tokens that fit every scope now, or None when fewer than the minimum fit."""
@@ -389,5 +437,7 @@ class DailySpend:
                                                             f"daily spend of {who}", limit)
                 if seed is not None and isinstance(b, Budget):
                     b.used_cost = float(seed(tenant, key[1], day) or 0.0)
+                elif seed is not None and isinstance(b, SharedScope):
+                    b.seed(float(seed(tenant, key[1], day) or 0.0))
             out.append(b)
         return out

@@ -17,7 +17,7 @@ Config sections used (all optional)::
     models: {...}                  # overrides of the model registry (prices, context windows)
     agent: {...}                   # AgentConfig fields (budgets, limits, mode, ...)
     guard: {action: flag, threshold: 0.5, tenants: {acme: {action: block}}}
-    store: {path: ~/.toolmesh/toolmesh.db}
+    store: {url: sqlite:///~/.toolmesh/toolmesh.db}   # or postgresql://user:pass@host:5432/db
 
 With no ``llm`` section the embedded local model is used (offline demo default).
 """
@@ -72,10 +72,13 @@ def _home() -> Path:
     return Path(os.environ.get("TOOLMESH_HOME") or Path.home() / ".toolmesh")
 
 
-def store_location(config: ToolmeshConfig) -> Path:
-    """The SQLite store of a configuration: ``store.path`` or ``$TOOLMESH_HOME/toolmesh.db``."""
-    path = config.section("store").get("path")
-    return Path(os.path.expanduser(str(path))) if path else _home() / "toolmesh.db"
+def store_location(config: ToolmeshConfig) -> str | Path:
+    """The store of a configuration: ``store.url`` (SQLite or PostgreSQL), ``store.path`` or
+    ``$TOOLMESH_HOME/toolmesh.db``."""
+    from toolmesh.store.sql import StoreSettings
+
+    location = StoreSettings.from_section(config.section("store"), config.source).location
+    return location if location is not None else _home() / "toolmesh.db"
 
 
 def make_provider(spec: dict[str, Any]) -> Provider:
@@ -141,7 +144,10 @@ async def build_agent(
         first = exc.errors()[0]
         key = "agent." + ".".join(str(p) for p in first["loc"])
         raise ConfigError(first["msg"], key=key, source=config.source) from None
-    store = Store(store_path or store_location(config))
+    from toolmesh.store.sql import StoreSettings
+
+    buffer_rows = StoreSettings.from_section(config.section("store"), config.source).buffer_rows
+    store = Store(store_path or store_location(config), buffer_rows=buffer_rows)
     hub = hub if hub is not None else Hub()
     for tenant, servers in config.tenants.items():
         await hub.register_many(servers, tenant=tenant)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from toolmesh.agent.budget import DailySpend
 from toolmesh.agent.factory import AgentStack, build_agent
 from toolmesh.errors import ServerNotFoundError
 from toolmesh.gateway.auth import ANONYMOUS, EdgeLimits, KeyRing, Principal, SharedEdgeLimits
@@ -24,6 +25,7 @@ from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.store.limits import UserLimits
+from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.redis_circuits import SharedCircuits
 from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import SharedLimiter
@@ -85,6 +87,8 @@ class Gateway:
         self.shared_events: SharedEvents | None = None
         #: Set with ``state.url``: the circuit breakers' state, mirrored from Redis.
         self.shared_circuits: SharedCircuits | None = None
+        #: Set with ``state.url`` and a daily spend budget: its reservations held in Redis.
+        self.shared_spend: SharedSpend | None = None
         self.auth = settings.auth
         self.ready = False
         self.draining = False
@@ -138,6 +142,10 @@ class Gateway:
         if isinstance(local, UserLimits):
             self.agent.user_limits = SharedUserLimits(limiter, local.max_concurrent_runs, local.requests_per_minute,
                                                       window=local.window, lease=state.lease)
+        spend = self.agent.spend
+        if isinstance(spend, DailySpend) and (spend.per_user is not None or spend.per_tenant is not None):
+            # Daily spend reserved and settled in Redis: one budget for the whole fleet.
+            spend.scope_factory = self.shared_spend = SharedSpend(self.shared_state, lease=state.lease)
         events = self.shared_events = SharedEvents(self.shared_state)
         events.on("key-revoked", self._key_revoked)
         events.on_resync(self._forget_keys)
@@ -185,7 +193,7 @@ class Gateway:
         fresh = secrets.token_urlsafe(32)
         # First writer wins: every worker then reads the same value back.
         await self.store.execute(
-            "INSERT OR IGNORE INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?)",
+            "INSERT INTO checkpoints (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
             (_SECRET_KEY, orjson.dumps(fresh), time.time()),
         )
         found = await self.store.get_checkpoint(_SECRET_KEY)
@@ -250,6 +258,8 @@ class Gateway:
         if self.shared_circuits is not None:
             await self.shared_circuits.aclose()
         await self.stack.aclose()
+        if self.shared_spend is not None:
+            await self.shared_spend.aclose()
         if self.shared_limiter is not None:
             await self.shared_limiter.aclose()
         if self.shared_state is not None:

@@ -1,4 +1,4 @@
-"""The embedded store (STO-1): SQLite-backed ledger, sessions, checkpoints, API keys and audit log."""
+"""The store (STO-1, STO-2): ledger, sessions, checkpoints, API keys and audit log on SQLite or PostgreSQL."""
 
 from toolmesh.store.ledger import UsageLedger, UsageRecord
 from toolmesh.store.limits import UserLimits

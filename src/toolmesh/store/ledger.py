@@ -267,7 +267,7 @@ def _ts(t: float | int | dt.datetime | dt.date) -> float:
 
 def _where(tenant: str | None, user: str | None, session: str | None, model: str | None,
            since: TimeArg, until: TimeArg) -> tuple[str, tuple[Any, ...]]:
-    clauses: list[str] = ["1"]
+    clauses: list[str] = ["1 = 1"]
     params: list[Any] = []
     for col, val in (("tenant", tenant), ("user", user), ("session", session), ("model", model)):
         if val is not None:

@@ -11,7 +11,6 @@ for ``ttl`` seconds is expired: ``get`` then deletes it and returns a fresh one.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import weakref
 from collections import OrderedDict
@@ -23,7 +22,7 @@ import orjson
 
 from toolmesh.llm.types import Message, ToolCall
 from toolmesh.store.limits import UserLimits
-from toolmesh.store.sqlite import Store, transaction
+from toolmesh.store.sqlite import Connection, Store, transaction
 
 __all__ = ["Session", "SessionStore", "UserLimits", "message_from_dict", "message_to_dict"]
 
@@ -114,7 +113,7 @@ _UPSERT = ("INSERT INTO sessions (tenant, user, conversation, created_at, update
 _BY_KEY = "tenant = ? AND user = ? AND conversation = ?"
 
 
-def _upsert(conn: sqlite3.Connection, key: SessionKey, created: float, now: float) -> int:
+def _upsert(conn: Connection, key: SessionKey, created: float, now: float) -> int:
     sid: int = conn.execute(_UPSERT, (*key, created, now)).fetchone()[0]
     return sid
 
@@ -182,7 +181,7 @@ class SessionStore:
             del self._loading[key]
 
     async def _load(self, key: SessionKey) -> Session:
-        def job(conn: sqlite3.Connection) -> tuple[float, float, list[bytes]] | None:
+        def job(conn: Connection) -> tuple[float, float, list[bytes]] | None:
             row = conn.execute(f"SELECT id, created_at, updated_at FROM sessions WHERE {_BY_KEY}", key).fetchone()
             if row is None:
                 return None
@@ -208,8 +207,8 @@ class SessionStore:
             now = self._clock()
             key, created = session.key, session.created_at
 
-            def job(conn: sqlite3.Connection) -> None:
-                def tx(c: sqlite3.Connection) -> None:
+            def job(conn: Connection) -> None:
+                def tx(c: Connection) -> None:
                     sid = _upsert(c, key, created, now)
                     c.executemany("INSERT INTO messages (session_id, data) VALUES (?, ?)", [(sid, b) for b in blobs])
                 transaction(conn, tx)
@@ -231,8 +230,8 @@ class SessionStore:
             now = self._clock()
             key, created = session.key, session.created_at
 
-            def job(conn: sqlite3.Connection) -> None:
-                def tx(c: sqlite3.Connection) -> None:
+            def job(conn: Connection) -> None:
+                def tx(c: Connection) -> None:
                     sid = _upsert(c, key, created, now)
                     old = [r[0] for r in c.execute("SELECT data FROM messages WHERE session_id = ? ORDER BY id",
                                                    (sid,))]

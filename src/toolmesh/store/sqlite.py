@@ -1,15 +1,24 @@
-"""The embedded store (STO-1): one SQLite file, one writer thread, an async API.
+"""The store (STO-1, STO-2): one connection, one writer thread, an async API, on SQLite or PostgreSQL.
+
+``Store(path)`` opens a SQLite file; ``Store("postgresql://user:pass@host/db")`` (or
+``sqlite:///path``) picks the engine by URL, behind the same API, so callers never know
+which one runs (SQL in the shared subset, see :mod:`toolmesh.store.sql`).
 
 All statements run on a single connection owned by a dedicated thread, so the event
-loop never waits on disk and SQLite never sees two writers from this process. The
-database is in WAL mode with ``synchronous=NORMAL`` (durable across process crashes;
-a power cut may lose the last transactions).
+loop never waits on disk or network. SQLite is in WAL mode with ``synchronous=NORMAL``
+(durable across process crashes; a power cut may lose the last transactions).
 
 High-volume rows (usage ledger, audit log) go through :meth:`Store.enqueue`: they are
 validated at once, acknowledged, and written in batches (every ``batch_rows`` rows or
 ``batch_interval`` seconds). Every other operation first writes the pending batch, so
 reads see everything acknowledged before them; :meth:`flush` and :meth:`aclose`
 persist everything. A failing row is logged and skipped, never the batch around it.
+
+When PostgreSQL is unreachable, queued rows wait in memory, at most ``buffer_rows`` of
+them (default 100,000), and are written when it answers again (tried every 0.25 s to
+5 s); rows queued past the bound are dropped, counted in :attr:`Store.dropped_rows` and
+logged. Other operations fail at once with :class:`~toolmesh.errors.StateUnavailableError`
+meanwhile, rather than wait.
 """
 
 from __future__ import annotations
@@ -19,7 +28,6 @@ import atexit
 import logging
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
@@ -31,18 +39,22 @@ from typing import Any, TypeVar
 
 import orjson
 
-from toolmesh.store.schema import MIGRATIONS, SCHEMA_VERSION
+from toolmesh.errors import StateUnavailableError
+from toolmesh.store import postgres
+from toolmesh.store.schema import SCHEMA_VERSION
+from toolmesh.store.sql import BUFFER_ROWS, Connection, Engine, SqlValue, check_params, parse_url, transaction
+from toolmesh.store.sqlite_conn import insert_many, open_sqlite, sqlite_insert_id
 
-__all__ = ["SCHEMA_VERSION", "Store", "default_path"]
+__all__ = ["SCHEMA_VERSION", "Connection", "Store", "default_path", "transaction"]
 
 log = logging.getLogger("toolmesh.store")
 T = TypeVar("T")
-SqlValue = None | int | float | str | bytes
-_SQL_TYPES = (type(None), int, float, str, bytes)
 
 
 AUDIT_SQL = ("INSERT INTO audit (at, tenant, user, server, tool, arguments_hash, status, latency_ms,"
               " request_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+_RETRY_MIN, _RETRY_MAX = 0.25, 5.0
 
 
 def default_path() -> Path:
@@ -70,33 +82,17 @@ _STOP = _Stop()
 
 
 
-def _enable_wal(conn: sqlite3.Connection, wait: float = 10.0) -> None:
-    """Switch to WAL, retrying while another process holds the file.
-
-    Switching the journal mode can fail with "database is locked" at once, without the
-    busy handler, while another process is switching it or migrating (gateway workers
-    opening a new store together)."""
-    deadline = time.monotonic() + wait
-    delay = 0.005
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-
 class Store:
-    """The embedded SQLite store. Use ``async with Store(path) as store`` or call :meth:`aclose`.
+    """The store. Use ``async with Store(path_or_url) as store`` or call :meth:`aclose`.
 
     ``path`` defaults to :func:`default_path` (never the working directory); ``":memory:"``
-    gives a private in-memory database (tests).
+    gives a private in-memory database (tests); a ``sqlite:///…`` or ``postgresql://…`` URL
+    picks the engine. ``buffer_rows`` bounds the queued rows kept while the database is
+    unreachable (see the module doc).
     """
 
     def __init__(self, path: str | Path | None = None, *, batch_rows: int = 512,
-                 batch_interval: float = 0.05) -> None:
+                 batch_interval: float = 0.05, buffer_rows: int = BUFFER_ROWS) -> None:
         if path is not None and not isinstance(path, (str, Path)):
             raise TypeError(f"path must be str, Path or None, not {type(path).__name__}")
         if str(path) == "":
@@ -105,76 +101,120 @@ class Store:
             raise ValueError("batch_rows must be a positive int")
         if not isinstance(batch_interval, (int, float)) or not 0 < batch_interval < 3600:
             raise ValueError("batch_interval must be a positive number of seconds")
-        self.path: str = ":memory:" if str(path) == ":memory:" else str(path or default_path())
+        if not isinstance(buffer_rows, int) or isinstance(buffer_rows, bool) or buffer_rows < batch_rows:
+            raise ValueError("buffer_rows must be an int >= batch_rows")
+        engine: Engine = "sqlite"
+        location = ":memory:" if str(path) == ":memory:" else str(path or default_path())
+        if isinstance(path, str) and "://" in path:
+            engine, location = parse_url(path)
+        self.engine: Engine = engine
+        #: The SQLite file (or ``:memory:``), or the PostgreSQL URL.
+        self.path: str = location
+        #: Where the store is, for messages (a PostgreSQL URL without its password).
+        self.where = postgres.redact(location) if engine == "postgresql" else location
         #: Distinguishes rows written by this open store from older ones (see UsageLedger).
         self.epoch = f"{os.getpid()}-{time.time_ns()}"
         self._batch_rows = batch_rows
         self._interval = float(batch_interval)
+        self._buffer_rows = buffer_rows
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: list[tuple[str, tuple[SqlValue, ...]]] = []
         self._pending_since = 0.0
         self._lock = threading.Lock()
         self._closed = False
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
         self._open_error: BaseException | None = None
+        self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._retry_at = 0.0
+        self._retry_delay = _RETRY_MIN
+        #: Rows dropped because the buffer was full while the database was unreachable.
+        self.dropped_rows = 0
+        #: Times the database was found unreachable.
+        self.outages = 0
+        self._dropped_logged = 0.0
         self._thread = threading.Thread(target=self._main, name="toolmesh-store", daemon=True)
         self._thread.start()
         _open_stores.add(self)
 
     async def __aenter__(self) -> Store:
-        await self.run(lambda conn: None)
+        try:
+            await self.run(lambda conn: None)
+        except BaseException:
+            await self.aclose()  # not entered: nobody else would stop the thread
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @property
+    def available(self) -> bool:
+        """False while the database is unreachable (rows then wait in the buffer)."""
+        return self._conn is not None
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows acknowledged and not yet written."""
+        return len(self._pending)
+
     # -- the writer thread -----------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        conn.execute("PRAGMA busy_timeout=10000")
-        _enable_wal(conn)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        try:
-            self._migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def _open(self) -> Any:
+        if self.engine == "postgresql":
+            import psycopg
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        # Several processes (gateway workers) may open a fresh file at once: the version is
-        # read again under the write lock, so only the first one migrates.
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: schema version {version} is newer than this toolmesh ({SCHEMA_VERSION})")
-            for v in range(version, SCHEMA_VERSION):
-                for stmt in MIGRATIONS[v].split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            self._errors = (psycopg.Error,)
+            pg = postgres.connect(self.path)
+            try:
+                postgres.migrate(pg, self.where)
+            except BaseException:
+                pg.close()
+                raise
+            return pg
+        return open_sqlite(self.path)
 
-    def _main(self) -> None:
+    def _connect(self) -> Any:
+        """The connection, (re)opening it when due; None while the database is unreachable."""
+        if self._conn is not None or self._open_error is not None or time.monotonic() < self._retry_at:
+            return self._conn
         try:
             self._conn = self._open()
-        except BaseException as e:  # reported by every call
-            self._open_error = e
+        except BaseException as e:
+            if self.engine != "postgresql" or not postgres.is_disconnect(e):
+                self._open_error = e  # a bad path or schema: reported by every call
+                return None
+            self._down(e)
+            return None
+        if self._retry_delay > _RETRY_MIN:
+            log.warning("store %s reachable again; writing %d buffered rows", self.where, len(self._pending))
+        self._retry_delay = _RETRY_MIN
+        return self._conn
+
+    def _down(self, exc: BaseException) -> None:
+        """The database stopped answering: drop the connection, retry later (backing off)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken
+                pass
+            self._conn = None
+        if self._retry_delay == _RETRY_MIN:
+            self.outages += 1
+            log.error("store %s unreachable (%s); %d rows buffered, retrying", self.where,
+                      str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                      len(self._pending))
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+
+    def _main(self) -> None:
+        self._connect()
         while True:
             timeout = None
             if self._pending:
-                timeout = max(0.0, self._pending_since + self._interval - time.monotonic())
+                due = self._pending_since + self._interval
+                if self._conn is None and self._open_error is None:
+                    due = max(due, self._retry_at)
+                timeout = max(0.0, due - time.monotonic())
             try:
                 job = self._jobs.get(timeout=timeout)
             except queue.Empty:
@@ -184,31 +224,51 @@ class Store:
                 if len(self._pending) >= self._batch_rows:
                     self._write_pending()
                 continue
-            self._write_pending()
             if job is _STOP:
+                self._retry_at = 0.0  # one last attempt
+                self._write_pending()
+                if self._pending:
+                    log.error("store %s closed while unreachable: %d buffered rows lost", self.where,
+                              len(self._pending))
+                    self.dropped_rows += len(self._pending)
                 if self._conn is not None:
                     self._conn.close()
                 return
+            self._write_pending()
             fn, fut = job
             if not fut.set_running_or_notify_cancel():
                 continue
-            if self._open_error is not None:
-                fut.set_exception(RuntimeError(f"store {self.path} could not be opened: {self._open_error}"))
+            conn = self._connect()
+            if conn is None:
+                if self._open_error is not None:
+                    fut.set_exception(RuntimeError(f"store {self.where} could not be opened: {self._open_error}"))
+                else:
+                    fut.set_exception(StateUnavailableError(f"store {self.where} is unreachable; retrying"))
                 continue
-            assert self._conn is not None
             try:
-                fut.set_result(fn(self._conn))
+                fut.set_result(fn(conn))
             except BaseException as e:
-                fut.set_exception(e)
+                if self.engine == "postgresql" and postgres.is_disconnect(e):
+                    self._down(e)
+                    err = StateUnavailableError(f"store {self.where} is unreachable: {e}")
+                    err.__cause__ = e
+                    fut.set_exception(err)
+                else:
+                    fut.set_exception(e)
 
     def _write_pending(self) -> None:
         with self._lock:
             rows, self._pending = self._pending, []
-        if not rows or self._conn is None:
-            if rows:
-                log.error("store %s unavailable: %d queued rows dropped", self.path, len(rows))
+        if not rows:
             return
-        conn = self._conn
+        conn = self._connect()
+        if conn is None:
+            if self._open_error is not None:
+                log.error("store %s unavailable: %d queued rows dropped", self.where, len(rows))
+                self.dropped_rows += len(rows)
+            else:
+                self._requeue(rows)
+            return
         try:
             conn.execute("BEGIN")
             # Runs of rows with the same statement go through executemany (one C loop instead of
@@ -223,35 +283,65 @@ class Store:
                 self._write_run(conn, sql, [r[1] for r in rows[start:end]])
                 start = end
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except self._errors as e:
+            if self.engine == "postgresql" and postgres.is_disconnect(e):
+                self._down(e)
+                self._requeue(rows)  # written when the database answers again
+                return
             log.exception("store: batch of %d rows failed", len(rows))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
-    @staticmethod
-    def _write_run(conn: sqlite3.Connection, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
+    def _requeue(self, rows: list[tuple[str, tuple[SqlValue, ...]]]) -> None:
+        """Put unwritten rows back in front of the queue, within the buffer bound (oldest kept)."""
+        with self._lock:
+            merged = rows + self._pending
+            over = len(merged) - self._buffer_rows
+            if over > 0:
+                merged = merged[:self._buffer_rows]
+                self.dropped_rows += over
+            self._pending = merged
+            self._pending_since = time.monotonic()
+        if over > 0:
+            log.error("store %s unreachable: buffer full (%d rows), %d rows dropped", self.where,
+                      self._buffer_rows, over)
+
+    def _write_run(self, conn: Any, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
+        errors = self._errors
         if len(params) > 1:
             conn.execute("SAVEPOINT run")
             try:
-                _insert_many(conn, sql, params)
+                if isinstance(conn, postgres.PgConnection):
+                    conn.insert_rows(sql, params)
+                else:
+                    insert_many(conn, sql, params)
                 conn.execute("RELEASE run")
                 return
-            except sqlite3.Error:
+            except errors as e:
+                if self.engine == "postgresql" and postgres.is_disconnect(e):
+                    raise
                 conn.execute("ROLLBACK TO run")
                 conn.execute("RELEASE run")
         for p in params:
+            conn.execute("SAVEPOINT one")  # PostgreSQL aborts the whole transaction on an error otherwise
             try:
                 conn.execute(sql, p)
-            except sqlite3.Error as e:  # skip the bad row, keep the others
+                conn.execute("RELEASE one")
+            except errors as e:  # skip the bad row, keep the others
+                if self.engine == "postgresql" and postgres.is_disconnect(e):
+                    raise
+                conn.execute("ROLLBACK TO one")
+                conn.execute("RELEASE one")
                 log.error("store: row rejected (%s): %s %r", e, sql.split("(")[0], p)
 
     # -- the async API ---------------------------------------------------------------------
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(connection)`` on the writer thread (after any pending batch) and return its result.
 
         The connection is in autocommit mode: ``fn`` manages its own transaction (see
-        :func:`transaction`). Never keep the connection beyond the call.
+        :func:`transaction`). Never keep the connection beyond the call. Raises
+        :class:`~toolmesh.errors.StateUnavailableError` while PostgreSQL is unreachable.
         """
         if self._closed:
             raise RuntimeError("store is closed")
@@ -261,22 +351,23 @@ class Store:
 
     async def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> int:
         """Run one write statement in its own transaction; returns the number of rows changed."""
-        p = _check_params(params)
+        p = check_params(params)
         return await self.run(lambda conn: conn.execute(sql, p).rowcount)
 
     async def insert(self, sql: str, params: Sequence[SqlValue] = ()) -> int:
         """Run one INSERT in its own transaction; returns the new row's id."""
-        p = _check_params(params)
-        return await self.run(lambda conn: conn.execute(sql, p).lastrowid or 0)
+        p = check_params(params)
+        insert = postgres.insert_id if self.engine == "postgresql" else sqlite_insert_id
+        return await self.run(lambda conn: insert(conn, sql, p))
 
     async def fetchall(self, sql: str, params: Sequence[SqlValue] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return all rows."""
-        p = _check_params(params)
+        p = check_params(params)
         return await self.run(lambda conn: conn.execute(sql, p).fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[SqlValue] = ()) -> tuple[Any, ...] | None:
         """Run a query and return its first row, or None."""
-        p = _check_params(params)
+        p = check_params(params)
         row: tuple[Any, ...] | None = await self.run(lambda conn: conn.execute(sql, p).fetchone())
         return row
 
@@ -284,19 +375,31 @@ class Store:
         """Queue a write for the next batch (validated now; persisted by ``flush``/``aclose`` at the latest)."""
         if self._closed:
             raise RuntimeError("store is closed")
-        self.enqueue_trusted(sql, _check_params(params))
+        self.enqueue_trusted(sql, check_params(params))
 
     def enqueue_trusted(self, sql: str, params: tuple[SqlValue, ...]) -> None:
         """:meth:`enqueue` for parameters whose types the caller has already checked."""
         if self._closed:
             raise RuntimeError("store is closed")
         with self._lock:
-            self._pending.append((sql, params))
             n = len(self._pending)
+            if n >= self._buffer_rows and self._conn is None:  # bounded while the database is unreachable
+                self._drop_one()
+                return
+            self._pending.append((sql, params))
+            n += 1
             if n == 1:
                 self._pending_since = time.monotonic()
         if n == 1 or n >= self._batch_rows:
             self._jobs.put(_WAKE)  # arm the batch timer, or flush a full batch now
+
+    def _drop_one(self) -> None:
+        self.dropped_rows += 1
+        now = time.monotonic()
+        if now - self._dropped_logged >= 10.0:  # one line per 10 s, however many rows
+            self._dropped_logged = now
+            log.error("store %s unreachable and its buffer full (%d rows): dropping rows (%d so far)",
+                      self.where, self._buffer_rows, self.dropped_rows)
 
     async def flush(self) -> None:
         """Persist every queued row."""
@@ -383,61 +486,6 @@ class Store:
         keys = ("at", "tenant", "user", "server", "tool", "arguments_hash", "status", "latency_ms", "request_id",
                 "error")
         return [dict(zip(keys, r, strict=True)) for r in rows]
-
-
-_VALUES = re.compile(r"^(\s*INSERT\s.*?\bVALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))\s*$", re.I | re.S)
-_MULTI: dict[tuple[str, int], str] = {}
-
-
-def _insert_many(conn: sqlite3.Connection, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
-    """Insert many rows of one ``INSERT ... VALUES (?, ...)`` as multi-row statements.
-
-    One statement per chunk means one ``sqlite3_step`` (one GIL release and re-acquire) per
-    chunk instead of per row: with the event loop busy in the main thread, per-row GIL hand-offs
-    made the writer thread cost a gateway ~100 µs per audited call. Other statements use
-    ``executemany``."""
-    m = _VALUES.match(sql)
-    if m is None:
-        conn.executemany(sql, params)
-        return
-    width = m.group(2).count("?")
-    chunk = 1 << max(0, min(8, (32_000 // max(width, 1)).bit_length() - 1))  # a power of two ≤ 256
-    # Chunks of power-of-two sizes: a few prepared statements per INSERT, reused batch after batch.
-    start = 0
-    while start < len(params):
-        size = chunk
-        while size > len(params) - start:
-            size >>= 1
-        part = params[start:start + size]
-        start += size
-        key = (sql, size)
-        stmt = _MULTI.get(key)
-        if stmt is None:
-            stmt = m.group(1) + ", ".join([m.group(2)] * len(part))
-            if len(_MULTI) < 1024:
-                _MULTI[key] = stmt
-        conn.execute(stmt, [v for row in part for v in row])
-
-
-def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _check_params(params: Sequence[SqlValue]) -> tuple[SqlValue, ...]:
-    if not isinstance(params, (tuple, list)):
-        raise TypeError(f"params must be a tuple or list, not {type(params).__name__}")
-    for v in params:
-        if not isinstance(v, _SQL_TYPES):
-            raise TypeError(f"unsupported SQL parameter type {type(v).__name__}: {v!r:.80}")
-    return tuple(params)
 
 
 def _check_str(name: str, value: object) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,9 +30,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from toolmesh.gateway.admin.upstreams import RESOLVER_KEY, connect_guard
 from toolmesh.gateway.state import Gateway
 from toolmesh.hub.config import ServerConfig
-from toolmesh.store.sqlite import transaction
+from toolmesh.store.sqlite import Connection, transaction
 
 __all__ = ["Overlay"]
 
@@ -51,7 +51,7 @@ def _empty() -> Doc:
     return {"version": 0, "servers": {}, "routing": None}
 
 
-def _read(conn: sqlite3.Connection) -> Doc:
+def _read(conn: Connection) -> Doc:
     row = conn.execute(_SQL_GET, (_KEY,)).fetchone()
     if row is None:
         return _empty()
@@ -113,8 +113,8 @@ class Overlay:
         """Run ``mutate(doc)`` on the stored overlay in one transaction (it may raise to abort),
         bump the version, store it, and apply it here. Returns what ``mutate`` returned."""
 
-        def job(conn: sqlite3.Connection) -> tuple[Doc, Any]:
-            def tx(c: sqlite3.Connection) -> tuple[Doc, Any]:
+        def job(conn: Connection) -> tuple[Doc, Any]:
+            def tx(c: Connection) -> tuple[Doc, Any]:
                 doc = _read(c)
                 result = mutate(doc)
                 doc["version"] = int(doc.get("version", 0)) + 1
@@ -159,6 +159,9 @@ class Overlay:
         existing = self.gw.hub.servers(tenant=tenant).get(cfg.name)
         if existing is not None and existing.config.model_dump() == cfg.model_dump():
             return
+        if cfg.url is not None:  # every connection checks its address again (DNS rebinding)
+            guard = connect_guard(self.gw.settings, self.gw.extras.get(RESOLVER_KEY))
+            cfg = cfg.model_copy(update={"connect_guard": guard})
         # The Gateway's helpers also handle the server's handshake-era twin connection.
         await self.gw.register_server(cfg, tenant)
 

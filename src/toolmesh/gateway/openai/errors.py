@@ -13,6 +13,7 @@ from toolmesh.errors import (
     ProviderUnavailableError,
     RateLimitedError,
     RequestRejectedError,
+    StateUnavailableError,
     UnknownModelError,
 )
 from toolmesh.gateway.errors import ApiError
@@ -48,6 +49,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), code="request_rejected")
     if isinstance(exc, BudgetExceededError):
         return budget_error(exc)
+    if isinstance(exc, StateUnavailableError):  # spend budgets kept in an unreachable Redis
+        return ApiError(503, str(exc), "api_error", code="shared_state_unavailable", retry_after=1.0)
     if isinstance(exc, LLMError):
         return _llm_error(exc)
     if isinstance(exc, ValueError):  # e.g. the agent refusing an empty question

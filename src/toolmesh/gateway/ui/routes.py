@@ -157,7 +157,8 @@ class Dashboard:
         max_runs = getattr(local, "max_concurrent_runs", None)
         rpm = getattr(local, "requests_per_minute", None)
         recent = await gw.store.fetchall(
-            "SELECT user, SUM(at >= ?), COUNT(*), MAX(at) FROM usage WHERE tenant = ? AND at >= ? GROUP BY user",
+            "SELECT user, SUM(CASE WHEN at >= ? THEN 1 ELSE 0 END), COUNT(*), MAX(at) FROM usage"
+            " WHERE tenant = ? AND at >= ? GROUP BY user",
             (now - 60, tenant, now - 3600))
         sessions = await gw.store.fetchall(
             "SELECT user, COUNT(*), MAX(updated_at) FROM sessions WHERE tenant = ? AND updated_at >= ? GROUP BY user",
