@@ -101,7 +101,7 @@ async def _rpc(c: httpx.AsyncClient, key: str, sid: str, method: str, params: di
 
 async def _events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
     async for line in lines:
-        if line.startswith("data: "):
+        if line.startswith("data: ") and line[6:].strip():  # (a priming event has empty data)
             yield json.loads(line[6:])
 
 

@@ -234,7 +234,7 @@ async def _wait_marker(marker: Path) -> str:
 
 async def _first_sse_event(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     async for line in resp.content:
-        if line.startswith(b"data: "):
+        if line.startswith(b"data: ") and line[6:].strip():  # (the priming event has empty data)
             return dict(orjson.loads(line[6:]))
     raise AssertionError("stream ended without an event")
 

@@ -6,7 +6,9 @@ Reads raw chunks rather than ``readline()`` because aiohttp caps line length
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 #: Largest single event accepted; beyond this the stream is treated as broken.
@@ -20,6 +22,16 @@ class SseEvent:
     id: str | None
     #: The stream's reconnection time in milliseconds, once a ``retry:`` field set it.
     retry: int | None = None
+
+
+#: Set by a server frontend while it relays one request (the gateway): called with the server's
+#: ``retry`` time (ms, or None) when the upstream closed that request's SSE stream mid-call so
+#: the client polls and resumes it (SEP-1699). The frontend then closes its own client's stream
+#: the same way, so the client resumes from the gateway while the gateway resumes upstream. It
+#: returns an event set when its own client polls (then the relay polls upstream at once: the
+#: client's poll is passed on) or None.
+STREAM_PAUSED: ContextVar[Callable[[int | None], Awaitable[asyncio.Event | None]] | None] = ContextVar(
+    "toolmesh_stream_paused", default=None)
 
 
 class EventTooLarge(ValueError):

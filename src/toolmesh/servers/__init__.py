@@ -9,7 +9,9 @@ HTTP (both protocol revisions), legacy HTTP+SSE or WebSocket, or mount :func:`as
 from __future__ import annotations
 
 from toolmesh.servers.app import asgi_app, serve, serve_async
+from toolmesh.servers.http_stream import close_sse_stream
 from toolmesh.servers.policy import ServerPolicy, ToolMetrics, policy_of
 from toolmesh.servers.toolserver import ToolServer
 
-__all__ = ["ServerPolicy", "ToolMetrics", "ToolServer", "asgi_app", "policy_of", "serve", "serve_async"]
+__all__ = ["ServerPolicy", "ToolMetrics", "ToolServer", "asgi_app", "close_sse_stream", "policy_of", "serve",
+           "serve_async"]

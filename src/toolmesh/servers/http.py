@@ -8,8 +8,11 @@ the gateway does), else → 405.
 Responses are JSON unless the request emits notifications (progress, logs) or server→client
 requests (sampling, elicitation, roots) and the client accepts ``text/event-stream``: then
 those and the result go out as SSE; the client POSTs its answers to the server's requests
-(202 Accepted) and they reach the waiting tool through the dispatcher.
-A client that disconnects mid-request cancels the handler.
+(202 Accepted) and they reach the waiting tool through the dispatcher; a client that lists
+``text/event-stream`` first gets every response as SSE.
+In a handshake-era session every SSE stream is resumable (SEP-1699, :mod:`toolmesh.servers.resume`):
+a priming event, event ids, ``GET`` + ``Last-Event-ID`` replays what the client missed. A client
+that disconnects mid-request cancels the handler, unless its stream is resumable (it may come back).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from typing import Any, Protocol
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS as MODERN_VERSIONS
 
 from toolmesh.net.asgi import Scope as Scope  # the shared ASGI scope type, re-exported for servers/*
+from toolmesh.net.sse import STREAM_PAUSED
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
+from toolmesh.servers.http_stream import SSE_HEADERS, ResponseStream, pump_resumed, sse_event
+from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog
 from toolmesh.servers.state import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -44,7 +50,7 @@ ASGIReceive = Any
 ASGISend = Any
 
 _JSON = [(b"content-type", b"application/json")]
-_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
+_SSE = SSE_HEADERS
 _PV_KEY = "io.modelcontextprotocol/protocolVersion"
 _NO_ENVELOPE = (
     "params._meta must be an object carrying the required 'io.modelcontextprotocol/protocolVersion' "
@@ -87,40 +93,17 @@ async def read_body(receive: ASGIReceive, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
-class _Stream:
-    """The per-request notification channel: switches the response to SSE on first use."""
-
-    __slots__ = ("extra", "send", "sse_ok", "started")
-
-    def __init__(self, send: ASGISend, sse_ok: bool, extra: list[tuple[bytes, bytes]]) -> None:
-        self.send = send
-        self.sse_ok = sse_ok
-        self.extra = extra
-        self.started = False
-
-    async def notify(self, message: dict[str, Any]) -> None:
-        if not self.sse_ok:
-            return  # JSON-only client: notifications have nowhere to go
-        if not self.started:
-            self.started = True
-            await self.send({"type": "http.response.start", "status": 200, "headers": _SSE + self.extra})
-        await self.send({"type": "http.response.body", "body": sse_event(message), "more_body": True})
-
-
-def sse_event(message: Any) -> bytes:
-    """One SSE ``message`` event carrying a JSON-RPC message."""
-    return b"event: message\ndata: " + encode(message) + b"\n\n"
-
-
 class _Watch:
-    """Cancels the request task if the client disconnects (armed only for slow requests)."""
+    """Cancels the request task if the client disconnects (armed only for slow requests),
+    unless its stream is resumable: then the request goes on for the client's resume."""
 
-    __slots__ = ("disconnected", "receive", "started", "target", "task")
+    __slots__ = ("disconnected", "receive", "started", "stream", "target", "task")
 
-    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any], now: float) -> None:
+    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any], now: float, stream: ResponseStream) -> None:
         self.receive = receive
         self.target = target
         self.started = now
+        self.stream = stream
         self.disconnected = False
         self.task: asyncio.Task[None] | None = None
 
@@ -131,8 +114,9 @@ class _Watch:
         while True:
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
-                self.disconnected = True
-                self.target.cancel()
+                if not self.stream.client_gone():
+                    self.disconnected = True
+                    self.target.cancel()
                 return
 
     def stop(self) -> None:
@@ -150,9 +134,9 @@ class _Watchdog:
         self.active: set[_Watch] = set()
         self.task: asyncio.Task[None] | None = None
 
-    def watch(self, receive: ASGIReceive, target: asyncio.Task[Any]) -> _Watch:
+    def watch(self, receive: ASGIReceive, target: asyncio.Task[Any], stream: ResponseStream) -> _Watch:
         loop = asyncio.get_running_loop()
-        w = _Watch(receive, target, loop.time())
+        w = _Watch(receive, target, loop.time(), stream)
         self.active.add(w)
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._run())
@@ -179,10 +163,13 @@ class SessionCodec(Protocol):
     from an id this process never saw (another worker issued it), or returns ``None`` when
     the id is not valid here (forged, expired, or ended); ``end`` records that the client
     ended the session (DELETE), so no worker opens it again; ``ended`` tells a worker that
-    still holds the session that another worker ended it.
+    still holds the session that another worker ended it. ``holder`` names the credential of
+    a request: a session answers only the credential that opened it (a leaked id is useless).
     """
 
     def seal(self, msg: Any, scope: Scope) -> str: ...
+
+    def holder(self, scope: Scope) -> str: ...
 
     async def open(self, sid: str, scope: Scope) -> Conn | None: ...
 
@@ -202,8 +189,11 @@ class StreamableHttp:
         max_sessions: int = 10_000,
         session_idle_timeout: float = 1800.0,
         session_codec: SessionCodec | None = None,
+        resumable: bool = True,
     ) -> None:
+        """``resumable``: handshake-era SSE streams carry event ids and resume on ``Last-Event-ID``."""
         self.dispatcher = dispatcher
+        self.replay = ReplayBuffer() if resumable else None
         self.guard = guard
         self.codec = session_codec
         self.sessions: dict[str, Conn] = {}
@@ -224,8 +214,12 @@ class StreamableHttp:
             await self._post(scope, receive, send, headers)
         elif method == "DELETE":
             sid = headers.get("mcp-session-id")
-            conn = self.sessions.pop(sid, None) if sid else None
-            if conn is None and sid and self.codec is not None:
+            conn = self.sessions.get(sid) if sid else None
+            if conn is not None and self.codec is not None and conn.owner != self.codec.holder(scope):
+                conn = None  # another credential's session: as if unknown (no hijacking, no probing)
+            elif conn is not None and sid:
+                del self.sessions[sid]
+            elif sid and self.codec is not None:
                 conn = await self.codec.open(sid, scope)
                 if conn is not None:
                     self.guard.acquire()
@@ -237,9 +231,11 @@ class StreamableHttp:
             conn.cancel_all()
             if (close := self._streams.get(conn)) is not None:
                 close()
+            if self.replay is not None and sid:
+                self.replay.drop_session(sid)
             self.guard.release()
             await respond(send, 200, b"")
-        elif method == "GET" and self.dispatcher.pushes:
+        elif method == "GET" and (self.dispatcher.pushes or (self.replay is not None and "last-event-id" in headers)):
             await self._get(scope, receive, send, headers)
         else:
             allow = b"GET, POST, DELETE" if self.dispatcher.pushes else b"POST, DELETE"
@@ -291,14 +287,24 @@ class StreamableHttp:
             return
         accept = headers.get("accept", "")
         sse_ok = "text/event-stream" in accept
-        stream = _Stream(send, sse_ok, extra)
+        session = headers.get("mcp-session-id", "")
+        # Handshake era with a session: the response stream (if any) is resumable (SEP-1699).
+        replay = self.replay if sse_ok and conn is not None and session else None
+        stream = ResponseStream(send, sse_ok, extra, replay, session)
+        paused = None
+        if replay is not None:
+            paused = STREAM_PAUSED.set(stream.pause)
+            if _prefers_sse(accept):
+                await stream.start()  # the client asked for a stream first: it gets one at once
         task = asyncio.current_task()
         assert task is not None
-        watch = self._watchdog.watch(receive, task)
+        watch = self._watchdog.watch(receive, task, stream)
+        answered = False
         try:
             response = await self.dispatcher.handle(
                 msg, conn, stream.notify if sse_ok else None, headers=headers if modern else None, client=_client(scope)
             )
+            answered = True
         except asyncio.CancelledError:
             if watch.disconnected:
                 task.uncancel()
@@ -306,12 +312,16 @@ class StreamableHttp:
             raise
         finally:
             self._watchdog.done(watch)
+            if paused is not None:
+                STREAM_PAUSED.reset(paused)
+            if stream.log is not None and not answered:
+                stream.log.finish()  # the request failed or was cancelled: a resume gets the stream's end
         if response is None:  # cancelled by notifications/cancelled: a reply is still owed
             # (id 0 is a valid id: keep it)
             response = error_response(msg.get("id") if type(msg) is dict else None, REQUEST_CANCELLED,
                                       "Request cancelled")
         if stream.started:
-            await send({"type": "http.response.body", "body": sse_event(response), "more_body": False})
+            await stream.finish(response)
             return
         status = 200
         if type(response) is dict and "error" in response:
@@ -334,11 +344,36 @@ class StreamableHttp:
         conn = await self._session(None, headers, scope, send, extra)
         if conn is None:
             return
+        sid = headers.get("mcp-session-id", "")
+        log: StreamLog | None = None
+        replayed: list[tuple[int, bytes]] = []
+        last = headers.get("last-event-id")
+        if last is not None and self.replay is not None:
+            try:
+                log, seq = self.replay.find(last, sid)
+                replayed = log.after(seq)
+            except ReplayRefused as exc:
+                if not self.replay.of_get_stream(last):
+                    await respond(send, exc.status, encode(error_response(None, INVALID_REQUEST, exc.message)), extra)
+                    return
+                log, last = None, None  # a GET stream that cannot be resumed: a fresh one instead
+            if log is not None and not log.standalone:
+                await pump_resumed(receive, send, log, seq, replayed, extra, _KEEPALIVE)
+                return
+            if (close := self._streams.get(conn)) is not None:
+                close()  # the stream being resumed replaces the old one (its client is gone)
+                conn.sink = None
+            if log is not None:
+                log.reopen()
+        if not self.dispatcher.pushes:
+            await respond(send, 405, b"", [(b"allow", b"POST, DELETE")])
+            return
         if conn.sink is not None:
             err = error_response(None, INVALID_REQUEST, "Conflict: this session already has a GET stream")
             await respond(send, 409, encode(err))
             return
-        sid = headers.get("mcp-session-id", "")
+        if log is None and self.replay is not None:
+            log = self.replay.open(sid, standalone=True)
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def sink(message: dict[str, Any]) -> None:
@@ -351,12 +386,14 @@ class StreamableHttp:
             queue.put_nowait(_CLOSED)
 
         conn.sink = sink
-        self._streams[conn] = lambda: queue.put_nowait(_CLOSED)
+        closer = self._streams[conn] = lambda: queue.put_nowait(_CLOSED)
         self.dispatcher.channel_opened(conn)
         watcher = asyncio.create_task(watch())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE + extra})
-            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            head = b": stream open\n\n" if log is None else (log.priming() if not replayed and not last else b"")
+            head += b"".join(data for _, data in replayed)
+            await send({"type": "http.response.body", "body": head or b": resumed\n\n", "more_body": True})
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), _KEEPALIVE)
@@ -368,10 +405,14 @@ class StreamableHttp:
                 if item is _CLOSED:
                     break
                 conn.last_seen = time.monotonic()
-                await send({"type": "http.response.body", "body": sse_event(item), "more_body": True})
+                data = sse_event(item) if log is None else log.add(item)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
         finally:
             watcher.cancel()
-            self._streams.pop(conn, None)
+            if self._streams.get(conn) is closer:  # (else a resumed stream took over, and the log)
+                del self._streams[conn]
+                if log is not None:
+                    log.finish()  # resumable for a while (its client may come back)
             if conn.sink is sink:
                 conn.sink = None
                 self.dispatcher.channel_closed(conn)
@@ -397,13 +438,17 @@ class StreamableHttp:
                 return None
             sid = self.codec.seal(msg, scope) if self.codec is not None else uuid.uuid4().hex
             conn = Conn(f"session:{sid}")
+            if self.codec is not None:
+                conn.owner = self.codec.holder(scope)
             self.sessions[sid] = conn
         elif not sid:
             await respond(send, 400, encode(error_response(None, INVALID_REQUEST, "Bad Request: Missing session ID")))
             return None
         else:
             found = self.sessions.get(sid)
-            if found is not None and self.codec is not None and await self.codec.ended(sid):
+            if found is not None and self.codec is not None and found.owner != self.codec.holder(scope):
+                found = None  # opened with another credential: refused like an unknown id
+            elif found is not None and self.codec is not None and await self.codec.ended(sid):
                 del self.sessions[sid]  # ended (DELETE) through another worker
                 self.guard.release()
                 found = None
@@ -430,6 +475,12 @@ class StreamableHttp:
                     if now - c.last_seen > self.idle_timeout and not c.inflight and c.sink is None]:
             del self.sessions[sid]
             self.guard.release()
+
+
+def _prefers_sse(accept: str) -> bool:
+    """The client lists ``text/event-stream`` before ``application/json`` (or accepts only it)."""
+    json_at = accept.find("application/json")
+    return json_at < 0 or accept.find("text/event-stream") < json_at
 
 
 def _client(scope: Scope) -> str:

@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
-from toolmesh.servers.http import ASGIReceive, ASGISend, Scope, read_body, respond, sse_event
+from toolmesh.servers.http import ASGIReceive, ASGISend, Scope, read_body, respond
+from toolmesh.servers.http_stream import sse_event
 from toolmesh.servers.state import INVALID_REQUEST, Conn, RpcError
 
 logger = logging.getLogger("toolmesh.servers.sse")

@@ -70,6 +70,7 @@ class Conn:
         "initialized",
         "last_seen",
         "log_level",
+        "owner",
         "pending",
         "sink",
         "version",
@@ -89,6 +90,9 @@ class Conn:
         # Where server-initiated messages outside any request go (list_changed, resources/updated):
         # the SSE stream, the WebSocket, or a Streamable HTTP session's GET stream; None = nowhere.
         self.sink: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        # Who may use this session (the credential it was opened with; "" = anyone): set by
+        # the Streamable HTTP frontend's session codec, so a stolen session id is refused.
+        self.owner = ""
         self._next_id = 0
 
     def expect_response(self) -> tuple[int, asyncio.Future[dict[str, Any]]]:

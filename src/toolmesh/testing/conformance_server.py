@@ -33,7 +33,7 @@ from mcp_types import (
 )
 from pydantic import Field
 
-from toolmesh.servers import ToolServer, serve
+from toolmesh.servers import ToolServer, close_sse_stream, serve
 from toolmesh.testing.conformance_mrtr import register_mrtr
 
 #: 1x1 red PNG and a minimal WAV (the suite's own sample payloads).
@@ -182,6 +182,14 @@ def _register_tools(server: ToolServer) -> None:
             await ctx.report_progress(progress, 100, f"Completed step {progress} of 100")
         token = ctx.request_context.meta.get("progressToken") if ctx.request_context.meta else None
         return str(token if token is not None else 0)
+
+    @server.tool(description="Tests SSE stream disconnection and client reconnection (SEP-1699): the server "
+                             "closes the stream mid-call and sends the result after the client reconnects")
+    async def test_reconnection() -> str:
+        await close_sse_stream()
+        await asyncio.sleep(0.1)  # the result is produced while the client is away
+        return ("Reconnection test completed successfully. If you received this, the client properly "
+                "reconnected after stream closure.")
 
     @server.tool(description="Tests error response handling")
     def test_error_handling() -> str:

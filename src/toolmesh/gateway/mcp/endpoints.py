@@ -23,6 +23,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.mcp.dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, GatewayDispatcher
+from toolmesh.gateway.mcp.tombstones import RedisTombstones
 from toolmesh.gateway.mcp.view import View
 from toolmesh.gateway.state import Gateway
 from toolmesh.gateway.web import PRINCIPAL_KEY, send_error
@@ -36,6 +37,8 @@ from toolmesh.servers.ws import WebSocketFrontend
 from toolmesh.store.sqlite import Store
 
 _CAP_KEYS = ("sampling", "elicitation", "roots", "experimental")
+#: How long a sealed handshake-era session id stays valid (and a tombstone is kept).
+SESSION_MAX_AGE = 7 * 24 * 3600.0
 
 
 class SealedSessions:
@@ -44,30 +47,50 @@ class SealedSessions:
     The payload holds the tenant, the negotiated protocol version, the client's
     capabilities (top-level keys only) and the issue time; the MAC is HMAC-SHA256 with the
     gateway's session secret (shared by workers through the store, by replicas through
-    ``gateway.session_secret``). A session is only valid for its own tenant.
+    ``gateway.session_secret``). A session is only valid for its own tenant, and only with
+    the API key that opened it: the payload carries a keyed hash of the key's id, so an id
+    seen in a log or a proxy is useless with any other key (session hijacking).
     """
 
-    def __init__(self, secret: bytes, tenant: str, max_age: float, store: Store | None = None) -> None:
+    def __init__(self, secret: bytes, tenant: str, max_age: float, store: Store | None = None,
+                 shared: RedisTombstones | None = None) -> None:
+        """``shared``: tombstones of ended sessions go to Redis (every replica), not the store."""
         self.secret = secret
         self.tenant = tenant
         self.max_age = max_age
         self.store = store
+        self.shared = shared
         self._ended: set[str] = set()
         self._synced = time.time()
         self._ended_keys: set[str] = set()
 
     @staticmethod
+    def _digest(sid: str) -> str:
+        return hashlib.sha256(sid.encode()).hexdigest()[:32]
+
+    @staticmethod
     def _tombstone(sid: str) -> str:
-        return "mcp-session-ended/" + hashlib.sha256(sid.encode()).hexdigest()[:32]
+        return "mcp-session-ended/" + SealedSessions._digest(sid)
 
     async def end(self, sid: str) -> None:
         """The client ended the session (DELETE): no worker may open it again."""
         self._ended.add(sid)
-        if self.store is not None:
+        if self.shared is not None:
+            await self.shared.end(self._digest(sid))
+        elif self.store is not None:
             await self.store.put_checkpoint(self._tombstone(sid), time.time())
 
     def _mac(self, payload: bytes) -> str:
         return base64.urlsafe_b64encode(hmac.new(self.secret, payload, hashlib.sha256).digest()[:18]).decode()
+
+    def holder(self, scope: Scope) -> str:
+        """The credential of a request: its API key's id (``""`` when no principal is attached)."""
+        principal = scope.get(PRINCIPAL_KEY)
+        return principal.key_id if isinstance(principal, Principal) else ""
+
+    def _binding(self, holder: str) -> str:
+        # Keyed, so the sealed payload (readable base64) does not reveal even the key's id.
+        return self._mac(b"holder:" + holder.encode())[:16]
 
     def seal(self, msg: Any, scope: Scope) -> str:
         params = msg.get("params") if isinstance(msg, dict) else None
@@ -76,7 +99,8 @@ class SealedSessions:
         version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         caps = params.get("capabilities")
         kept = {k: v for k, v in caps.items() if k in _CAP_KEYS} if isinstance(caps, dict) else {}
-        body = {"t": self.tenant, "v": version, "c": kept, "i": int(time.time()),
+        body = {"t": self.tenant, "k": self._binding(self.holder(scope)), "v": version, "c": kept,
+                "i": int(time.time()),
                 "n": base64.urlsafe_b64encode(hashlib.sha256(str(time.perf_counter_ns()).encode()).digest()[:6])
                 .decode()}
         payload = base64.urlsafe_b64encode(orjson.dumps(body)).decode().rstrip("=")
@@ -84,27 +108,34 @@ class SealedSessions:
 
     async def ended(self, sid: str) -> bool:
         """Whether ``sid`` was ended, here or (learnt within ~0.2 s) by another worker."""
+        if self.shared is not None:
+            return sid in self._ended or await self.shared.ended(self._digest(sid))
         now = time.time()
         if self.store is not None and now - self._synced > 0.2:
             since, self._synced = self._synced - 1.0, now
             rows = await self.store.fetchall(
-                "SELECT key FROM checkpoints WHERE key >= 'mcp-session-ended/' AND key < 'mcp-session-ended0'"
+                "SELECT key FROM checkpoints WHERE key LIKE 'mcp-session-ended/%'"
                 " AND updated_at >= ?", (since,))
             self._ended_keys.update(r[0] for r in rows)
         return sid in self._ended or self._tombstone(sid) in self._ended_keys
 
     async def open(self, sid: str, scope: Scope) -> Conn | None:
-        conn = self.verify(sid)
+        conn = self.verify(sid, scope)
         if conn is None or sid in self._ended:
             return None
-        # Runs once per session per worker (then the worker knows it): cheap enough to ask the store.
-        if self.store is not None and await self.store.get_checkpoint(self._tombstone(sid)) is not None:
+        # Runs once per session per worker (then the worker knows it): cheap enough to ask.
+        if self.shared is not None:
+            if await self.shared.exists(self._digest(sid)):
+                self._ended.add(sid)
+                return None
+        elif self.store is not None and await self.store.get_checkpoint(self._tombstone(sid)) is not None:
             self._ended.add(sid)
             return None
         return conn
 
-    def verify(self, sid: str) -> Conn | None:
-        """The session sealed in ``sid`` if the MAC, tenant and age check out (ignores tombstones)."""
+    def verify(self, sid: str, scope: Scope | None = None) -> Conn | None:
+        """The session sealed in ``sid`` if the MAC, tenant, age and the credential of ``scope``
+        (none: a session sealed without one) check out; tombstones are not looked at."""
         payload, sep, mac = sid.partition(".")
         if not sep or len(sid) > 4096 or not hmac.compare_digest(mac, self._mac(payload.encode())):
             return None
@@ -114,25 +145,30 @@ class SealedSessions:
             return None
         if not isinstance(body, dict) or body.get("t") != self.tenant:
             return None
+        holder = self.holder(scope or {})
+        if not hmac.compare_digest(str(body.get("k", "")), self._binding(holder)):
+            return None
         if time.time() - float(body.get("i", 0)) > self.max_age:
             return None
         conn = Conn(f"session:{sid[:24]}")
         conn.version = body.get("v")
         conn.client_caps = body.get("c") or {}
         conn.initialized = True
+        conn.owner = holder
         return conn
 
 
 class _Endpoint:
     """The frontends of one (tenant, view)."""
 
-    def __init__(self, gw: Gateway, view: View, base: str) -> None:
+    def __init__(self, gw: Gateway, view: View, base: str, tombstones: RedisTombstones | None = None) -> None:
         s = gw.settings
         self.generation = gw.hub.generation
         self.dispatcher = GatewayDispatcher(gw, view)
         # Host/Origin are checked once by the gateway app; the frontends only cap bodies.
         guard = Guard(host=s.host, validate_origin=False, max_body=s.max_body)
-        codec = SealedSessions(gw.session_secret, view.tenant, max_age=7 * 24 * 3600.0, store=gw.store)
+        codec = SealedSessions(gw.session_secret, view.tenant, max_age=SESSION_MAX_AGE, store=gw.store,
+                               shared=tombstones)
         self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
                                    session_idle_timeout=s.session_idle_timeout, session_codec=codec)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
@@ -160,6 +196,7 @@ class McpRoutes:
         self.gw = gw
         self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._tombstones: RedisTombstones | None = None
         gw.servers_changed.append(self.refresh)
 
     def refresh(self, tenant: str) -> None:
@@ -207,7 +244,11 @@ class McpRoutes:
             if view is None:
                 self._endpoints.pop(key, None)
                 return None
-            ep = self._endpoints[key] = _Endpoint(self.gw, view, f"/servers/{name}" if name else "")
+            if self._tombstones is None and self.gw.shared_state is not None:
+                # One per process, built on first use (shared state is set up after the routes).
+                self._tombstones = RedisTombstones(self.gw.shared_state, SESSION_MAX_AGE)
+            ep = self._endpoints[key] = _Endpoint(self.gw, view, f"/servers/{name}" if name else "",
+                                                  self._tombstones)
         else:
             ep.generation = self.gw.hub.generation
         return ep

@@ -9,6 +9,7 @@ import aiohttp
 
 from toolmesh.errors import ConnectionFailedError
 from toolmesh.hub.transports.stream import StreamConnection
+from toolmesh.net.addrguard import guarded_connector
 from toolmesh.net.sse import iter_sse
 
 
@@ -18,7 +19,8 @@ class SseConnection(StreamConnection):
 
     async def _open(self) -> None:
         assert self.config.url is not None
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
+                                             connector=guarded_connector(self.config.connect_guard))
         self._endpoint_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         try:
             self._resp = await self.session.get(
