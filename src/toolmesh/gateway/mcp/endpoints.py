@@ -53,16 +53,24 @@ class SealedSessions:
     """
 
     def __init__(self, secret: bytes, tenant: str, max_age: float, store: Store | None = None,
-                 shared: RedisTombstones | None = None) -> None:
-        """``shared``: tombstones of ended sessions go to Redis (every replica), not the store."""
+                 shared: RedisTombstones | None = None, *, remember: float = 2 * 1800.0) -> None:
+        """``shared``: tombstones of ended sessions go to Redis (every replica), not the store.
+
+        ``remember``: how long this process keeps an ended session in memory. Longer than the
+        frontends' idle timeout, so a session still held open here learns of its end; after that
+        the durable tombstone (store or Redis) answers, and memory stays bounded under churn."""
         self.secret = secret
         self.tenant = tenant
         self.max_age = max_age
         self.store = store
         self.shared = shared
-        self._ended: set[str] = set()
+        self.remember = remember
+        # Both keyed by the id's digest (ids can be kilobytes), with the monotonic time noted.
+        self._ended: dict[str, float] = {}
         self._synced = time.time()
-        self._ended_keys: set[str] = set()
+        self._ended_keys: dict[str, float] = {}
+        self._pruned = time.monotonic()
+        self._purged = 0.0
 
     @staticmethod
     def _digest(sid: str) -> str:
@@ -72,9 +80,32 @@ class SealedSessions:
     def _tombstone(sid: str) -> str:
         return "mcp-session-ended/" + SealedSessions._digest(sid)
 
+    def _forget_old(self) -> None:
+        """Drop what is older than ``remember`` (at most once a minute: dicts are insertion-ordered)."""
+        now = time.monotonic()
+        if now - self._pruned < 60.0:
+            return
+        self._pruned = now
+        horizon = now - self.remember
+        for cache in (self._ended, self._ended_keys):
+            for key in [k for k, at in cache.items() if at < horizon]:
+                del cache[key]
+
+    def _note_ended(self, sid: str) -> None:
+        self._forget_old()
+        self._ended[self._digest(sid)] = time.monotonic()
+
+    @property
+    def remembered(self) -> int:
+        """How many ended sessions this process holds in memory (bounded by ``remember``)."""
+        return len(self._ended) + len(self._ended_keys)
+
+    def _known_ended(self, sid: str) -> bool:
+        return self._digest(sid) in self._ended
+
     async def end(self, sid: str) -> None:
         """The client ended the session (DELETE): no worker may open it again."""
-        self._ended.add(sid)
+        self._note_ended(sid)
         if self.shared is not None:
             await self.shared.end(self._digest(sid))
         elif self.store is not None:
@@ -109,27 +140,34 @@ class SealedSessions:
     async def ended(self, sid: str) -> bool:
         """Whether ``sid`` was ended, here or (learnt within ~0.2 s) by another worker."""
         if self.shared is not None:
-            return sid in self._ended or await self.shared.ended(self._digest(sid))
+            return self._known_ended(sid) or await self.shared.ended(self._digest(sid))
         now = time.time()
         if self.store is not None and now - self._synced > 0.2:
             since, self._synced = self._synced - 1.0, now
             rows = await self.store.fetchall(
                 "SELECT key FROM checkpoints WHERE key LIKE 'mcp-session-ended/%'"
                 " AND updated_at >= ?", (since,))
-            self._ended_keys.update(r[0] for r in rows)
-        return sid in self._ended or self._tombstone(sid) in self._ended_keys
+            seen = time.monotonic()
+            self._ended_keys.update((r[0], seen) for r in rows)
+            self._forget_old()
+            if now - self._purged > 3600.0:
+                # Tombstones outlive their sessions by nothing: a sealed id older than max_age is refused anyway.
+                self._purged = now
+                await self.store.execute("DELETE FROM checkpoints WHERE key LIKE 'mcp-session-ended/%'"
+                                         " AND updated_at < ?", (now - self.max_age,))
+        return self._known_ended(sid) or self._tombstone(sid) in self._ended_keys
 
     async def open(self, sid: str, scope: Scope) -> Conn | None:
         conn = self.verify(sid, scope)
-        if conn is None or sid in self._ended:
+        if conn is None or self._known_ended(sid):
             return None
         # Runs once per session per worker (then the worker knows it): cheap enough to ask.
         if self.shared is not None:
             if await self.shared.exists(self._digest(sid)):
-                self._ended.add(sid)
+                self._note_ended(sid)
                 return None
         elif self.store is not None and await self.store.get_checkpoint(self._tombstone(sid)) is not None:
-            self._ended.add(sid)
+            self._note_ended(sid)
             return None
         return conn
 
@@ -168,7 +206,7 @@ class _Endpoint:
         # Host/Origin are checked once by the gateway app; the frontends only cap bodies.
         guard = Guard(host=s.host, validate_origin=False, max_body=s.max_body)
         codec = SealedSessions(gw.session_secret, view.tenant, max_age=SESSION_MAX_AGE, store=gw.store,
-                               shared=tombstones)
+                               shared=tombstones, remember=2 * s.session_idle_timeout)
         self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
                                    session_idle_timeout=s.session_idle_timeout, session_codec=codec)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
