@@ -14,7 +14,7 @@ from toolmesh.errors import (
     UnknownModelError,
 )
 from toolmesh.llm.ratelimit import KeyLimiter
-from toolmesh.llm.routing import INF, TYPICAL_OUTPUT_TOKENS, Attempt, DeploymentState
+from toolmesh.llm.routing import INF, PROBE_MAX_S, PROBE_MIN_S, TYPICAL_OUTPUT_TOKENS, Attempt, DeploymentState
 from toolmesh.llm.types import ChatRequest, ChatResponse
 
 __all__ = ["CallPolicy", "RoutedCall"]
@@ -95,7 +95,9 @@ class RoutedCall:
             if wait < best_wait:
                 best, best_wait = st, wait
         if best is None:
-            raise self._exhausted(cool_until - now, cool_reason)
+            best, best_wait = self._trial(now), 0.0
+            if best is None:
+                raise self._exhausted(cool_until - now, cool_reason)
         remaining = None if self.deadline is None else self.deadline - now
         if best_wait > 0:
             if remaining is not None and best_wait > remaining:
@@ -113,6 +115,19 @@ class RoutedCall:
                 f"model {self.request.model!r}: request timeout reached after {len(self.attempts)} attempt(s)",
                 model=self.request.model))
         return best, t
+
+    def _trial(self, now: float) -> DeploymentState | None:
+        """Every candidate is cooling: one that cools after failures (not a rate limit, which
+        says when to come back) may take this request as a trial once its probe wait is over.
+        Without trials a recovered provider stayed unused for the whole cooldown (30 s)."""
+        for st in self.order:
+            if self.min_window is not None and (st.context_window is None or st.context_window <= self.min_window):
+                continue
+            if st.cooldown_reason == "unavailable" and now >= st.probe_at and st.limiter.time_until(self.est) <= 0:
+                st.probe_at = now + st.probe_gap  # one trial at a time; the next only after the gap
+                st.probe_gap = min(st.probe_gap * 2, PROBE_MAX_S)
+                return st
+        return None
 
     def _exhausted(self, cool_left: float, reason: str) -> BaseException:
         if self.last_exc is not None:
@@ -163,6 +178,9 @@ class RoutedCall:
         total = (r.clock() - t0) * 1000.0
         st.successes += 1
         st.consecutive = 0
+        if st.cooldown_until:  # a trial succeeded: the deployment is back
+            st.cooldown_until = 0.0
+            st.probe_gap = PROBE_MIN_S
         lim = st.limiter
         if response is not None:
             if response.latency_ms > 0:
@@ -181,7 +199,10 @@ class RoutedCall:
 
 
 def _cool(st: DeploymentState, r: CallPolicy, seconds: float, reason: str) -> None:
-    until = r.clock() + seconds
+    now = r.clock()
+    until = now + seconds
     if until > st.cooldown_until:
         st.cooldown_until = until
         st.cooldown_reason = reason
+    if st.probe_at <= now:
+        st.probe_at = now + st.probe_gap

@@ -125,12 +125,19 @@ def estimate_tokens(request: ChatRequest) -> int:
     return chars // 4 + 1
 
 
+#: A deployment cooling down after failures gets one trial request after this wait, then after
+#: doubling waits up to ``PROBE_MAX_S``, while every deployment of the request is cooling: a
+#: recovered provider is noticed within about a second, a dead one gets one request a second.
+PROBE_MIN_S = 0.25
+PROBE_MAX_S = 1.0
+
+
 class DeploymentState:
     """Per-deployment runtime state."""
 
     __slots__ = ("consecutive", "context_window", "cooldown_reason", "cooldown_until", "dep", "failures",
-                 "in_price", "limiter", "measured", "model", "out_price", "quality", "successes", "tools_ok",
-                 "total_ms", "ttft_ms")
+                 "in_price", "limiter", "measured", "model", "out_price", "probe_at", "probe_gap", "quality",
+                 "successes", "tools_ok", "total_ms", "ttft_ms")
 
     def __init__(self, dep: Deployment, registry: ModelRegistry, limiter: AdaptiveLimiter) -> None:
         info = registry.get(dep.model)
@@ -152,6 +159,9 @@ class DeploymentState:
         self.consecutive = 0
         self.cooldown_until = 0.0
         self.cooldown_reason = ""
+        # While cooling after failures: when the next trial request may go, and the wait after it.
+        self.probe_at = 0.0
+        self.probe_gap = PROBE_MIN_S
 
 
 
