@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -281,19 +281,29 @@ class BudgetSet:
             b.hold(r)
         return r
 
-    async def reserve_call(self, ask: CallAsk, *, wait: float) -> tuple[Reservation, int]:
+    async def reserve_call(self, ask: CallAsk, *, wait: float,
+                           confirm: Callable[[Reservation], Awaitable[bool]] | None = None,
+                           ) -> tuple[Reservation, int]:
         """Reserve one model call; returns the reservation and the output tokens granted.
 
         The grant is ``ask.output_tokens`` when it fits, else the most that fits if that is at
         least ``ask.min_output_tokens``. When only reservations in flight stand in the way,
-        waits up to ``wait`` seconds for them to settle before refusing."""
+        waits up to ``wait`` seconds for them to settle before refusing.
+
+        ``confirm`` replaces the confirmation in the shared stores: the caller holds the local
+        reservation there itself (e.g. in the request's admission script, one round trip with its
+        rate limits), all or nothing, and returns False when a store refused it. It is awaited
+        for every local reservation made; an exception it raises releases the reservation."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             granted = self._fit(ask, reserved=True)
             if granted is not None:
                 r = self.reserve(ask.input_tokens + granted, ask.cost(granted), ask.steps)
-                if not self._shared or await self._confirm(r):
+                if confirm is not None:
+                    if await self._confirm_with(confirm, r):
+                        return r, granted
+                elif not self._shared or await self._confirm(r):
                     return r, granted
                 # A shared store refused (other processes' spend or holds): its scopes now say why.
             left = deadline - loop.time()
@@ -317,6 +327,20 @@ class BudgetSet:
             self.release(r)
             raise
         return True
+
+    async def _confirm_with(self, confirm: Callable[[Reservation], Awaitable[bool]], r: Reservation) -> bool:
+        try:
+            if await confirm(r):
+                return True
+        except BaseException:
+            self.release(r)
+            raise
+        self.release(r)
+        return False
+
+    def shared_scopes(self) -> list[SharedScope]:
+        """The scopes kept in shared stores (what a caller's own ``confirm`` must hold)."""
+        return [s for _, scopes in self._shared.values() for s in scopes]
 
     def _fit(self, ask: CallAsk, *, reserved: bool) -> int | None:
         """Output tokens that fit every scope now, or None when fewer than the minimum fit."""

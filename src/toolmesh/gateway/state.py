@@ -28,7 +28,7 @@ from toolmesh.store.limits import UserLimits
 from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.redis_circuits import SharedCircuits
 from toolmesh.store.redis_events import SharedEvents
-from toolmesh.store.redis_limits import SharedLimiter
+from toolmesh.store.redis_limits import AdmissionRider, SharedLimiter
 from toolmesh.store.redis_state import RedisState, process_state
 from toolmesh.store.shared import Admission, StateSettings
 from toolmesh.store.shared_users import SharedUserLimits
@@ -174,15 +174,21 @@ class Gateway:
         leaves them to :meth:`admit_chat`."""
         return self.shared_limits is not None and isinstance(self.agent.user_limits, SharedUserLimits)
 
-    async def admit_chat(self, principal: Principal, user: str | None) -> Admission:
+    async def admit_chat(self, principal: Principal, user: str | None, rider: AdmissionRider | None = None,
+                         ) -> Admission:
         """The edge limits of a chat completion, with ``user``'s run limits unless None (a request
-        refused before its user is known still counts against its tenant and key)."""
-        shared, users = self.shared_limits, self.agent.user_limits
-        if shared is None or not isinstance(users, SharedUserLimits):
+        refused before its user is known still counts against its tenant and key); ``rider``: the
+        call's spend hold, taken in the same script (all or nothing with the limits)."""
+        shared, users, limiter = self.shared_limits, self.agent.user_limits, self.shared_limiter
+        if shared is None or limiter is None or not isinstance(users, SharedUserLimits):
             raise RuntimeError("admit_chat() without shared limits")
         if user is None:
             return await shared.admit(principal)
-        admission = await shared.admit(principal, users.limits_for(user))
+        if rider is not None:
+            admission = await limiter.admit(principal.tenant, [*shared.rules(principal), *users.limits_for(user)],
+                                            rider=rider)
+        else:
+            admission = await shared.admit(principal, users.limits_for(user))
         if admission.admitted:
             users.preadmit(principal.tenant, user)
         return admission

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 from toolmesh.agent import memory
-from toolmesh.agent.budget import Budget, BudgetScope, BudgetSet
+from toolmesh.agent.budget import Budget, BudgetScope, BudgetSet, CallAsk, Reservation
 from toolmesh.agent.config import BudgetConfig, MemoryConfig
 from toolmesh.errors import RateLimitedError
 from toolmesh.llm import types as t
@@ -87,7 +87,9 @@ class Meter:
 
     def __init__(self, llm: ChatModel, *, budgets: BudgetSet, price: PriceFn | None, ledger: Ledger | None,
                  run_id: str, tenant: str, user: str, timeout: float, scenario: str | None,
-                 max_output_tokens: int | None, rate_limit_retries: int = 8) -> None:
+                 max_output_tokens: int | None, rate_limit_retries: int = 8, budget_wait: float = 60.0) -> None:
+        """``budget_wait``: seconds a call may wait for other calls' reservations to settle when
+        only they, not real spend, fill a budget (as the agent's ``budget_wait``)."""
         self.llm = llm
         self.budgets = budgets
         self.price = price
@@ -98,6 +100,7 @@ class Meter:
         self.timeout = timeout
         self.scenario = scenario
         self.max_output_tokens = max_output_tokens
+        self.budget_wait = budget_wait
         self.usage = t.Usage()
         self.cost: float | None = 0.0
         self.models: list[str] = []
@@ -117,13 +120,18 @@ class Meter:
     def _kw(self) -> dict[str, Any]:
         return {"timeout": self.timeout, "scenario": self.scenario, "tenant": self.tenant, "user": self.user}
 
-    def _reserve(self, request: t.ChatRequest) -> tuple[Any, int]:
+    async def _reserve(self, request: t.ChatRequest) -> tuple[Reservation, int]:
+        # reserve_call, as the agent's model calls: a shared daily spend (Redis) is held there
+        # before the call, and a call kept out only by others' reservations waits for them.
         est_in = count_messages(request.model, request.messages)[0]
         est_out = request.max_tokens or self.max_output_tokens or 1024
-        est_cost = 0.0
+        in_cost = full = 0.0
         if self.price is not None:
-            est_cost = self._price(request.model, t.Usage(est_in, est_out)) or 0.0
-        return self.budgets.reserve(est_in + est_out, est_cost, 1), est_in
+            in_cost = self._price(request.model, t.Usage(est_in, 0)) or 0.0
+            full = self._price(request.model, t.Usage(est_in, est_out)) or 0.0
+        ask = CallAsk(est_in, est_out, input_cost=in_cost, output_price=max(full - in_cost, 0.0) / est_out)
+        reservation, _ = await self.budgets.reserve_call(ask, wait=self.budget_wait)
+        return reservation, est_in
 
     def _price(self, model: str, usage: t.Usage) -> float | None:
         if self.price is None:
@@ -141,7 +149,7 @@ class Meter:
         A 429 before the first event is retried after its ``retry_after``."""
         attempt = 1
         while True:
-            reservation, est_in = self._reserve(request)
+            reservation, est_in = await self._reserve(request)
             t0 = time.perf_counter()
             text: list[str] = []
             response: t.ChatResponse | None = None
@@ -184,7 +192,7 @@ class Meter:
         """One metered completion (judge, summaries); a 429 is retried after its ``retry_after``."""
 
         async def once() -> t.ChatResponse:
-            reservation, est_in = self._reserve(request)
+            reservation, est_in = await self._reserve(request)
             t0 = time.perf_counter()
             try:
                 response = await self.llm.complete(request, **self._kw())
@@ -196,7 +204,7 @@ class Meter:
 
         return await self.retry.run(once, is_retryable=self._rate_limited)
 
-    async def _settle(self, reservation: Any, request: t.ChatRequest, response: t.ChatResponse | None,
+    async def _settle(self, reservation: Reservation, request: t.ChatRequest, response: t.ChatResponse | None,
                       est_in: int, text: str, t0: float) -> None:
         latency = (time.perf_counter() - t0) * 1000.0
         if response is not None and response.usage.total_tokens > 0:

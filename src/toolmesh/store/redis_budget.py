@@ -12,6 +12,9 @@ unchanged:
   the user's and the tenant's scope (keys hash-tagged by tenant), on Redis's clock, all or none.
   A refusal refreshes the view, so ``BudgetSet.reserve_call`` waits for holds to settle (polling
   Redis) or refuses, exactly as it does with in-process budgets;
+* or the hold rides on the request's admission script (:meth:`SharedSpend.rider`, a
+  :class:`SpendHold` given to :meth:`~toolmesh.store.redis_limits.SharedLimiter.admit`): the
+  rate limits and the hold in one round trip, all or nothing (a pass-through chat completion);
 * after the response the hold is replaced by the actual cost (one script, sent in the
   background, retried while Redis is down); holding or settling one id twice counts once;
 * a hold lives ``state.lease`` seconds unless renewed (every lease/3 while its call runs), so a
@@ -33,15 +36,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolmesh.agent.budget import COST_EPSILON, Headroom, Reservation, SharedScope
-from toolmesh.store.redis_limits import limit_key
-from toolmesh.store.redis_state import LuaScript, RedisState
+from toolmesh.store.redis_limits import limit_key, spend_script
+from toolmesh.store.redis_state import RedisState
 from toolmesh.store.shared import StateUnavailableError
 
-__all__ = ["RedisSpendScope", "SharedSpend", "spend_keys"]
+__all__ = ["RedisSpendScope", "SharedSpend", "SpendHold", "spend_keys"]
 
 log = logging.getLogger("toolmesh.store.redis")
 
-SPEND = LuaScript("spend.lua")
+SPEND = spend_script("spend.lua")
 #: A day's keys live two days after their last write (a day is a UTC date in the key).
 KEY_TTL_MS = 2 * 86_400_000
 #: How often a call blocked by other processes' holds asks Redis again.
@@ -188,10 +191,23 @@ class SharedSpend:
         # reservation id -> the scopes and costs to settle in one script (sent on the next loop turn)
         self._settling: dict[str, tuple[list[RedisSpendScope], list[float]]] = {}
         self._renewer: asyncio.Task[None] | None = None
-        #: Confirmation scripts sent (one per admitted or refused model call).
-        self.round_trips = 0
+        #: Scripts of its own sent to Redis, by op: "hold" (a confirmation, one per model call not
+        #: held with its admission), "settle", "renew", "peek" (a blocked call polling).
+        self.scripts: dict[str, int] = dict.fromkeys(("hold", "settle", "renew", "peek"), 0)
+        #: Holds Redis took / refused (with their admission or on their own).
+        self.holds = 0
+        self.refused_holds = 0
+        #: Holds taken inside an admission script (no round trip of their own; see :class:`SpendHold`).
+        self.joined_holds = 0
+        #: Settlements written to Redis.
+        self.settlements = 0
         #: Settlements given up after ``retry_for`` (Redis down that long): their holds lapse.
         self.lost_settlements = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Confirmation scripts sent (one per model call whose hold did not ride on its admission)."""
+        return self.scripts["hold"]
 
     def __call__(self, key: str, name: str, max_cost_usd: float) -> RedisSpendScope:
         """Make the scope of ``key`` (``spend:<tenant>:<user or *>:<day>``)."""
@@ -205,56 +221,87 @@ class SharedSpend:
     # -- one round trip per model call ----------------------------------------------------------
     async def confirm(self, scopes: Sequence[SharedScope], r: Reservation) -> bool:
         """Hold ``r`` on every scope in Redis, or none (see :class:`~toolmesh.agent.budget.ScopeStore`)."""
-        mine = [s for s in scopes if isinstance(s, RedisSpendScope) and s.store is self]
-        if len(mine) != len(scopes):
-            raise TypeError("SharedSpend.confirm() got scopes of another store")
+        mine = self._mine(scopes)
         if r.key is None:
             r.key = uuid.uuid4().hex
+        keys, args = self.hold_call(mine, r)
+        if not self.state.available:
+            raise self.unavailable("retrying in the background")
+        self.scripts["hold"] += 1
+        try:
+            reply = await self.state.run(SPEND, keys, ["hold", *args])
+        except StateUnavailableError as exc:
+            raise self.unavailable(str(exc)) from None
+        except asyncio.CancelledError:
+            self.abandon(mine, r)
+            raise
+        held = int(reply[0]) == 1
+        return self.answered(mine, r, held, reply[2:], refused=not held)
+
+    def rider(self, scopes: Sequence[SharedScope], r: Reservation) -> SpendHold:
+        """The hold of ``r`` on ``scopes`` as a rider of the request's admission script
+        (:meth:`toolmesh.store.redis_limits.SharedLimiter.admit`): no round trip of its own."""
+        mine = self._mine(scopes)
+        if r.key is None:
+            r.key = uuid.uuid4().hex
+        return SpendHold(self, mine, r)
+
+    def _mine(self, scopes: Sequence[SharedScope]) -> list[RedisSpendScope]:
+        mine = [s for s in scopes if isinstance(s, RedisSpendScope) and s.store is self]
+        if len(mine) != len(scopes):
+            raise TypeError("SharedSpend got scopes of another store")
+        return mine
+
+    def hold_call(self, mine: list[RedisSpendScope], r: Reservation) -> tuple[list[str], list[str]]:
+        """Keys and arguments of a hold: the id, lease, TTL, then limit, amount, floor per scope
+        (admit.lua's spend section; spend.lua wants its op first: :meth:`confirm` adds it)."""
         keys: list[str] = []
-        args: list[str | float] = ["hold", r.key, repr(self.lease), str(KEY_TTL_MS)]
+        args = [str(r.key), repr(self.lease), str(KEY_TTL_MS)]
         for s in mine:
             keys += (s.hash_key, s.lease_key)
             args += (repr(s.max_cost_usd), repr(r.cost), repr(s.floor))
-        if not self.state.available:
-            raise self._unavailable("retrying in the background")
-        self.round_trips += 1
-        try:
-            reply = await self.state.run(SPEND, keys, args)
-        except StateUnavailableError as exc:
-            raise self._unavailable(str(exc)) from None
-        except asyncio.CancelledError:
-            # It may have been held: give it back (idempotent), its lease would end it anyway.
-            self._send_later(mine, "settle", r.key, [0.0] * len(mine))
-            raise
+        return keys, args
+
+    def answered(self, mine: list[RedisSpendScope], r: Reservation, held: bool, stats: Sequence[Any], *,
+                 refused: bool) -> bool:
+        """Take Redis's decision on the hold of ``r`` and the scopes' figures; returns ``held``.
+        ``refused``: the spend itself refused (not held for another reason, e.g. a rate limit)."""
         for s in mine:  # no longer pending: the reply's figures count it when held
             s.pending_cost = max(s.pending_cost - r.cost, 0.0) if s.pending_count > 1 else 0.0
             s.pending_count = max(s.pending_count - 1, 0)
-        self._observe(mine, reply)
-        if int(reply[0]) != 1:
+        self._observe(mine, stats)
+        if not held:
+            self.refused_holds += refused
             # Refused: the local hold is released by the caller; nothing is held in Redis.
             for s in mine:
                 s.pending_count += 1  # the caller's release() takes it off again
                 s.pending_cost += r.cost
             return False
-        self._held[r.key] = (mine, time.monotonic())
+        self.holds += 1
+        self._held[str(r.key)] = (mine, time.monotonic())
         self._start_renewing()
         return True
 
-    def _unavailable(self, why: str) -> StateUnavailableError:
+    def abandon(self, mine: list[RedisSpendScope], r: Reservation) -> None:
+        """A hold whose answer was lost may have been taken: give it back (idempotent; its lease would end it)."""
+        self._send_later(mine, "settle", str(r.key), [0.0] * len(mine))
+
+    def unavailable(self, why: str) -> StateUnavailableError:
         return StateUnavailableError(
             f"spend budgets are kept in Redis at {self.state.redacted_url}, which cannot be reached now "
             f"({why}): model calls are refused rather than spent unchecked (retry shortly)")
 
     @staticmethod
-    def _observe(scopes: Sequence[RedisSpendScope], reply: Any) -> None:
+    def _observe(scopes: Sequence[RedisSpendScope], stats: Sequence[Any]) -> None:
         for i, s in enumerate(scopes):
-            s.observe(float(reply[2 + 3 * i]), float(reply[3 + 3 * i]), int(reply[4 + 3 * i]))
+            s.observe(float(stats[3 * i]), float(stats[1 + 3 * i]), int(stats[2 + 3 * i]))
 
     async def peek(self, scope: RedisSpendScope) -> None:
         """Read one scope's figures again (lapsed holds are dropped on the way)."""
+        self.scripts["peek"] += 1
         reply = await self.state.run(SPEND, [scope.hash_key, scope.lease_key],
                                      ["peek", "-", repr(self.lease), str(KEY_TTL_MS)])
-        self._observe([scope], reply)
+        self._observe([scope], reply[2:])
 
     # -- after the response ---------------------------------------------------------------------
     def settle_later(self, scope: RedisSpendScope, r: Reservation, cost: float) -> None:
@@ -290,6 +337,7 @@ class SharedSpend:
         args: list[str | float] = [op, rid, repr(self.lease), str(KEY_TTL_MS), *(repr(c) for c in costs)]
         give_up = time.monotonic() + self.retry_for
         while True:
+            self.scripts[op] += 1
             try:
                 reply = await self.state.run(SPEND, keys, args)
             except StateUnavailableError as exc:
@@ -304,7 +352,8 @@ class SharedSpend:
             except Exception:
                 log.exception("spend settlement %s failed", rid)
                 return
-            self._observe(scopes, reply)
+            self.settlements += 1
+            self._observe(scopes, reply[2:])
             return
 
     # -- leases ---------------------------------------------------------------------------------
@@ -321,6 +370,7 @@ class SharedSpend:
                 if since > due or not scopes:
                     continue
                 keys = [k for s in scopes for k in (s.hash_key, s.lease_key)]
+                self.scripts["renew"] += 1
                 try:
                     await self.state.run(SPEND, keys, ["renew", rid, repr(self.lease), str(KEY_TTL_MS)])
                 except StateUnavailableError:
@@ -339,3 +389,33 @@ class SharedSpend:
         await self.drain()
         for task in [*self._tasks, *([self._renewer] if self._renewer is not None else [])]:
             task.cancel()
+
+
+class SpendHold:
+    """One reservation's spend hold sent inside its request's admission script: an
+    :class:`~toolmesh.store.redis_limits.AdmissionRider` (the limits and the hold, one round trip)."""
+
+    __slots__ = ("args", "held", "keys", "refused", "reservation", "scopes", "store")
+
+    def __init__(self, store: SharedSpend, scopes: list[RedisSpendScope], r: Reservation) -> None:
+        self.store = store
+        self.scopes = scopes
+        self.reservation = r
+        self.keys, self.args = store.hold_call(scopes, r)
+        #: Set from the script's answer: whether Redis took the hold / refused it for lack of room.
+        self.held = False
+        self.refused = False
+
+    def unavailable(self) -> Exception:
+        """The 503 of a spend budget that Redis cannot check."""
+        return self.store.unavailable("the request's admission could not reach it")
+
+    def answered(self, held: bool, refused: bool, stats: Sequence[Any]) -> None:
+        """Record the decision; ``refused``: the spend refused (not a limit; those leave it False)."""
+        self.store.joined_holds += held
+        self.held = self.store.answered(self.scopes, self.reservation, held, stats, refused=refused)
+        self.refused = refused
+
+    def abandoned(self) -> None:
+        """The admission was cancelled mid-flight: release whatever it may have held."""
+        self.store.abandon(self.scopes, self.reservation)

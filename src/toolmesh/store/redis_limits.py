@@ -23,19 +23,57 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from importlib import resources
+from typing import Any, Protocol
 
 from toolmesh.errors import ConcurrencyLimitError
 from toolmesh.store.redis_state import LuaScript, RedisState
 from toolmesh.store.shared import Admission, Limit, LocalLimiter, RequestLimiter, StateUnavailableError
 
-__all__ = ["SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key"]
+__all__ = ["AdmissionRider", "SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key", "spend_script"]
 
 log = logging.getLogger("toolmesh.store.redis")
 
 _KIND_CODES = {"bucket": "b", "window": "w", "slots": "c"}
-ADMIT = LuaScript("admit.lua")
+
+
+def spend_script(name: str) -> LuaScript:
+    """A script of ``toolmesh/store/lua/`` with ``spend_lib.lua`` (the spend scopes' functions) prepended."""
+    lua = resources.files("toolmesh.store").joinpath("lua")
+    return LuaScript(name, lua.joinpath("spend_lib.lua").read_text(encoding="utf-8") + "\n"
+                     + lua.joinpath(name).read_text(encoding="utf-8"))
+
+
+ADMIT = spend_script("admit.lua")
 RENEW = LuaScript("renew.lua")
+
+
+class AdmissionRider(Protocol):
+    """Holds decided in the same admission script as the limits, all or nothing with them: a
+    request's daily spend hold (:class:`toolmesh.store.redis_budget.SpendHold`)."""
+
+    @property
+    def keys(self) -> Sequence[str]:
+        """Two keys per spend scope (hash, lease set), hash-tagged like the limits' keys."""
+        ...
+
+    @property
+    def args(self) -> Sequence[str]:
+        """The hold's id, lease, key TTL, then limit, amount, floor per scope (see admit.lua)."""
+        ...
+
+    def unavailable(self) -> Exception:
+        """What to raise when Redis cannot decide (a hold has no local fallback)."""
+        ...
+
+    def answered(self, held: bool, refused: bool, stats: Sequence[Any]) -> None:
+        """The script's decision: ``held`` (admitted), else ``refused`` when the hold itself was
+        refused (False: a limit refused first); ``stats``: used, reserved, in flight per scope."""
+        ...
+
+    def abandoned(self) -> None:
+        """The script may have run but its answer was lost (cancelled): give back what it held."""
+        ...
 
 
 def limit_key(prefix: str, tenant: str, name: str) -> str:
@@ -71,9 +109,14 @@ class SharedLimiter:
     def replicas(self) -> int:
         return self.fallback.replicas
 
-    async def admit(self, tenant: str, limits: Sequence[Limit], request_id: str | None = None) -> Admission:
-        """Charge every limit in one round trip, or none (see the module doc)."""
-        if not limits:
+    async def admit(self, tenant: str, limits: Sequence[Limit], request_id: str | None = None, *,
+                    rider: AdmissionRider | None = None) -> Admission:
+        """Charge every limit in one round trip, or none (see the module doc).
+
+        ``rider``: holds taken in the same script, all or nothing with the limits (a refused hold
+        takes no token, a refused limit no hold). Without Redis a rider raises its
+        :meth:`~AdmissionRider.unavailable` error instead of the local fallback."""
+        if not limits and rider is None:
             return Admission(True, shared=True)
         keys, tail, needs_member = self._prepared(tenant, limits)
         now = time.monotonic()
@@ -85,22 +128,38 @@ class SharedLimiter:
                     return Admission(False, until - now, lim.label, shared=True)
                 del self._denied[key]
         if not self.state.available:
+            if rider is not None:
+                raise rider.unavailable()
             self.local_decisions += 1
             return self.fallback.admit_now(tenant, limits)
         member = request_id or (uuid.uuid4().hex if needs_member else "-")
         args: list[str | float] = [member, *tail]
+        if rider is not None:
+            keys = [*keys, *rider.keys]
+            args += rider.args
         self.round_trips += 1
         try:
             reply = await self.state.run(ADMIT, keys, args)
         except StateUnavailableError:
+            if rider is not None:
+                raise rider.unavailable() from None
             self.local_decisions += 1
             return self.fallback.admit_now(tenant, limits)
-        if int(reply[0]) == 1:
-            held = [(key, lim.span) for key, lim in zip(keys, limits, strict=True) if lim.kind == "slots"]
+        except asyncio.CancelledError:
+            if rider is not None:
+                rider.abandoned()
+            raise
+        admitted = int(reply[0]) == 1
+        retry_ms, index = (0, -1) if admitted else (int(reply[1]), int(reply[2]) - 1)
+        if rider is not None:
+            rider.answered(admitted, index >= len(limits), reply[3:])
+        if admitted:
+            held = [(key, lim.span) for key, lim in zip(keys, limits, strict=False) if lim.kind == "slots"]
             if not held:
                 return Admission(True, shared=True)
             return Admission(True, shared=True, on_release=self._hold(held, member))
-        retry_ms, index = int(reply[1]), int(reply[2]) - 1
+        if index >= len(limits):  # a spend scope of the rider refused: the rider knows which and why
+            return Admission(False, 0.0, "spend", shared=True)
         lim, key = limits[index], keys[index]
         if retry_ms < 0:  # concurrency: a slot frees when some request ends, not at a known time
             return Admission(False, self.busy_retry_after, lim.label, shared=True)
@@ -119,7 +178,7 @@ class SharedLimiter:
         found = self._prepared_cache.get(ck)
         if found is None:
             keys = [limit_key(self.prefix, tenant, lim.name) for lim in limits]
-            tail: list[str] = []
+            tail: list[str] = [str(len(limits))]
             for lim in limits:
                 tail += (_KIND_CODES[lim.kind], repr(lim.amount), repr(lim.span), repr(lim.cost))
             if len(self._prepared_cache) >= self.max_denied:

@@ -18,6 +18,7 @@ A watcher on ``receive`` cancels the run when the client disconnects.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from toolmesh.gateway.state import DEFERRED_LIMITS_KEY, Gateway
 from toolmesh.gateway.web import principal_of, read_body, send_bytes
 from toolmesh.llm.types import ChatRequest
 from toolmesh.net.asgi import Receive, Scope, Send
+from toolmesh.store.redis_budget import SpendHold
 from toolmesh.store.shared_users import SharedUserLimits
 
 if TYPE_CHECKING:
@@ -84,6 +86,11 @@ class OpenAIApi:
         self._configs: dict[tuple[Any, ...], tuple[AgentConfig, AgentConfig]] = {}
         self._models: set[str] = set()
         self._created = int(time.time())
+
+    @staticmethod
+    def route_table() -> list[tuple[str, str]]:
+        """Every route as ``(method, path template)`` (what :meth:`__call__` dispatches; /openapi.json)."""
+        return [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("GET", "/v1/models/{id}")]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,7 +143,7 @@ class OpenAIApi:
             refused = await self._deferred_limits(scope, None)  # rate limits answer before bad requests
             await cycle.error(refused or to_api_error(exc))
             return
-        refused = await self._deferred_limits(scope, user)
+        refused = await self._deferred_limits(scope, user, handler)
         if refused is not None:
             await cycle.error(refused)
             return
@@ -169,16 +176,32 @@ class OpenAIApi:
                 SharedUserLimits.clear_preadmitted()
                 await admission.release()
 
-    async def _deferred_limits(self, scope: Scope, user: str | None) -> ApiError | None:
+    async def _deferred_limits(self, scope: Scope, user: str | None,
+                               handler: AgentTurn | PassThrough | ReasoningTurn | None = None) -> ApiError | None:
         """Admit a request whose tenant and key limits the edge left for here (shared limits: with
-        the user's, one round trip); the 429 when refused."""
+        the user's, one round trip); the 429 when refused. A pass-through call with its daily spend
+        in Redis is admitted by the call itself, its spend hold in the same script."""
         if not scope.pop(DEFERRED_LIMITS_KEY, False):
             return None
+        if user is not None and isinstance(handler, PassThrough) and handler.can_join_admission():
+            handler.join_admission(functools.partial(self._joined_admission, scope, user))
+            return None
+        return await self._admit_chat(scope, user, None)
+
+    async def _joined_admission(self, scope: Scope, user: str, rider: SpendHold) -> None:
+        # A PassThrough's admission with its spend hold: raises the 429 of a refusing limit.
+        refused = await self._admit_chat(scope, user, rider)
+        if refused is not None:
+            raise refused
+
+    async def _admit_chat(self, scope: Scope, user: str | None, rider: SpendHold | None) -> ApiError | None:
         gw = self.gw
-        admission = await gw.admit_chat(principal_of(scope), user)
+        admission = await gw.admit_chat(principal_of(scope), user, rider)
         if admission.admitted:
             scope[_ADMISSION] = admission  # released when the response is over
             return None
+        if rider is not None and rider.refused:
+            return None  # the spend refused, not a limit: the caller's budget waits or refuses
         users = gw.agent.user_limits
         if isinstance(users, SharedUserLimits) and users.is_user_limit(admission.refused_by):
             return to_api_error(users.rejection(admission))

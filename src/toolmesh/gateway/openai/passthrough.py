@@ -4,6 +4,10 @@ The caller's tools go to the model as given and its ``tool_calls`` come back to 
 (``finish_reason: "tool_calls"``), streaming included. The router still chooses the
 deployment and falls back; the agent runtime's per-user limits and daily spend budgets
 apply; usage and cost go to the ledger like the agent's own calls.
+
+With the limits and the daily spend in Redis, the call's spend hold rides on its admission
+script (:meth:`PassThrough.join_admission`): the tenant, key and user limits and the hold are
+decided in one round trip, all or nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from toolmesh.agent.budget import BudgetSet, CallAsk, Reservation
@@ -30,6 +34,7 @@ from toolmesh.gateway.openai.wire import (
     usage_of,
 )
 from toolmesh.llm import types as t
+from toolmesh.store.redis_budget import SpendHold
 
 if TYPE_CHECKING:
     from toolmesh.gateway.state import Gateway
@@ -40,11 +45,15 @@ log = logging.getLogger("toolmesh.gateway.openai")
 _PREFIX = "chatcmpl-" + secrets.token_hex(6)
 _IDS = itertools.count(1)
 
+#: Admits the request with a spend hold riding on its admission script; raises the limits' 429
+#: (an :class:`ApiError`) when a limit refuses, returns when admitted or the hold was refused.
+JoinedAdmission = Callable[[SpendHold], Awaitable[None]]
+
 
 class PassThrough:
     """One chat completion forwarded to the router."""
 
-    __slots__ = ("budgets", "call", "gw", "principal", "request", "rid", "scenario", "timeout", "user")
+    __slots__ = ("budgets", "call", "gw", "joined", "principal", "request", "rid", "scenario", "timeout", "user")
 
     def __init__(self, gw: Gateway, principal: Principal, call: ChatCall, user: str, model: str,
                  scenario: str | None) -> None:
@@ -65,28 +74,55 @@ class PassThrough:
         spend = agent.spend
         self.budgets = BudgetSet(spend.budgets(principal.tenant, user, agent.spend_seed)
                                  if spend.per_user is not None or spend.per_tenant is not None else [])
+        self.joined: JoinedAdmission | None = None
+
+    def can_join_admission(self) -> bool:
+        """Whether this call's spend hold can ride on its admission script (daily spend in Redis)."""
+        return self.gw.shared_spend is not None and bool(self.budgets.shared_scopes())
+
+    def join_admission(self, admit: JoinedAdmission) -> None:
+        """Leave the request's admission to this call: made with its spend hold, in one round trip."""
+        self.joined = admit
 
     @contextlib.asynccontextmanager
     async def _admitted(self) -> AsyncIterator[Reservation | None]:
         """The agent runtime's per-user limits and daily spend budgets, as for an agent run."""
         limits = self.gw.agent.user_limits
-        cm = limits.run(self.principal.tenant, self.user) if limits is not None else contextlib.nullcontext()
-        async with cm:
-            reservation = None
-            if self.budgets.budgets:
-                est = self._estimate()
-                out = self.call.max_tokens or 256
-                in_cost = self._price(self.request.model, t.Usage(est, 0)) or 0.0
-                full = self._price(self.request.model, t.Usage(est, out)) or 0.0
-                # The client's max_tokens is kept (no lower grant); a call blocked only by other
-                # calls' reservations waits for them to settle (BudgetExceededError -> 429).
-                ask = CallAsk(est, out, input_cost=in_cost, output_price=max(full - in_cost, 0.0) / out)
-                reservation, _ = await self.budgets.reserve_call(ask, wait=self.gw.agent.config.budget_wait)
-            try:
+        reservation = None
+        try:
+            if self.joined is not None:
+                # The admission (limits and hold, one script) comes first; it preadmits the run
+                # slot, so ``limits.run`` below enters without a round trip of its own.
+                reservation = await self._reserve(self._confirm_joined)
+            cm = limits.run(self.principal.tenant, self.user) if limits is not None else contextlib.nullcontext()
+            async with cm:
+                if reservation is None and self.budgets.budgets:
+                    reservation = await self._reserve(None)
                 yield reservation
-            finally:
-                if reservation is not None:
-                    self.budgets.release(reservation)  # no-op once committed
+        finally:
+            if reservation is not None:
+                self.budgets.release(reservation)  # no-op once committed
+
+    async def _reserve(self, confirm: Callable[[Reservation], Awaitable[bool]] | None) -> Reservation:
+        est = self._estimate()
+        out = self.call.max_tokens or 256
+        in_cost = self._price(self.request.model, t.Usage(est, 0)) or 0.0
+        full = self._price(self.request.model, t.Usage(est, out)) or 0.0
+        # The client's max_tokens is kept (no lower grant); a call blocked only by other
+        # calls' reservations waits for them to settle (BudgetExceededError -> 429).
+        ask = CallAsk(est, out, input_cost=in_cost, output_price=max(full - in_cost, 0.0) / out)
+        reservation, _ = await self.budgets.reserve_call(ask, wait=self.gw.agent.config.budget_wait, confirm=confirm)
+        return reservation
+
+    async def _confirm_joined(self, r: Reservation) -> bool:
+        # Each attempt is one admission script: a refused hold took no rate token, so trying again
+        # after other calls' holds settled charges the limits once, with the hold that succeeds.
+        spend, joined = self.gw.shared_spend, self.joined
+        if spend is None or joined is None:
+            raise RuntimeError("_confirm_joined() without a joined admission")
+        rider = spend.rider(self.budgets.shared_scopes(), r)
+        await joined(rider)
+        return rider.held
 
     def _estimate(self) -> int:
         req = self.request

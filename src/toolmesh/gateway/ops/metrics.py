@@ -7,14 +7,17 @@ by :class:`GatewayCollector`, next to the Hub's :class:`ToolmeshCollector`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from toolmesh.gateway.state import HANDSHAKE_TENANT_SUFFIX, Gateway
 from toolmesh.observability.health import HealthStatus
+from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.sqlite import Store
 
 __all__ = ["BUCKETS", "LEDGER_FAMILIES", "GatewayCollector", "RequestStats", "UsageTotals"]
@@ -50,29 +53,40 @@ class RequestStats:
         s[2 + bisect_left(BUCKETS, seconds)] += 1
 
 
+_SUMS = ("SELECT tenant, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens),"
+         " SUM(reasoning_tokens), SUM(cost_usd), SUM(1 - priced) FROM usage WHERE id > ? AND id <= ?"
+         " GROUP BY tenant, model")
+
+
 class UsageTotals:
     """LLM requests, tokens and cost per (tenant, model), summed from the usage ledger's rows.
 
-    Reads only rows added since the previous scrape (``id`` cursor: the table is append-only
-    and SQLite hands out increasing ids in commit order), so a scrape stays cheap however long
-    the ledger grows; totals cover every worker, because they all write the same store.
+    Reads only rows added since the previous scrape (``id`` cursor: the table is append-only),
+    so a scrape stays cheap however long the ledger grows; totals cover every worker, because
+    they all write the same store. SQLite hands out ids in commit order. PostgreSQL does not
+    (several processes write at once): a missing id below the newest may be a transaction not
+    committed yet, so the cursor stops before it for up to ``gap_wait`` seconds (after that the
+    id is taken as rolled back and skipped).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gap_wait: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.cursor = 0
         #: (tenant, model) -> [requests, input, output, cached_input, reasoning, cost_usd, unpriced]
         self.totals: dict[tuple[str, str], list[float]] = {}
+        self.gap_wait = gap_wait
+        self._clock = clock
+        self._gaps: dict[int, float] = {}  # missing id -> when first seen missing
 
     async def refresh(self, store: Store) -> None:
         try:
-            row = await store.fetchone("SELECT MAX(id) FROM usage")
-            top = int(row[0] or 0) if row else 0
+            if store.engine == "postgresql":
+                top = await self._settled(store)
+            else:
+                row = await store.fetchone("SELECT MAX(id) FROM usage")
+                top = int(row[0] or 0) if row else 0
             if top <= self.cursor:
                 return
-            rows = await store.fetchall(
-                "SELECT tenant, model, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_input_tokens),"
-                " SUM(reasoning_tokens), SUM(cost_usd), SUM(1 - priced) FROM usage WHERE id > ? AND id <= ?"
-                " GROUP BY tenant, model", (self.cursor, top))
+            rows = await store.fetchall(_SUMS, (self.cursor, top))
         except Exception:  # a busy or closed store must not fail the scrape
             log.warning("reading LLM usage for /metrics failed", exc_info=True)
             return
@@ -81,6 +95,29 @@ class UsageTotals:
             for i, v in enumerate(values):
                 acc[i] += float(v or 0.0)
         self.cursor = top
+        self._gaps = {i: t for i, t in self._gaps.items() if i > top}
+
+    async def _settled(self, store: Store) -> int:
+        """The highest id up to which every id is committed, or was missing for ``gap_wait`` s."""
+        row = await store.fetchone("SELECT MAX(id), COUNT(*) FROM usage WHERE id > ?", (self.cursor,))
+        top, n = (int(row[0] or 0), int(row[1])) if row else (0, 0)
+        if n == top - self.cursor:  # no missing id in the range: all committed
+            return top
+        now, pos = self._clock(), self.cursor
+        for _ in range(64):  # bounded work per scrape; the next scrape goes on from here
+            if await store.fetchone("SELECT 1 FROM usage WHERE id = ?", (pos + 1,)) is None:
+                gap = pos + 1
+            else:
+                found = await store.fetchone(
+                    "SELECT MIN(u.id) + 1 FROM usage u WHERE u.id > ? AND u.id < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM usage v WHERE v.id = u.id + 1)", (pos, top))
+                if found is None or found[0] is None:
+                    return top
+                gap = int(found[0])
+            if now - self._gaps.setdefault(gap, now) < self.gap_wait:
+                return gap - 1  # maybe still being committed: wait for it
+            pos = gap  # missing for long: rolled back
+        return pos
 
 
 class GatewayCollector:
@@ -134,6 +171,9 @@ class GatewayCollector:
                                 value=1.0 if gw.ready and not gw.draining else 0.0)
         yield GaugeMetricFamily(f"{p}_gateway_start_time_seconds", "Unix time this worker started.",
                                 value=gw.started_at)
+        # Leak watch (the soak benchmark reads it): flat over time when nothing piles up.
+        yield GaugeMetricFamily(f"{p}_gateway_asyncio_tasks", "Asyncio tasks alive in this worker's event loop.",
+                                value=_task_count())
         up = GaugeMetricFamily(f"{p}_gateway_upstream_reachable",
                                "1 if the configured upstream answered when the gateway started.",
                                labels=("tenant", "server"))
@@ -141,6 +181,15 @@ class GatewayCollector:
             tenant, _, server = key.partition("/")
             up.add_metric((tenant, server), 1.0 if entry.get("ok") else 0.0)
         yield up
+        store = gw.store  # the durable records: rows wait in a bounded buffer while PostgreSQL is down
+        yield GaugeMetricFamily(f"{p}_store_up", "1 while this worker reaches its store's database.",
+                                value=1.0 if store.available else 0.0)
+        yield GaugeMetricFamily(f"{p}_store_buffered_rows", "Ledger/audit rows acknowledged, not yet written.",
+                                value=store.buffered_rows)
+        yield CounterMetricFamily(f"{p}_store_dropped_rows", "Ledger/audit rows dropped: buffer full while the "
+                                  "database was unreachable.", value=store.dropped_rows)
+        yield CounterMetricFamily(f"{p}_store_outages", "Times this worker found its database unreachable.",
+                                  value=store.outages)
         state, limiter = gw.shared_state, gw.shared_limiter
         if state is not None and limiter is not None:
             yield GaugeMetricFamily(f"{p}_shared_state_up", "1 while this worker reaches the shared state (Redis).",
@@ -156,6 +205,9 @@ class GatewayCollector:
             yield CounterMetricFamily(f"{p}_shared_limits_round_trips",
                                       "Admission scripts sent to Redis (one per request not decided locally).",
                                       value=limiter.round_trips)
+        spend = gw.shared_spend
+        if spend is not None:
+            yield from _spend_families(p, spend)
 
     def _servers(self) -> Iterator[Metric]:
         p, hub = self.prefix, self.gw.hub
@@ -216,3 +268,29 @@ class GatewayCollector:
             bad.add_metric((name, d["model"]), d.get("failures", 0))
             cool.add_metric((name, d["model"]), d.get("cooldown_s", 0.0))
         yield from (ok, bad, cool)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the event loop (tests): no loop, no tasks
+        return 0.0
+
+
+def _spend_families(p: str, spend: SharedSpend) -> Iterator[Metric]:
+    """The daily spend holds kept in Redis by this worker (``state.url`` with a spend budget)."""
+    holds = CounterMetricFamily(f"{p}_spend_holds", "Daily spend holds Redis decided for this worker's model calls "
+                                "(joined: taken inside the request's admission script).", labels=("outcome",))
+    holds.add_metric(("held",), spend.holds)
+    holds.add_metric(("refused",), spend.refused_holds)
+    holds.add_metric(("joined",), spend.joined_holds)
+    yield holds
+    yield CounterMetricFamily(f"{p}_spend_settlements", "Spend settlements (actual cost) written to Redis.",
+                              value=spend.settlements)
+    yield CounterMetricFamily(f"{p}_spend_lost_settlements", "Spend settlements given up (Redis down longer than "
+                              "the retry window): their holds lapse unsettled.", value=spend.lost_settlements)
+    trips = CounterMetricFamily(f"{p}_spend_round_trips", "Spend scripts this worker sent to Redis on their own, "
+                                "by op (holds riding on an admission script are not counted here).", labels=("op",))
+    for op, n in spend.scripts.items():
+        trips.add_metric((op,), n)
+    yield trips

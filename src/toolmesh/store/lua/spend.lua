@@ -1,4 +1,5 @@
 -- Daily spend reservations shared by every replica (budget scopes), on Redis's clock.
+-- (spend_lib.lua is prepended when loaded: spend_purge, spend_stats, spend_refuses, spend_hold.)
 --
 -- Per scope i: KEYS[2i-1] a hash {used, res, n, r:<id> = amount | "d"}, KEYS[2i] a sorted set
 -- <id> -> expiry (a held reservation's lease; a settled id's "done" marker until it lapses).
@@ -22,50 +23,22 @@ local per = 0
 if op == 'hold' then per = 3 elseif op == 'settle' then per = 1 end
 local field = 'r:' .. id
 
--- Drop lapsed holds (a crashed request's) and lapsed done markers.
-local function purge(h, x)
-  local gone = redis.call('ZRANGEBYSCORE', x, '-inf', string.format('%.6f', now))
-  if #gone == 0 then return end
-  for _, m in ipairs(gone) do
-    local v = redis.call('HGET', h, 'r:' .. m)
-    if v and v ~= 'd' then
-      redis.call('HINCRBYFLOAT', h, 'res', -tonumber(v))
-      redis.call('HINCRBY', h, 'n', -1)
-    end
-    redis.call('HDEL', h, 'r:' .. m)
-  end
-  redis.call('ZREMRANGEBYSCORE', x, '-inf', string.format('%.6f', now))
-  if tonumber(redis.call('HGET', h, 'n') or '0') <= 0 then
-    redis.call('HSET', h, 'n', 0, 'res', 0)  -- nothing held: no float residue
-  end
-end
-
-local function stats(out)
-  for i = 1, n do
-    local st = redis.call('HMGET', KEYS[2 * i - 1], 'used', 'res', 'n')
-    out[#out + 1] = st[1] or '0'
-    out[#out + 1] = st[2] or '0'
-    out[#out + 1] = st[3] or '0'
-  end
-  return out
-end
-
 local function touch(h, x)
   redis.call('PEXPIRE', h, ttl)
   redis.call('PEXPIRE', x, ttl)
 end
 
 for i = 1, n do
-  purge(KEYS[2 * i - 1], KEYS[2 * i])
+  spend_purge(KEYS[2 * i - 1], KEYS[2 * i], now)
 end
 
 if op == 'peek' then
-  return stats({1, 0})
+  return spend_stats({1, 0}, 1, n)
 end
 
 local first = redis.call('HGET', KEYS[1], field)
 if first == 'd' then
-  return stats({2, 0})  -- settled already: a retry of a call that went through
+  return spend_stats({2, 0}, 1, n)  -- settled already: a retry of a call that went through
 end
 
 if op == 'renew' then
@@ -74,37 +47,23 @@ if op == 'renew' then
       redis.call('ZADD', KEYS[2 * i], 'XX', string.format('%.6f', now + lease), id)
     end
   end
-  return stats({1, 0})
+  return spend_stats({1, 0}, 1, n)
 end
 
 if op == 'hold' then
   if first then
-    return stats({1, 0})  -- held already: a retry of a call that went through
+    return spend_stats({1, 0}, 1, n)  -- held already: a retry of a call that went through
   end
   for i = 1, n do
-    local h = KEYS[2 * i - 1]
     local base = 4 + per * (i - 1)
-    local limit, amount, floor = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-    local used = tonumber(redis.call('HGET', h, 'used') or '0')
-    if used < floor then
-      redis.call('HSET', h, 'used', string.format('%.17g', floor))
-      used = floor
-    end
-    local res = tonumber(redis.call('HGET', h, 'res') or '0')
-    if used + res + amount > limit + 1e-12 then
-      return stats({0, i})
+    if spend_refuses(KEYS[2 * i - 1], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])) then
+      return spend_stats({0, i}, 1, n)
     end
   end
   for i = 1, n do
-    local h, x = KEYS[2 * i - 1], KEYS[2 * i]
-    local amount = ARGV[4 + per * (i - 1) + 2]
-    redis.call('HSET', h, field, amount)
-    redis.call('HINCRBYFLOAT', h, 'res', amount)
-    redis.call('HINCRBY', h, 'n', 1)
-    redis.call('ZADD', x, string.format('%.6f', now + lease), id)
-    touch(h, x)
+    spend_hold(KEYS[2 * i - 1], KEYS[2 * i], id, ARGV[4 + per * (i - 1) + 2], now, lease, ttl)
   end
-  return stats({1, 0})
+  return spend_stats({1, 0}, 1, n)
 end
 
 if op == 'settle' then
@@ -126,7 +85,7 @@ if op == 'settle' then
     redis.call('ZADD', x, string.format('%.6f', now + 2 * lease), id)
     touch(h, x)
   end
-  return stats({1, 0})
+  return spend_stats({1, 0}, 1, n)
 end
 
 return redis.error_reply('unknown spend op ' .. tostring(op))
