@@ -99,3 +99,17 @@ async def test_a_shared_daily_spend_is_held_in_redis_before_the_call(redis_serve
         assert store.round_trips == 1 and store.settlements == 1
     finally:
         await st.aclose()
+
+
+async def test_the_reasoning_config_sets_how_long_a_call_waits_for_reservations() -> None:
+    """``reasoning.budget_wait`` reaches the run's model calls: 0 refuses at once where the
+    default waits (the case of the first test)."""
+    from toolmesh.reasoning.run import Run, RunParts
+    from toolmesh.reasoning.types import ReasoningConfig
+
+    async with scripted_router(SCRIPT) as (router, _):
+        for wait in (0.0, 12.5):
+            run = Run(RunParts(router, None, None, None, price), ReasoningConfig(budget_wait=wait), "q", "r")
+            assert run.meter.budget_wait == wait
+    with pytest.raises(ValueError, match="budget_wait"):
+        ReasoningConfig(budget_wait=-1)

@@ -101,7 +101,7 @@ class Run:
             parts.llm, budgets=adapter.run_budgets(cfg.budget, parts.budgets), price=parts.price,
             ledger=parts.ledger, run_id=run_id, tenant=cfg.tenant, user=cfg.user, timeout=cfg.llm_timeout,
             scenario=cfg.scenario, max_output_tokens=cfg.max_output_tokens,
-            rate_limit_retries=cfg.rate_limit_retries)
+            rate_limit_retries=cfg.rate_limit_retries, budget_wait=cfg.budget_wait)
         ctx = verifiers.VerifyContext(prompt, cfg, self.meter, parts.hub, cfg.model)
         self.verifiers = verifiers.build(ctx, parts.extra_verifiers)
         self.verify_ctx = ctx

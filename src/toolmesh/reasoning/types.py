@@ -232,6 +232,8 @@ class ReasoningConfig(BaseModel):
     max_output_tokens: int | None = Field(1024, ge=1)
     llm_timeout: float = Field(60.0, gt=0)
     rate_limit_retries: int = Field(8, ge=0, description="waits for retry_after when every deployment is at its limit")
+    budget_wait: float = Field(60.0, ge=0, description=(
+        "seconds a model call may wait for other calls' reservations when only they fill a budget"))
     scenario: str | None = None
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
