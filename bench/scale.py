@@ -1,190 +1,244 @@
-"""The scale-out benchmark (``toolmesh bench scale``), first slice: what shared limits cost.
+"""The scale-out benchmark (``toolmesh bench scale``): what replicas and shared state cost.
 
-1 and 2 ``toolmesh serve`` processes (1 worker each) behind haproxy (round-robin, the same path
-for every run), with the shared state (``state.url``: a redis-server of this run) off and on.
-The gateway has a tenant and a key rate limit (high enough to admit everything), so with the
-shared state on every request runs the admission script. The load is ``wrk`` sending MCP
-``tools/call add(19, 23)`` (2026-07-28, stateless) through the gateway's ``/mcp`` to a toolmesh
-server; every answer is checked (``gateway_servers/calls.lua``). Measured per run: calls/s,
-errors, CPU µs per call of each process kind (gateway, upstream, redis, haproxy) and Redis
-commands per call (``INFO commandstats``: those clients sent, and separately those the
-scripts ran inside Redis; the benchmark's own INFO calls left out).
+1, 2 and 3 ``toolmesh serve`` processes (1 worker each) behind haproxy (round-robin, no
+stickiness), with the shared state off (each process alone: in-process limits, a SQLite store)
+and on (``state.url``: a redis-server; ``store.url``: a PostgreSQL cluster; both of this run).
+The gateway has a tenant and a key rate limit and per-user agent limits (high enough to admit
+everything), so with the shared state on every request runs the admission script. Two loads,
+each from ``wrk`` through haproxy, every answer checked:
 
-    .venv/bin/python bench/scale.py [--json] [--quick] [--seconds S]
+* tool calls: MCP ``tools/call add(19, 23)`` (2026-07-28, stateless) on the gateway's ``/mcp``,
+  forwarded to a toolmesh server (``gateway_servers/calls.lua``);
+* agent requests: ``/v1/chat/completions`` without ``tools``, so the agent runtime answers, with
+  the scripted LLM (``toolmesh.testing.scripted_llm``, a real HTTP process) as the provider: the
+  model calls ``add`` once, the tool runs upstream, the model answers (``scale_servers/agent.lua``).
 
-Needs ``wrk``, ``redis-server`` and ``haproxy`` (Debian packages; ``make test`` installs them).
+Measured per run and load: requests/s, errors, CPU µs per request of each process kind
+(gateway, redis, postgres, haproxy; ``total`` is their sum, the deployment's own cost; the
+upstream tool server and the LLM apart) and Redis commands per request (``INFO commandstats``:
+those clients sent, and apart from them those the scripts ran inside Redis). The issue's targets
+are checked and printed as pass/fail lines.
+
+    .venv/bin/python bench/scale.py [--json] [--quick] [--seconds S] [--replicas 1,2,3]
+
+Needs ``wrk``, ``redis-server``, ``postgresql`` and ``haproxy`` (Debian packages; ``make test``
+installs them).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import orjson
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
 import runner
 from gateway_servers import procs
-from gateway_servers.procs import PY, Proc
-from gateway_servers.targets import UPSTREAM_SCRIPT
+from gateway_servers.procs import Proc
+from scale_servers import measure, services
+from scale_servers.services import log
 
 CONNS = 64
-#: Limits that admit everything: the cost of deciding, not of refusing.
-RATE_LIMITS = {"tenant": {"requests_per_minute": 1e9, "burst": 1_000_000},
-               "key": {"requests_per_minute": 1e9, "burst": 1_000_000}}
+#: Pause before each measured load: requests wrk gave up on at the end of the previous load
+#: finish server-side (their CPU, their slot releases) outside the measured window.
+SETTLE_S = 1.0
+#: The issue's targets.
+MAX_REDIS_COMMANDS = 2.0
+MAX_SHARED_OVERHEAD = 0.10
+MAX_REPLICA_SPREAD = 0.10
+MAX_GATEWAY_VS_UPSTREAM = 1.0
 
 
-def _log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+def _find_tool(port: int, key: str) -> str:
+    tools = procs.list_tools(port, "/mcp", key)
+    tool = next((t for t in tools if t == "add" or t.endswith("__add")), None)
+    if tool is None:
+        raise RuntimeError(f"no add tool at the gateway's /mcp (tools: {tools})")
+    return tool
 
 
-def _need(binary: str) -> str:
-    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
-    if found is None:
-        raise SystemExit(f"{binary} is not installed (Debian package; `make test` installs it)")
-    return found
+class Bench:
+    """The processes shared by every run (upstream, Redis, PostgreSQL, the LLM) and the runs."""
+
+    def __init__(self, tmp: Path, seconds: int) -> None:
+        self.tmp = tmp
+        self.seconds = seconds
+        home = tmp / "home"
+        home.mkdir()
+        self.env = {**procs.CHILD_ENV, "TOOLMESH_HOME": str(home)}
+        self.upstream = services.upstream()
+        self.redis = services.redis(tmp)
+        self.postgres = services.Postgres().start()
+        self.upstream.wait_ready()
+        self.redis.wait_ready()
+        self.llm_port = procs.free_port()
+        self.llm: Proc | None = None  # started once the tool's name at the gateway is known
+
+    def config(self, shared: bool) -> tuple[Path, str]:
+        redis_url = f"redis://127.0.0.1:{self.redis.port}/0" if shared else None
+        store_url = self.postgres.create_database("toolmesh_bench") if shared else None
+        config = services.gateway_config(self.tmp, "shared" if shared else "local", self.upstream.port,
+                                         self.llm_port, redis_url=redis_url, store_url=store_url)
+        return config, services.create_key(config, self.env)
+
+    def run(self, config: Path, key: str, replicas: int, shared: bool) -> dict[str, Any]:
+        gateways = [services.gateway(config, self.env) for _ in range(replicas)]
+        for g in gateways:
+            g.wait_ready()
+        proxy = services.haproxy(self.tmp, [g.port for g in gateways])
+        proxy.wait_ready()
+        if self.llm is None:
+            self.llm = services.scripted_llm(self.tmp, self.llm_port, _find_tool(gateways[0].port, key))
+            self.llm.wait_ready()
+        tool = _find_tool(gateways[0].port, key)
+        base = f"http://127.0.0.1:{proxy.port}"
+        mcp_env = {"BENCH_KIND": "mcp", "BENCH_ERA": "2026-07-28", "BENCH_TOOL": tool, "BENCH_AUTH": key}
+        agent_env = {"BENCH_MODEL": services.MODEL, "BENCH_AUTH": key}
+        llm = self.llm
+        kinds = {"gateway": lambda: [p for g in gateways for p in g.pids()], "redis": self.redis.pids,
+                 "postgres": self.postgres.pids, "haproxy": proxy.pids, "upstream": self.upstream.pids,
+                 "llm": llm.pids}
+        # Warm-up: connections, caches, the scripts loaded, the store's schema read.
+        warm = 1 if self.seconds < 10 else 2
+        procs.wrk(f"{base}/mcp", conns=CONNS, seconds=warm, env=mcp_env)
+        measure.wrk_agent(f"{base}/v1/chat/completions", conns=CONNS, seconds=warm, env=agent_env)
+        log(f"replicas={replicas} shared_state={shared}: {self.seconds}s of tool calls, {self.seconds}s of agent")
+        time.sleep(SETTLE_S)
+        calls = measure.phase(lambda: procs.wrk(f"{base}/mcp", conns=CONNS, seconds=self.seconds, env=mcp_env),
+                              kinds, self.redis.port)
+        time.sleep(SETTLE_S)
+        agent = measure.phase(lambda: measure.wrk_agent(f"{base}/v1/chat/completions", conns=CONNS,
+                                                        seconds=self.seconds, env=agent_env),
+                              kinds, self.redis.port)
+        proxy.stop()
+        for g in gateways:
+            g.stop()
+        cpu = calls["cpu_us_per_request"]
+        run = {"replicas": replicas, "shared_state": shared, "calls_per_s": calls["per_s"],
+               "agent_rps": agent["per_s"], "errors": calls["errors"] + agent["errors"],
+               # Per forwarded tool call (the MCP load); the agent load's figures under "agent".
+               "cpu_us_per_request": cpu,
+               "redis_commands_per_request": calls["redis_commands_per_request"],
+               "redis_script_ops_per_request": calls["redis_script_ops_per_request"],
+               "redis_sent_by_command": calls["redis_sent_by_command"],
+               "gateway_cpu_vs_upstream": _ratio(cpu["gateway"], cpu["upstream"]),
+               "agent": {"cpu_us_per_request": agent["cpu_us_per_request"],
+                         "redis_commands_per_request": agent["redis_commands_per_request"],
+                         "redis_script_ops_per_request": agent["redis_script_ops_per_request"],
+                         "redis_sent_by_command": agent["redis_sent_by_command"],
+                         "errors": agent["errors"]}}
+        for name, ph in (("calls", calls), ("agent", agent)):
+            if "first_error" in ph:
+                run[f"first_error_{name}"] = ph["first_error"]
+        return run
 
 
-#: Commands only the admission scripts run inside Redis (counted by INFO commandstats too).
-IN_SCRIPT = {"time", "hmget", "hset", "pexpire", "zadd", "zremrangebyscore", "zcard", "zrange"}
-
-
-def _redis_calls(port: int) -> tuple[int, int]:
-    """(commands clients sent, commands scripts ran inside Redis) so far; INFO itself left out."""
-    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True, text=True,
-                         check=True, timeout=10).stdout
-    sent = inside = 0
-    for line in out.splitlines():
-        if not line.startswith("cmdstat_") or line.startswith("cmdstat_info:"):
-            continue
-        name = line[len("cmdstat_"):].split(":", 1)[0]
-        calls = int(line.split("calls=", 1)[1].split(",", 1)[0])
-        if name in IN_SCRIPT:
-            inside += calls
-        else:
-            sent += calls
-    return sent, inside
-
-
-def _haproxy(tmp: Path, backends: list[int]) -> Proc:
-    port = procs.free_port()
-    servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
-    cfg = tmp / f"haproxy-{port}.cfg"
-    cfg.write_text("global\n    maxconn 4096\n\ndefaults\n    mode http\n    timeout connect 5s\n"
-                   "    timeout client 60s\n    timeout server 60s\n\n"
-                   f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n\n"
-                   f"backend be\n    balance roundrobin\n{servers}\n")
-    return Proc("haproxy", [_need("haproxy"), "-f", str(cfg), "-db"], port=port).start()
-
-
-def _config(tmp: Path, upstream_port: int, redis_url: str | None) -> Path:
-    config: dict[str, Any] = {
-        "servers": {"b": {"url": f"http://127.0.0.1:{upstream_port}/mcp", "protocol": "2026-07-28"}},
-        "llm": {"deployments": [{"name": "m", "provider": "openai", "model": "m", "api_key": "unused",
-                                 "base_url": "http://127.0.0.1:9/v1"}]},
-        "store": {"path": str(tmp / "toolmesh.db")},
-        "gateway": {"host": "127.0.0.1", "rate_limits": RATE_LIMITS},
-    }
-    if redis_url:
-        config["state"] = {"url": redis_url}
-    path = tmp / ("shared.yaml" if redis_url else "local.yaml")
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _key(config: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config), "--tenant",
-                          "default", "--scopes", "mcp", "--json"], env=env, capture_output=True, check=True,
-                         timeout=60)
-    return str(orjson.loads(out.stdout)["key"])
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
 
 
 def run(seconds: int, replica_counts: list[int]) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tm-bench-scale-"))
-    home = tmp / "home"
-    home.mkdir()
-    env = {**procs.CHILD_ENV, "TOOLMESH_HOME": str(home)}
-    up_port, redis_port = procs.free_port(), procs.free_port()
-    upstream = Proc("upstream", [PY, str(UPSTREAM_SCRIPT), "http", str(up_port)], port=up_port).start()
-    redis = Proc("redis", [_need("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--dir", str(tmp)], port=redis_port).start()
-    upstream.wait_ready()
-    redis.wait_ready()
-    runs: list[dict[str, Any]] = []
-    for shared in (False, True):
-        config = _config(tmp, up_port, f"redis://127.0.0.1:{redis_port}/0" if shared else None)
-        key = _key(config, env)
-        for replicas in replica_counts:
-            gateways = []
-            for _ in range(replicas):
-                port = procs.free_port()
-                argv = [PY, "-m", "toolmesh.cli.main", "serve", "--config", str(config), "--port", str(port),
-                        "--workers", "1"]
-                gateways.append(Proc("gateway", argv, port=port, env=env, ready_path="/readyz").start())
-            for g in gateways:
-                g.wait_ready()
-            proxy = _haproxy(tmp, [g.port for g in gateways])
-            proxy.wait_ready()
-            url = f"http://127.0.0.1:{proxy.port}/mcp"
-            tools = procs.list_tools(gateways[0].port, "/mcp", key)
-            tool = next((t for t in tools if t == "add" or t.endswith("__add")), None)
-            if tool is None:
-                raise RuntimeError(f"no add tool at the gateway's /mcp (tools: {tools})")
-            wrk_env = {"BENCH_KIND": "mcp", "BENCH_ERA": "2026-07-28", "BENCH_TOOL": tool, "BENCH_AUTH": key}
-            procs.wrk(url, conns=CONNS, seconds=1, env=wrk_env)  # warm-up: connections, caches, the script
-            kinds = {"gateway": lambda gs=gateways: [p for g in gs for p in g.pids()],
-                     "upstream": upstream.pids, "redis": redis.pids, "haproxy": proxy.pids}
-            cpu0 = {k: procs.cpu_seconds(f()) for k, f in kinds.items()}
-            calls0 = _redis_calls(redis_port)
-            _log(f"replicas={replicas} shared_state={shared}: {seconds}s of wrk")
-            res = procs.wrk(url, conns=CONNS, seconds=seconds, env=wrk_env)
-            calls1 = _redis_calls(redis_port)
-            cpu1 = {k: procs.cpu_seconds(f()) for k, f in kinds.items()}
-            ok = int(res["ok"])
-            sock = res.get("socket_errors", {})
-            errors = int(res["bad_status"]) + int(res["rpc_errors"]) + sum(int(v) for v in sock.values())
-            per = {k: round((cpu1[k] - cpu0[k]) / max(ok, 1) * 1e6, 1) for k in kinds}
-            per["total"] = round(sum(per.values()), 1)
-            runs.append({"replicas": replicas, "shared_state": shared,
-                         "calls_per_s": round(ok / (res["duration_us"] / 1e6), 1), "errors": errors,
-                         "cpu_us_per_request": per,
-                         # Round trips' worth: what clients sent (EVALSHA, ZREM, connection set-up).
-                         "redis_commands_per_request": round((calls1[0] - calls0[0]) / max(ok, 1), 3),
-                         "redis_script_ops_per_request": round((calls1[1] - calls0[1]) / max(ok, 1), 3),
-                         **({"first_error": res["first_error"]} if errors and res.get("first_error") else {})})
-            proxy.stop()
-            for g in gateways:
-                g.stop()
-    procs.stop_all()
-    shutil.rmtree(tmp, ignore_errors=True)
-    return {"runs": runs, "errors": sum(r["errors"] for r in runs), "connections": CONNS, "seconds": seconds}
+    try:
+        bench = Bench(tmp, seconds)
+        runs: list[dict[str, Any]] = []
+        for shared in (False, True):
+            config, key = bench.config(shared)
+            for replicas in replica_counts:
+                runs.append(bench.run(config, key, replicas, shared))
+    finally:
+        services.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    # The forwarding cost alone: one replica, nothing shared.
+    base = min((r for r in runs if not r["shared_state"]), key=lambda r: r["replicas"])
+    result = {"runs": runs, "gateway_cpu_vs_upstream": base["gateway_cpu_vs_upstream"],
+              "errors": sum(r["errors"] for r in runs), "connections": CONNS, "seconds": seconds}
+    result["targets"] = targets(result)
+    return result
+
+
+def _target(reached: float | None, limit: float, detail: str) -> dict[str, Any]:
+    return {"reached": reached, "target": limit, "met": reached is not None and reached <= limit, "detail": detail}
+
+
+def targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets on the runs: each ``{reached, target, met, detail}``."""
+    runs = result["runs"]
+    loads: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"calls": lambda r: r,
+                                                                     "agent": lambda r: r["agent"]}
+    out: dict[str, dict[str, Any]] = {}
+    shared = [r for r in runs if r["shared_state"]]
+    if shared:
+        worst = max(max(r["redis_commands_per_request"], r["agent"]["redis_commands_per_request"]) for r in shared)
+        out["redis_commands_per_request"] = _target(worst, MAX_REDIS_COMMANDS,
+                                                    "most Redis commands sent per tool call or agent request")
+    total = {(name, r["replicas"], r["shared_state"]): pick(r)["cpu_us_per_request"]["total"]
+             for name, pick in loads.items() for r in runs}
+    overheads = [total[(name, n, True)] / total[(name, n, False)] - 1 for (name, n, s) in total
+                 if s and total.get((name, n, False))]
+    if overheads:
+        out["shared_state_cpu_overhead"] = _target(round(max(overheads), 3), MAX_SHARED_OVERHEAD,
+                                                   "worst extra total CPU per request with the shared state on")
+    spreads = []
+    for name in loads:
+        for s in (False, True):
+            series = sorted((n, t) for (k, n, sh), t in total.items() if k == name and sh == s)
+            if len(series) >= 2 and series[0][1] > 0:
+                spreads += [abs(t / series[0][1] - 1) for _, t in series[1:]]
+    if spreads:
+        out["cpu_flat_across_replicas"] = _target(round(max(spreads), 3), MAX_REPLICA_SPREAD,
+                                                  "worst change of total CPU per request from 1 replica to more")
+    out["gateway_cpu_vs_upstream"] = _target(result["gateway_cpu_vs_upstream"], MAX_GATEWAY_VS_UPSTREAM,
+                                             "gateway CPU per forwarded tool call / the upstream server's")
+    return out
+
+
+def target_lines(result: dict[str, Any]) -> list[str]:
+    return [f"{'PASS' if t['met'] else 'FAIL'} {name}: {t['reached']} (target ≤ {t['target']}; {t['detail']})"
+            for name, t in result["targets"].items()]
 
 
 def render(result: dict[str, Any]) -> None:
-    print(f"{'replicas':>8} {'shared':>6} {'calls/s':>9} {'errors':>6} {'gw µs':>8} {'redis µs':>9} "
-          f"{'haproxy µs':>10} {'redis cmd/req':>13}")
+    head = (f"{'replicas':>8} {'shared':>6} {'load':>5} {'req/s':>8} {'errors':>6} {'gw µs':>7} {'redis µs':>8} "
+            f"{'pg µs':>6} {'hap µs':>6} {'total µs':>8} {'upstr µs':>8} {'redis cmd':>9}")
+    print(head)
     for r in result["runs"]:
-        cpu = r["cpu_us_per_request"]
-        print(f"{r['replicas']:>8} {r['shared_state']!s:>6} {r['calls_per_s']:>9} {r['errors']:>6} "
-              f"{cpu['gateway']:>8} {cpu['redis']:>9} {cpu['haproxy']:>10} {r['redis_commands_per_request']:>13}")
+        for load, figures, rate in (("calls", r, r["calls_per_s"]), ("agent", r["agent"], r["agent_rps"])):
+            cpu = figures["cpu_us_per_request"]
+            errors = r["errors"] - r["agent"]["errors"] if load == "calls" else r["agent"]["errors"]
+            print(f"{r['replicas']:>8} {r['shared_state']!s:>6} {load:>5} {rate:>8} {errors:>6} {cpu['gateway']:>7} "
+                  f"{cpu['redis']:>8} {cpu['postgres']:>6} {cpu['haproxy']:>6} {cpu['total']:>8} "
+                  f"{cpu['upstream']:>8} {figures['redis_commands_per_request']:>9}")
+    print(f"gateway CPU / upstream CPU per forwarded tool call: {result['gateway_cpu_vs_upstream']}")
+    for line in target_lines(result):
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 replica, 2 s)")
-    parser.add_argument("--seconds", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 replica, 2 s per load)")
+    parser.add_argument("--seconds", type=int, default=None, help="seconds of each load (default 10; quick 2)")
+    parser.add_argument("--replicas", default=None, help="replica counts, comma-separated (default 1,2,3)")
     args = parser.parse_args(argv)
-    _need("wrk")
+    for binary in ("wrk", "redis-server", "redis-cli", "haproxy", "initdb", "postgres"):
+        services.need(binary)
     seconds = args.seconds or (2 if args.quick else 10)
-    counts = [1] if args.quick else [1, 2]
-    result = runner.run_guarded(lambda: run(seconds, counts), procs.stop_all)
+    try:
+        counts = [int(n) for n in (args.replicas or ("1" if args.quick else "1,2,3")).split(",")]
+    except ValueError:
+        parser.error(f"--replicas: comma-separated whole numbers, got {args.replicas!r}")
+    if not counts or min(counts) < 1 or seconds < 1:
+        parser.error("--replicas and --seconds must be at least 1")
+    result = runner.run_guarded(lambda: run(seconds, sorted(set(counts))), services.stop_all)
+    if args.json:  # stdout is the one JSON object; the verdicts go to stderr too
+        for line in target_lines(result):
+            log(line)
     return runner.emit(result, args.json, render)
 
 

@@ -42,7 +42,8 @@ UTILISATION = 0.6
 #: The reference turn (SPEC: product, inventory and discount tools in parallel): model → 3 tools → model.
 TOOL_CALLS_PER_RUN = 3
 MODEL_CALLS_PER_RUN = 2
-#: docs/scale.md § How a request is admitted: one EVALSHA, plus one ZREM when the run ends.
+#: docs/scale.md § How a request is admitted: one EVALSHA, plus one ZREM when the run ends
+#: (used when the scale run has no agent load: ``bench scale`` measures it per agent request).
 REDIS_COMMANDS_PER_RUN = 2.0
 #: Shared components that run as one instance, and the cores one instance can use.
 REDIS_CORES = 1.0  # Redis executes commands on one thread
@@ -148,7 +149,7 @@ def postgres_writes(rows_per_s: float, processes: int, batch_rows: int, interval
 
 def plan(scale: dict[str, Any], agent: dict[str, Any] | None = None, gateway: dict[str, Any] | None = None, *,
          rps: float = PEAK_RPS, utilisation: float = UTILISATION, tool_calls: int = TOOL_CALLS_PER_RUN,
-         model_calls: int = MODEL_CALLS_PER_RUN, redis_commands_per_run: float = REDIS_COMMANDS_PER_RUN,
+         model_calls: int = MODEL_CALLS_PER_RUN, redis_commands_per_run: float | None = None,
          audit: bool = True, redis_cores: float = REDIS_CORES, haproxy_threads: float = HAPROXY_THREADS,
          postgres_cores: float = POSTGRES_CORES) -> dict[str, Any]:
     """The capacity plan as one JSON-ready object (see the module doc)."""
@@ -158,6 +159,10 @@ def plan(scale: dict[str, Any], agent: dict[str, Any] | None = None, gateway: di
         raise PlanError(f"rps must be positive, got {rps}")
     run = pick_run(scale)
     cpu = run["cpu_us_per_request"]
+    if redis_commands_per_run is None:  # measured by the scale run's agent load, else the design's figure
+        measured = (run.get("agent") or {}).get("redis_commands_per_request")
+        redis_commands_per_run = float(measured) if isinstance(measured, (int, float)) and measured > 0 \
+            else REDIS_COMMANDS_PER_RUN
     batch_rows, interval = store_batching()
     redis_per_cmd = cpu["redis"] / run["redis_commands_per_request"] if run["redis_commands_per_request"] else 0.0
     pg_us = cpu.get("postgres")  # measured only by scale runs that put PostgreSQL in the path
@@ -291,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--utilisation", type=float, default=UTILISATION)
     ap.add_argument("--tool-calls", type=int, default=TOOL_CALLS_PER_RUN, help="tool calls per agent run")
     ap.add_argument("--model-calls", type=int, default=MODEL_CALLS_PER_RUN, help="model calls per agent run")
-    ap.add_argument("--redis-commands-per-run", type=float, default=REDIS_COMMANDS_PER_RUN)
+    ap.add_argument("--redis-commands-per-run", type=float, default=None,
+                    help=f"default: measured by bench scale's agent load, else {REDIS_COMMANDS_PER_RUN:g}")
     ap.add_argument("--no-audit", action="store_true", help="gateway.audit: false (no audit rows)")
     ap.add_argument("--redis-cores", type=float, default=REDIS_CORES)
     ap.add_argument("--haproxy-threads", type=float, default=HAPROXY_THREADS)

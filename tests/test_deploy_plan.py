@@ -153,9 +153,21 @@ def test_reads_the_keys_the_benchmarks_print() -> None:
     # A renamed field in a benchmark must break this test, not the plan in silence.
     sources = {name: (BENCH / f"{name}.py").read_text() for name in ("scale", "agent", "gateway")}
     for key in ("runs", "replicas", "shared_state", "calls_per_s", "cpu_us_per_request",
-                "redis_commands_per_request", "gateway", "upstream", "redis", "haproxy", "total"):
+                "redis_commands_per_request", "gateway", "upstream", "redis", "haproxy", "total", "agent"):
         assert f'"{key}"' in sources["scale"], key
     for key in ("frameworks", "concurrent", "client_cpu_ms_per_run"):
         assert f'"{key}"' in sources["agent"], key
     for key in ("openai", "toolmesh", "load_run", "cpu_us_per_call"):
         assert f'"{key}"' in sources["gateway"], key
+
+
+def test_redis_commands_per_agent_run_measured_by_the_scale_run(sp: ModuleType) -> None:
+    run = _run(3, True, 110.0, 6.0, 1.0)
+    run["agent"] = {"cpu_us_per_request": dict(run["cpu_us_per_request"]), "redis_commands_per_request": 3.0}
+    plan = sp.plan({"runs": [run]}, AGENT)
+    assert plan["assumptions"]["redis_commands_per_agent_run"] == 3.0
+    assert plan["scenarios"]["agent"]["redis_commands_per_s"] == 45_000
+    assert plan["scenarios"]["agent"]["cpu_us_per_request"]["redis"] == 18.0  # 6 µs per command × 3
+    # An explicit figure still wins.
+    assert sp.plan({"runs": [run]}, AGENT, redis_commands_per_run=2.0)["scenarios"]["agent"]["redis_commands_per_s"] \
+        == 30_000

@@ -1,0 +1,1 @@
+"""Processes and measurements of the scale-out benchmark (``bench/scale.py``)."""
