@@ -19,6 +19,7 @@ import orjson
 from toolmesh.errors import ConfigError
 from toolmesh.gateway.app import GatewayApp
 from toolmesh.gateway.config import GatewaySettings
+from toolmesh.gateway.gctune import tune_gc
 from toolmesh.gateway.ops.logs import configure_logging
 from toolmesh.gateway.ops.tracing import configure_tracing
 from toolmesh.gateway.ops.workers import WORKERS_DIR_ENV, make_workers_dir, remove_workers_dir
@@ -51,7 +52,9 @@ def create_app() -> GatewayApp:
     config = load_config(path)
     settings = resolve_settings(config, overrides)
     _setup_observability(settings)
-    return GatewayApp(config, settings)
+    app = GatewayApp(config, settings)
+    tune_gc()  # this worker process is the gateway's: collect less often (see gctune)
+    return app
 
 
 def _setup_observability(settings: GatewaySettings) -> None:
@@ -100,6 +103,7 @@ def serve(config_path: str, overrides: dict[str, Any]) -> None:
             remove_workers_dir(workers_dir)
         return
     app = GatewayApp(config, settings)
+    tune_gc()
     server = uvicorn.Server(uvicorn.Config(app, loop="none", **_uvicorn_options(settings)))
     try:
         import uvloop
