@@ -16,9 +16,8 @@ import sys
 
 from conftest import ROOT, children_of_self
 
-# gw_crashloop is left out: its recovery is slow and uneven (docs/reliability.md, found, not yet fixed).
-SCENARIOS = ["gw_kill9", "gw_reset", "gw_sigstop", "hub_sigstop", "hub_garbage", "hub_crashloop", "llm_5xx",
-             "llm_stream_cut"]
+SCENARIOS = ["gw_kill9", "gw_reset", "gw_sigstop", "gw_crashloop", "hub_sigstop", "hub_garbage", "hub_crashloop",
+             "llm_5xx", "llm_stream_cut"]
 #: Connection pools may hold a few more idle connections after a run than before it; a leak
 #: grows with the number of failed calls (thousands here), so a small bound tells them apart.
 FD_SLACK = 8

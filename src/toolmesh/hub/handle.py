@@ -102,13 +102,32 @@ class ServerHandle:
         self._listen_acks = 0
         #: The open circuits' shared background ping in flight (see :meth:`_probe`).
         self._ping: asyncio.Future[None] | None = None
+        #: The connection attempt in flight (see :meth:`connection`).
+        self._attempt: asyncio.Future[Connection] | None = None
 
     # -- connection -------------------------------------------------------------------
     async def connection(self) -> Connection:
-        """The live connection, opening one if needed (single-flight)."""
+        """The live connection, opening one if needed (single-flight).
+
+        The attempt runs in a task of its own: a caller that stops waiting (its deadline passed)
+        does not cut it, so a server slower to start than one call's timeout still comes up for
+        the next caller. (Each cut killed the half-started process: a stdio server starting in
+        2-3 s on a busy machine was never reconnected by 2 s calls.)"""
         conn = self.conn
         if conn is not None and conn.alive:
             return conn
+        attempt = self._attempt
+        if attempt is None or attempt.done():
+            attempt = self._attempt = asyncio.ensure_future(self._connect())
+            attempt.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen even if nobody waits
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            if attempt.cancelled() and self.closed:  # close() stopped it, not this caller's cancellation
+                raise ConnectionFailedError(f"server {self.name!r} was unregistered") from None
+            raise
+
+    async def _connect(self) -> Connection:
         async with self._connecting:
             conn = self.conn
             if conn is not None and conn.alive:
@@ -163,6 +182,11 @@ class ServerHandle:
         self.circuit.stop_probing()
         for guard in self._tool_circuits.values():
             guard.tool.stop_probing()
+        attempt = self._attempt
+        if attempt is not None and not attempt.done():
+            attempt.cancel()  # start() closes what it opened
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await attempt
         await self.drop()
 
     async def _probe(self) -> None:
@@ -286,8 +310,8 @@ class ServerHandle:
         raise AssertionError("unreachable")
 
     async def _connection_by(self, call: ToolCall, method: str) -> Connection:
-        """:meth:`connection`, given up when ``call``'s deadline passes (the connect itself goes
-        on for the next caller only if it was not this caller's: ``start()`` cleans up if cut)."""
+        """:meth:`connection`, given up when ``call``'s deadline passes (the attempt itself goes
+        on for the next caller, up to the server's ``connect_timeout``)."""
         conn = self.conn
         if conn is not None and conn.alive:
             return conn

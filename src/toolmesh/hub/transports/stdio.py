@@ -7,9 +7,11 @@ import collections
 import contextlib
 import os
 import signal
+from typing import Any
 
 from toolmesh.errors import ConnectionFailedError
 from toolmesh.hub.transports.stream import StreamConnection
+from toolmesh.hub.transports.types import LEGACY
 
 #: Largest single message accepted from a server (a tool may return big payloads).
 MAX_LINE = 64 * 1024 * 1024
@@ -47,13 +49,44 @@ class StdioConnection(StreamConnection):
         self._start_reader()
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
 
-    async def _fresh_channel(self) -> None:
-        # The probe went unanswered: a handshake-only server ignores it, but a slow-starting
-        # dual-era one (an interpreter importing its SDK on a busy machine) would still read it,
-        # adopt 2026-07-28 and refuse the initialize on this pipe. A new process starts clean.
-        await self._close()
-        self._broken = None
-        await self._open()
+    def _probe_timeout(self) -> float:
+        # The whole budget: the probe's answer comes once the process has started, however long
+        # that takes; after half of it an initialize joins the probe (see _try_discover).
+        return self.config.connect_timeout
+
+    async def _try_discover(self, *, retried: bool = False) -> bool:
+        """The ``server/discover`` probe; True once the protocol is agreed (modern by the probe,
+        or legacy by an ``initialize`` sent on the same pipe while the probe was unanswered).
+
+        A probe unanswered after half the connect budget is either ignored (a handshake-only
+        server) or not read yet (a process still starting). Both requests then wait on the same
+        pipe, and the server answers them in the order it read them: a slow dual-era server answers
+        the probe (and refuses the initialize), a handshake-only one answers the initialize. (This
+        process used to be replaced by a new one for the initialize: a start-up slower than half
+        the budget then never finished, since the new process had only the other half; a stdio
+        server in a crash loop under load was not reconnected for tens of seconds.)"""
+        if retried:
+            return await super()._try_discover(retried=True)
+        probe = asyncio.ensure_future(super()._try_discover())
+        init: asyncio.Future[None] | None = None
+        try:
+            done, _ = await asyncio.wait({probe}, timeout=self.config.connect_timeout / 2)
+            if probe in done:
+                return probe.result()
+            init = asyncio.ensure_future(self._initialize(LEGACY))
+            await asyncio.wait({probe, init}, return_when=asyncio.FIRST_COMPLETED)
+            if not _agreed(probe, init):
+                await asyncio.wait({probe, init})  # the first to end failed: the other decides
+            if _agreed(probe, init):
+                return True
+            init.result()  # raises the initialize's error
+            return False  # (not reached: an initialize that did not raise succeeded)
+        finally:
+            for task in (probe, init):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _read_loop(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -128,3 +161,9 @@ class StdioConnection(StreamConnection):
             with contextlib.suppress(Exception):
                 proc._transport.close()  # type: ignore[attr-defined]
 
+
+def _agreed(probe: asyncio.Future[bool], init: asyncio.Future[None]) -> bool:
+    """Whether the initialize succeeded or the probe found the modern revision."""
+    def ok(task: asyncio.Future[Any]) -> bool:
+        return task.done() and not task.cancelled() and task.exception() is None
+    return ok(init) or (ok(probe) and probe.result())
