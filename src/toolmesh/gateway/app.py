@@ -9,6 +9,7 @@ Routes::
     *    /v1/...                                    chat scope: OpenAI-compatible API
     *    /admin/...                                 admin scope
     GET  /ui/...                                    the dashboard's static files (its data: /admin/, admin key)
+    GET  /openapi.json                              no auth: the OpenAPI 3.1 document of /v1 and /admin
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import logging
 import time
 from dataclasses import dataclass
 
+from toolmesh.errors import StateUnavailableError
 from toolmesh.gateway.admin import AdminApi
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.gateway.mcp import McpRoutes
 from toolmesh.gateway.openai import OpenAIApi
 from toolmesh.gateway.ops import Ops
+from toolmesh.gateway.ops.openapi import document_bytes
 from toolmesh.gateway.state import DEFERRED_LIMITS_KEY, Gateway
 from toolmesh.gateway.ui import Dashboard
-from toolmesh.gateway.web import PRINCIPAL_KEY, send_error
+from toolmesh.gateway.web import PRINCIPAL_KEY, send_bytes, send_error
 from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.net.asgi import Message, Receive, Scope, Send
 from toolmesh.servers.guard import is_loopback
@@ -66,6 +69,8 @@ class GatewayApp:
         self.store_path = store_path
         self.gw: Gateway | None = None
         self.apps: SubApps | None = None
+        #: GET /openapi.json, built at start-up from the live route tables (ops/openapi.py).
+        self.openapi = b"{}"
         self._hosts = _allowed_hosts(self.settings)
         self._origins = frozenset(o.rstrip("/").lower() for o in self.settings.allowed_origins)
 
@@ -78,6 +83,7 @@ class GatewayApp:
         ui = Dashboard(gw, ops.requests)
         admin.add_routes(ui.routes())
         self.apps = SubApps(ops=ops, mcp=McpRoutes(gw), openai=OpenAIApi(gw), admin=admin, ui=ui)
+        self.openapi = document_bytes([*self.apps.openai.route_table(), *admin.route_table()])
         ui.start()
         await gw.start()
         await ops.start()
@@ -146,6 +152,9 @@ class GatewayApp:
         if head == "ui":  # the dashboard's static files hold no data: its pages send an admin key for data
             await apps.ui(scope, receive, send)
             return
+        if path == "/openapi.json" and kind == "http":  # describes the API, holds no data: no key
+            await _openapi(self.openapi, scope, send)
+            return
         if head == "metrics" and self.settings.metrics_public and kind == "http":
             await apps.ops.metrics(scope, receive, send)
             return
@@ -153,7 +162,12 @@ class GatewayApp:
             token = token[7:].strip()
         else:
             token = None
-        principal = await gw.principal(token)
+        try:
+            principal = await gw.principal(token)
+        except StateUnavailableError:  # a key not cached here while the store's database is down
+            await self._deny(scope, receive, send, 503, "the key store is unreachable; retry shortly",
+                             [(b"retry-after", b"1")])
+            return
         if principal is None:
             await self._deny(scope, receive, send, 401, "missing or invalid API key (Authorization: Bearer KEY)",
                           [(b"www-authenticate", b'Bearer realm="toolmesh"')], kind="authentication_error")
@@ -234,6 +248,13 @@ async def _route(apps: SubApps, head: str, parts: list[str], scope: Scope, recei
         return "metrics"
     await _refuse(scope, receive, send, 404, f"no route {scope['path']!r}", kind="not_found_error")
     return "not_found"
+
+
+async def _openapi(document: bytes, scope: Scope, send: Send) -> None:
+    if scope["method"] not in ("GET", "HEAD"):
+        await send_error(send, 405, "use GET for /openapi.json", headers=[(b"allow", b"GET, HEAD")])
+        return
+    await send_bytes(send, 200, b"" if scope["method"] == "HEAD" else document)
 
 
 def _allowed_hosts(settings: GatewaySettings) -> frozenset[str] | None:

@@ -7,6 +7,9 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from toolmesh.net.addrguard import ConnectGuard
 
 TransportName = Literal["stdio", "http", "sse", "websocket", "inprocess"]
 ProtocolPin = Literal["auto", "2025-11-25", "2026-07-28"]
@@ -147,6 +150,9 @@ class ServerConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     # in-process
     server: Any = Field(default=None, exclude=True)
+    # Checks the addresses of url's host at every connect (set by the gateway for servers
+    # registered over its admin API: SSRF through DNS rebinding). Not from files or request bodies.
+    connect_guard: SkipJsonSchema[ConnectGuard | None] = Field(default=None, exclude=True)
     # behaviour
     protocol: ProtocolPin = "auto"
     client_capabilities: dict[str, Any] | None = Field(

@@ -66,11 +66,11 @@ class Rule:
         if unknown:
             raise ConfigError("unknown field (known: strategy, models)", key=f"{key}.{sorted(unknown)[0]}")
         strategy = value.get("strategy")
-        if strategy is not None and strategy not in STRATEGIES:
+        if strategy is not None and (type(strategy) is not str or strategy not in STRATEGIES):
             raise ConfigError(f"unknown strategy {strategy!r} (known: {', '.join(sorted(STRATEGIES))})",
                               key=f"{key}.strategy")
         models = value.get("models") or ()
-        if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+        if not isinstance(models, list | tuple) or not all(isinstance(m, str) and m for m in models):
             raise ConfigError("expected a list of model or deployment names", key=f"{key}.models")
         if strategy is None and not models:
             raise ConfigError("a rule needs a strategy or a models list", key=key)

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from toolmesh.errors import StateUnavailableError
 from toolmesh.gateway.admin import data
 from toolmesh.gateway.admin.request import Request
 from toolmesh.gateway.admin.servers import ServersAdmin
@@ -86,6 +87,9 @@ class AdminApi:
             result = await handler(req)
         except ApiError as err:
             await _send_error(send, err)
+            return
+        except StateUnavailableError as exc:  # the store's database (PostgreSQL) is down: retry later
+            await _send_error(send, ApiError(503, str(exc), retry_after=1.0))
             return
         except Exception as exc:  # a bug in one admin call must not take the worker down
             log.exception("admin %s %s failed", req.method, scope["path"])

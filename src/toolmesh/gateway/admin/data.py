@@ -43,7 +43,8 @@ async def list_sessions(req: Request) -> dict[str, Any]:
 
 
 async def _find_session(req: Request, sid: str) -> tuple[Any, ...]:
-    if not sid.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit but not to int()), within SQLite's 64 bits
+    if not (sid.isascii() and sid.isdigit()) or len(sid) > 18:
         raise ApiError(404, f"no session {sid!r}")
     row: tuple[Any, ...] | None = await req.gw.store.fetchone(
         "SELECT s.id, s.user, s.conversation, s.created_at, s.updated_at,"

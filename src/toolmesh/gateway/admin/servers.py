@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from toolmesh.errors import ConfigError, ServerNotFoundError
 from toolmesh.gateway.admin.request import Request
 from toolmesh.gateway.admin.sync import Doc, Overlay
-from toolmesh.gateway.admin.upstreams import check_upstream_url
+from toolmesh.gateway.admin.upstreams import RESOLVER_KEY, check_upstream_url
 from toolmesh.gateway.errors import ApiError
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.handle import ServerHandle
@@ -129,7 +129,7 @@ class ServersAdmin:
             raise ApiError(403, "registering stdio servers runs commands on the gateway host and is off "
                                 "(set gateway.admin_stdio: true to allow it)", param="command")
         if cfg.url is not None:
-            await check_upstream_url(cfg.url, self.gw.settings)
+            await check_upstream_url(cfg.url, self.gw.settings, self.gw.extras.get(RESOLVER_KEY))
         return cfg
 
     # -- routing -----------------------------------------------------------------------------

@@ -15,25 +15,30 @@ checked (see docs/security.md, "SSRF"):
 * ``gateway.admin_allow_networks`` (CIDRs) lets an operator allow a refused range explicitly.
 
 Host names are resolved once here and every address they resolve to must pass; a name that
-does not resolve is refused (it cannot be checked). Not covered: a name that resolves to a
-public address now and to a refused one later (DNS rebinding after registration) — servers
-from the configuration file are trusted and never checked.
+does not resolve is refused (it cannot be checked). A name that resolves to a public address now
+and to a refused one later (DNS rebinding) is caught at connect time: every server registered
+over HTTP carries a :func:`connect_guard` that resolves and checks the host again for each new
+connection and connects to the checked address only. Servers from the configuration file are
+trusted and never checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from urllib.parse import urlsplit
 
 from toolmesh.gateway.config import GatewaySettings
 from toolmesh.gateway.errors import ApiError
+from toolmesh.net.addrguard import ConnectGuard, IPAddress, Resolver, system_resolver
 from toolmesh.servers.guard import is_loopback
 
-__all__ = ["check_upstream_url"]
+__all__ = ["RESOLVER_KEY", "check_upstream_url", "connect_guard"]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: ``Gateway.extras`` key of a custom resolver ``(host, port) -> addresses`` used by the admin API's
+#: checks instead of the system's (split-horizon DNS; tests). Set it before servers are registered.
+RESOLVER_KEY = "upstream_resolver"
+
 
 #: Metadata services outside the link-local ranges (AWS IPv6, Alibaba Cloud).
 _METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
@@ -62,19 +67,36 @@ def _allowed_explicitly(address: IPAddress, settings: GatewaySettings) -> bool:
     return any(address.version == net.version and address in net for net in settings.admin_allow_networks)
 
 
-async def _resolve(host: str, port: int | None) -> list[IPAddress]:
-    loop = asyncio.get_running_loop()
+async def _resolve(host: str, port: int | None, resolver: Resolver) -> list[IPAddress]:
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
+        found = await asyncio.wait_for(resolver(host, port or 0), RESOLVE_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise ApiError(400, f"url: host {host!r} does not resolve ({exc or 'timeout'}); it cannot be checked",
                        param="url") from None
-    return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    return [ipaddress.ip_address(raw.split("%", 1)[0]) for raw in found]
 
 
-async def check_upstream_url(url: str, settings: GatewaySettings) -> None:
+def _allow_loopback(settings: GatewaySettings) -> bool:
+    allow = settings.admin_allow_loopback
+    return is_loopback(settings.host) if allow is None else allow
+
+
+def connect_guard(settings: GatewaySettings, resolver: Resolver | None = None) -> ConnectGuard:
+    """The guard the gateway gives every server registered over the admin API: the same rules as
+    :func:`check_upstream_url`, applied to the addresses of each new connection (DNS rebinding)."""
+    allow_loopback = _allow_loopback(settings)
+
+    def policy(address: IPAddress) -> str | None:
+        why = _refusal(address, allow_loopback)
+        return None if why is None or _allowed_explicitly(address, settings) else why
+
+    return ConnectGuard(policy, resolver)
+
+
+async def check_upstream_url(url: str, settings: GatewaySettings, resolver: Resolver | None = None) -> None:
     """Raise a 400 :class:`ApiError` (``param="url"``) when ``url`` points where the admin API
-    may not send the gateway (see the module docstring)."""
+    may not send the gateway (see the module docstring); ``resolver`` looks names up (default:
+    the system's)."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -82,16 +104,14 @@ async def check_upstream_url(url: str, settings: GatewaySettings) -> None:
         raise ApiError(400, f"url: {exc}", param="url") from None
     if not host:
         raise ApiError(400, "url: no host", param="url")
-    allow_loopback = settings.admin_allow_loopback
-    if allow_loopback is None:
-        allow_loopback = is_loopback(settings.host)
+    allow_loopback = _allow_loopback(settings)
     name = host.lower().rstrip(".")
     if name in _METADATA_NAMES:
         raise ApiError(400, f"url: host {host!r} is a cloud metadata service", param="url")
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(name.split("%", 1)[0])]
     except ValueError:
-        addresses = await _resolve(name, port)
+        addresses = await _resolve(name, port, resolver or system_resolver)
     for address in addresses:
         why = _refusal(address, allow_loopback)
         if why is not None and not _allowed_explicitly(address, settings):

@@ -98,6 +98,8 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
     for key in ("max_completion_tokens", "max_tokens"):
         mt = get(key)
         if mt is not None:
+            if type(mt) is float and mt.is_integer():  # JSON has one number type: 16.0 is the integer 16
+                mt = int(mt)
             if type(mt) is not int or mt < 1:
                 raise bad(f"'{key}' must be a positive integer", key)
             call.max_tokens = mt

@@ -24,8 +24,9 @@ from toolmesh.errors import ConnectionFailedError, ProtocolError, SessionLostErr
 from toolmesh.hub.transports.base import MODERN, Connection, Pending
 from toolmesh.hub.transports.headers import encode_header_value, header_map, param_headers
 from toolmesh.hub.transports.listen import LISTEN, LISTEN_ACK, ListenLoop, check_final, listen_message
+from toolmesh.net.addrguard import guarded_connector
 from toolmesh.net.fasthttp import FastHttpPool, HttpError, Response
-from toolmesh.net.sse import EventTooLarge, iter_sse
+from toolmesh.net.sse import STREAM_PAUSED, EventTooLarge, iter_sse
 
 log = logging.getLogger("toolmesh.hub")
 #: Extra header lines (``b"Name: value\r\n"...``) for the POSTs of the current task: how a
@@ -65,8 +66,10 @@ class HttpConnection(Connection):
 
     async def _open(self) -> None:
         assert self.config.url is not None
+        guard = self.config.connect_guard
         self.pool = FastHttpPool(
-            self.config.url, limit=self.config.max_concurrency, connect_timeout=self.config.connect_timeout
+            self.config.url, limit=self.config.max_concurrency, connect_timeout=self.config.connect_timeout,
+            resolve=guard.addresses if guard is not None else None,
         )
         lines = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                  "User-Agent": "toolmesh", **self.config.headers}
@@ -182,11 +185,28 @@ class HttpConnection(Connection):
         if sid is not None and self.session_id is None:
             self.session_id = sid
         resume = _Resume()
-        found = await self._read_events(resp.read_chunk, rid, pending, resume)
+        broke = False
+        try:
+            found = await self._read_events(resp.read_chunk, rid, pending, resume)
+        except HttpError as exc:
+            if resume.last_id is None or pending is None:
+                raise
+            # The connection broke mid-stream, but the server gave event ids: resume it like a poll.
+            log.info("server %s: response stream broke (%s); resuming it", self.config.name, exc)
+            found, broke = None, True
         # SEP-1699: a stream that closes before the answer but carried event ids is resumed
         # with a GET (Last-Event-ID), after the server's retry time.
+        polled: asyncio.Event | None = None
         while found is None and pending is not None and not pending.future.done() and resume.more():
-            await asyncio.sleep(resume.delay())
+            if resume.attempts == 0 and not broke and (paused := STREAM_PAUSED.get()) is not None:
+                polled = await paused(resume.retry_ms)  # the server closed it for polling: our client polls too
+            if polled is not None:
+                # Our own client's poll is passed on upstream at once (else we wait the retry time).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(polled.wait(), resume.delay())
+                polled.clear()  # one client poll, one upstream poll
+            else:
+                await asyncio.sleep(resume.delay())
             found = await self._resume(rid, pending, resume)
         if found is not None:
             return found
@@ -268,7 +288,8 @@ class HttpConnection(Connection):
 
     def _aiohttp(self) -> aiohttp.ClientSession:
         if self._aio is None:
-            self._aio = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._aio = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None),
+                                              connector=guarded_connector(self.config.connect_guard))
         return self._aio
 
     async def _listen(self) -> None:

@@ -8,6 +8,7 @@ import aiohttp
 
 from toolmesh.errors import ConnectionFailedError
 from toolmesh.hub.transports.stream import StreamConnection
+from toolmesh.net.addrguard import guarded_connector
 
 
 class WebSocketConnection(StreamConnection):
@@ -16,7 +17,7 @@ class WebSocketConnection(StreamConnection):
 
     async def _open(self) -> None:
         assert self.config.url is not None
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(connector=guarded_connector(self.config.connect_guard))
         try:
             self.ws = await self.session.ws_connect(
                 self.config.url, protocols=("mcp",), headers=self.config.headers,
