@@ -87,7 +87,8 @@ async def test_resources_and_prompts(fixture_http: ServerProcess) -> None:
 async def test_reference_server_time_from_pypi() -> None:
     """mcp-server-time (PyPI reference server, official SDK 1.x style) over stdio."""
     async with Hub() as hub:
-        await hub.register(ServerConfig(name="time", command=sys.executable, args=["-m", "mcp_server_time"]))
+        await hub.register(ServerConfig(name="time", command=sys.executable, args=["-m", "mcp_server_time"],
+                                        connect_timeout=60))  # imports the SDK: slow on a loaded box
         names = {t["_tool"] for t in await hub.list_tools()}
         assert {"get_current_time", "convert_time"} <= names
         r = await hub.call_tool("time", "get_current_time", {"timezone": "Asia/Shanghai"})
