@@ -98,6 +98,26 @@ async def test_a_bad_row_is_skipped_and_its_batch_kept(pg: PostgresServer) -> No
         assert store.dropped_rows == 0
 
 
+async def test_a_batch_of_one_statement_skips_only_its_bad_row(store_url: str) -> None:
+    # A batch of audit rows only is written without a savepoint around the bulk insert; when a
+    # row in it is rejected the transaction is rolled back and the rows replayed one by one.
+    async with Store(store_url, batch_rows=10_000, batch_interval=3000) as store:
+        await store.flush()
+        for i in range(3):
+            audit(store, i)
+        store.enqueue(AUDIT_SQL, (1.0, "acme", "u", "s", "t", "h", None, 1.0, "bad", None))  # status NOT NULL
+        for i in range(3, 6):
+            audit(store, i)
+        await store.flush()
+        rows = await store.fetchall("SELECT request_id FROM audit ORDER BY id")
+        assert [r[0] for r in rows] == [f"r{i}" for i in range(6)]
+        # The next batch goes in bulk again.
+        for i in range(6, 9):
+            audit(store, i)
+        await store.flush()
+        assert await store.fetchone("SELECT COUNT(*) FROM audit") == (9,)
+
+
 async def test_transactions_and_sessions_across_two_stores(pg: PostgresServer) -> None:
     url = pg.create_database()
     async with Store(url) as a, Store(url) as b:

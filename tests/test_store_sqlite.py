@@ -133,6 +133,36 @@ async def test_timer_flush_writes_without_explicit_flush(tmp_path: Path) -> None
         reader.close()
 
 
+async def test_a_full_batch_is_written_before_the_timer(tmp_path: Path) -> None:
+    db = tmp_path / "full.db"
+    async with Store(db, batch_rows=4, batch_interval=3000) as store:
+        reader = sqlite3.connect(db)
+        for i in range(9):  # two full batches (the writer may take the ninth row with them), no timer
+            store.audit(**{**AUDIT, "request_id": str(i)})
+        for _ in range(500):
+            if reader.execute("SELECT COUNT(*) FROM audit").fetchone()[0] >= 8:
+                break
+            await asyncio.sleep(0.01)
+        assert reader.execute("SELECT COUNT(*) FROM audit").fetchone()[0] >= 8
+        assert store.buffered_rows <= 1
+        reader.close()
+        await store.flush()
+        assert store.buffered_rows == 0
+        assert await store.fetchone("SELECT COUNT(*) FROM audit") == (9,)
+
+
+async def test_audit_accepts_what_sql_holds_and_names_bad_fields(tmp_path: Path) -> None:
+    async with Store(tmp_path / "a.db") as store:
+        store.audit(**{**AUDIT, "request_id": 7, "at": 5})  # an int id and time are SQL values too
+        with pytest.raises(TypeError, match="status must be str, not NoneType"):
+            store.audit(**{**AUDIT, "status": None})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="unsupported SQL parameter type list"):
+            store.audit(**{**AUDIT, "error": ["x"]})  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            store.audit(**{**AUDIT, "latency_ms": "slow"})  # type: ignore[arg-type]
+        assert await store.fetchall("SELECT at, request_id FROM audit") == [(5.0, "7")]
+
+
 async def test_concurrent_writers_nothing_lost(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     async with Store(db, batch_rows=64) as store:

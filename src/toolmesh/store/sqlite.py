@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -41,9 +42,10 @@ import orjson
 
 from toolmesh.errors import StateUnavailableError
 from toolmesh.store import postgres
+from toolmesh.store.batch import Row, write_batch
 from toolmesh.store.schema import SCHEMA_VERSION
 from toolmesh.store.sql import BUFFER_ROWS, Connection, Engine, SqlValue, check_params, parse_url, transaction
-from toolmesh.store.sqlite_conn import insert_many, open_sqlite, sqlite_insert_id
+from toolmesh.store.sqlite_conn import open_sqlite, sqlite_insert_id
 
 __all__ = ["SCHEMA_VERSION", "Connection", "Store", "default_path", "transaction"]
 
@@ -55,6 +57,7 @@ AUDIT_SQL = ("INSERT INTO audit (at, tenant, user, server, tool, arguments_hash,
               " request_id, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 _RETRY_MIN, _RETRY_MAX = 0.25, 5.0
+_STR_OR_NONE = (str, type(None))
 
 
 def default_path() -> Path:
@@ -118,9 +121,12 @@ class Store:
         self._interval = float(batch_interval)
         self._buffer_rows = buffer_rows
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: list[tuple[str, tuple[SqlValue, ...]]] = []
+        # The hand-off: the event loop appends on the right, the writer pops from the left. Both
+        # are atomic deque operations, so queuing a row takes no lock and no thread signal (except
+        # the first row of a batch, which arms the writer's timer, and a full batch).
+        self._pending: deque[Row] = deque()
         self._pending_since = 0.0
-        self._lock = threading.Lock()
+        self._drop_lock = threading.Lock()  # dropped_rows is counted from both threads (off the hot path)
         self._closed = False
         self._conn: Any = None
         self._open_error: BaseException | None = None
@@ -230,7 +236,8 @@ class Store:
                 if self._pending:
                     log.error("store %s closed while unreachable: %d buffered rows lost", self.where,
                               len(self._pending))
-                    self.dropped_rows += len(self._pending)
+                    with self._drop_lock:
+                        self.dropped_rows += len(self._pending)
                 if self._conn is not None:
                     self._conn.close()
                 return
@@ -257,82 +264,45 @@ class Store:
                     fut.set_exception(e)
 
     def _write_pending(self) -> None:
-        with self._lock:
-            rows, self._pending = self._pending, []
+        pending = self._pending
+        take = pending.popleft
+        # The rows queued so far (the loop may append meanwhile: those go in the next batch).
+        rows = [take() for _ in range(len(pending))]
         if not rows:
             return
         conn = self._connect()
         if conn is None:
             if self._open_error is not None:
                 log.error("store %s unavailable: %d queued rows dropped", self.where, len(rows))
-                self.dropped_rows += len(rows)
+                with self._drop_lock:
+                    self.dropped_rows += len(rows)
             else:
                 self._requeue(rows)
             return
         try:
-            conn.execute("BEGIN")
-            # Runs of rows with the same statement go through executemany (one C loop instead of
-            # a Python call per row: the audit log writes one row per tool call). A run that fails
-            # is replayed row by row inside a savepoint, so only the bad rows are skipped.
-            start = 0
-            while start < len(rows):
-                sql = rows[start][0]
-                end = start + 1
-                while end < len(rows) and rows[end][0] == sql:
-                    end += 1
-                self._write_run(conn, sql, [r[1] for r in rows[start:end]])
-                start = end
-            conn.execute("COMMIT")
-        except self._errors as e:
-            if self.engine == "postgresql" and postgres.is_disconnect(e):
-                self._down(e)
-                self._requeue(rows)  # written when the database answers again
-                return
-            log.exception("store: batch of %d rows failed", len(rows))
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            write_batch(conn, rows, self._errors, self._disconnected)
+        except self._errors as e:  # only a disconnect gets here
+            self._down(e)
+            self._requeue(rows)  # written when the database answers again
 
-    def _requeue(self, rows: list[tuple[str, tuple[SqlValue, ...]]]) -> None:
+    def _disconnected(self, exc: BaseException) -> bool:
+        return self.engine == "postgresql" and postgres.is_disconnect(exc)
+
+    def _requeue(self, rows: list[Row]) -> None:
         """Put unwritten rows back in front of the queue, within the buffer bound (oldest kept)."""
-        with self._lock:
-            merged = rows + self._pending
-            over = len(merged) - self._buffer_rows
-            if over > 0:
-                merged = merged[:self._buffer_rows]
+        pending = self._pending
+        pending.extendleft(reversed(rows))
+        over = 0
+        while len(pending) > self._buffer_rows:  # the oldest are kept
+            pending.pop()
+            over += 1
+        if over:
+            with self._drop_lock:
                 self.dropped_rows += over
-            self._pending = merged
-            self._pending_since = time.monotonic()
+        self._pending_since = time.monotonic()
         if over > 0:
             log.error("store %s unreachable: buffer full (%d rows), %d rows dropped", self.where,
                       self._buffer_rows, over)
-
-    def _write_run(self, conn: Any, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
-        errors = self._errors
-        if len(params) > 1:
-            conn.execute("SAVEPOINT run")
-            try:
-                if isinstance(conn, postgres.PgConnection):
-                    conn.insert_rows(sql, params)
-                else:
-                    insert_many(conn, sql, params)
-                conn.execute("RELEASE run")
-                return
-            except errors as e:
-                if self.engine == "postgresql" and postgres.is_disconnect(e):
-                    raise
-                conn.execute("ROLLBACK TO run")
-                conn.execute("RELEASE run")
-        for p in params:
-            conn.execute("SAVEPOINT one")  # PostgreSQL aborts the whole transaction on an error otherwise
-            try:
-                conn.execute(sql, p)
-                conn.execute("RELEASE one")
-            except errors as e:  # skip the bad row, keep the others
-                if self.engine == "postgresql" and postgres.is_disconnect(e):
-                    raise
-                conn.execute("ROLLBACK TO one")
-                conn.execute("RELEASE one")
-                log.error("store: row rejected (%s): %s %r", e, sql.split("(")[0], p)
 
     # -- the async API ---------------------------------------------------------------------
 
@@ -381,20 +351,21 @@ class Store:
         """:meth:`enqueue` for parameters whose types the caller has already checked."""
         if self._closed:
             raise RuntimeError("store is closed")
-        with self._lock:
-            n = len(self._pending)
-            if n >= self._buffer_rows and self._conn is None:  # bounded while the database is unreachable
-                self._drop_one()
-                return
-            self._pending.append((sql, params))
-            n += 1
-            if n == 1:
-                self._pending_since = time.monotonic()
-        if n == 1 or n >= self._batch_rows:
-            self._jobs.put(_WAKE)  # arm the batch timer, or flush a full batch now
+        pending = self._pending
+        if self._conn is None and len(pending) >= self._buffer_rows:  # bounded while the database is unreachable
+            self._drop_one()
+            return
+        pending.append((sql, params))
+        n = len(pending)
+        if n == 1:  # the first row of a batch arms the writer's timer
+            self._pending_since = time.monotonic()
+            self._jobs.put(_WAKE)
+        elif n % self._batch_rows == 0:  # a full batch: write it now (one signal per batch, not per row)
+            self._jobs.put(_WAKE)
 
     def _drop_one(self) -> None:
-        self.dropped_rows += 1
+        with self._drop_lock:
+            self.dropped_rows += 1
         now = time.monotonic()
         if now - self._dropped_logged >= 10.0:  # one line per 10 s, however many rows
             self._dropped_logged = now
@@ -471,11 +442,18 @@ class Store:
               latency_ms: float, request_id: str | None = None, error: str | None = None,
               at: float | None = None) -> None:
         """Record one tool call in the audit log (batched)."""
-        for k, v in (("tenant", tenant), ("user", user), ("server", server), ("tool", tool),
-                     ("arguments_hash", arguments_hash), ("status", status)):
-            _check_str(k, v)
-        self.enqueue(AUDIT_SQL, (time.time() if at is None else at, tenant, user, server, tool, arguments_hash,
-                                  status, float(latency_ms), request_id, error))
+        if not (isinstance(tenant, str) and isinstance(user, str) and isinstance(server, str)
+                and isinstance(tool, str) and isinstance(arguments_hash, str) and isinstance(status, str)):
+            for k, v in (("tenant", tenant), ("user", user), ("server", server), ("tool", tool),
+                         ("arguments_hash", arguments_hash), ("status", status)):
+                _check_str(k, v)  # names the bad field
+        row = (time.time() if at is None else at, tenant, user, server, tool, arguments_hash, status,
+               float(latency_ms), request_id, error)
+        # The common case checked inline (one call per tool call); anything else gets the full check.
+        if type(row[0]) is float and type(request_id) in _STR_OR_NONE and type(error) in _STR_OR_NONE:
+            self.enqueue_trusted(AUDIT_SQL, row)
+        else:
+            self.enqueue(AUDIT_SQL, row)
 
     async def audit_log(self, *, tenant: str | None = None, since: float | None = None,
                         limit: int = 1000) -> list[dict[str, Any]]:
