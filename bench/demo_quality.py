@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from toolmesh.agent.config import AgentConfig
+from toolmesh.agent.events import Final, RunResult, UsageUpdate
 from toolmesh.agent.runtime import Agent
 from toolmesh.cli.demo import agent_demo_config, customer_prompt
 from toolmesh.hub import Hub
@@ -127,8 +128,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         wanted = set(args.only.split(","))
         questions = [q for q in questions if q.id in wanted]
     hub = Hub()
-    await hub.register_many(parse_config(demo_config(), "demo").servers)
-    provider = LocalProvider(args.path) if args.path else LocalProvider(bundled=args.model)
+    # a loaded machine can take more than the default 10 s to start five servers
+    servers = parse_config(demo_config(), "demo").servers
+    await hub.register_many([cfg.model_copy(update={"connect_timeout": 60.0}) for cfg in servers.values()])
+    provider = (LocalProvider(args.path, n_threads=args.threads) if args.path
+                else LocalProvider(bundled=args.model, n_threads=args.threads))
     base = AgentConfig.model_validate({**agent_demo_config()["agent"], "model": provider.model})
     agent = Agent(hub, provider, base)
     rows: list[dict[str, Any]] = []
@@ -139,11 +143,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for q in questions:
             facts = await expected_values(hub, q)
             profile = (await hub.call("users__get_profile", {"user_id": q.customer})).structured
-            prompt = customer_prompt(q.customer, profile["level"], f"{profile['city_zh']} ({profile['city']})",
-                                     profile["province_zh"], q.viewing)
+            prompt = customer_prompt(q.customer, profile["level"], profile["city_zh"], profile["province_zh"],
+                                     q.viewing, city_en=profile["city"])
             cfg = base.model_copy(update={"system_prompt": prompt})
             t1 = time.perf_counter()
-            result = await agent.run(q.question, user=q.customer, config=cfg)
+            result, model_calls = await ask(agent, q, cfg)
             wall = time.perf_counter() - t1
             called = [c.name for c in result.tool_calls]
             want = {c["tool"] for c in q.calls}
@@ -153,17 +157,43 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                    "called": called, "arguments": [c.arguments for c in result.tool_calls],
                    "right_tools": right_tools, "exact_tools": set(called) == want and len(called) == len(want),
                    "facts": [v for v, _ in facts], "facts_found": found, "right_facts": all(found),
-                   "answer": result.answer, "seconds": round(wall, 2)}
+                   "answer": result.answer, "seconds": round(wall, 2), "load_avg": load_average(),
+                   "model_calls": model_calls}
             rows.append(row)
             if args.out:  # after every question: a long run stopped early still leaves its figures
                 args.out.write_text(json.dumps(summarize(rows, provider.model, load_s), ensure_ascii=False, indent=1))
             mark = "✓" if right_tools and all(found) else "✗"
-            print(f"{mark} {q.id:22} {wall:6.1f}s tools={called} facts={found} | {result.answer[:100]!r}",
+            steps = "+".join(f"{c['seconds']:.1f}" for c in model_calls)
+            print(f"{mark} {q.id:22} {wall:6.1f}s ({steps}; load {row['load_avg']}) tools={called} facts={found}"
+                  f" | {result.answer[:100]!r}",
                   file=sys.stderr, flush=True)
     finally:
         await provider.aclose()
         await hub.aclose()
     return summarize(rows, provider.model, load_s)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average now: speed figures mean little without it."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def ask(agent: Agent, q: Question, cfg: AgentConfig) -> tuple[RunResult, list[dict[str, Any]]]:
+    """Run one question in a fresh conversation; also returns each model call's tokens and seconds."""
+    result: RunResult | None = None
+    calls: list[dict[str, Any]] = []
+    async for ev in agent.stream(q.question, user=q.customer, config=cfg):
+        if isinstance(ev, UsageUpdate):
+            calls.append({"input_tokens": ev.input_tokens, "output_tokens": ev.output_tokens,
+                          "seconds": round(ev.latency_ms / 1000, 2)})
+        elif isinstance(ev, Final):
+            result = ev.result
+    if result is None:
+        raise SystemExit(f"{q.id}: the agent ended without a result")
+    return result, calls
 
 
 def summarize(rows: list[dict[str, Any]], model: str, load_s: float) -> dict[str, Any]:
@@ -189,6 +219,8 @@ def main() -> None:
     parser.add_argument("--path", default=None, help="another GGUF file instead of a bundled model")
     parser.add_argument("--only", default=None, help="comma-separated question ids")
     parser.add_argument("--out", type=Path, default=None, help="write the full JSON report here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads (default: the cores other processes leave free)")
     parser.add_argument("--verbose", action="store_true", help="log each call's score (name-PMI) to stderr")
     args = parser.parse_args()
     if args.verbose:

@@ -65,7 +65,9 @@ async def hub() -> AsyncIterator[Any]:
     from toolmesh.servers.demo import demo_config
 
     h = Hub()
-    await h.register_many(parse_config(demo_config(), "demo").servers)
+    # Generous connect budget: five Python processes start at once on a loaded CI box.
+    await h.register_many([cfg.model_copy(update={"connect_timeout": 60.0})
+                           for cfg in parse_config(demo_config(), "demo").servers.values()])
     yield h
     await h.aclose()
 
@@ -104,6 +106,23 @@ async def test_picks_the_right_tool_with_schema_valid_arguments(
     for key, value in expected.items():
         assert str(picked[0].arguments[key]).strip() == value
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0 and not r.usage.estimated
+
+
+async def test_reference_question_gets_stock_and_price_in_one_turn(provider: LocalProvider,
+                                                                 demo_tools: list[dict[str, Any]]) -> None:
+    """The demo's question with the demo's system prompt: the model itself asks for the stock in the
+    customer's city and the gold member's price, together, and no call is left with invented values."""
+    from toolmesh.cli.demo import QUESTION, SYSTEM_PROMPT
+
+    r = await provider.complete(ChatRequest("local", [Message("system", SYSTEM_PROMPT), Message("user", QUESTION)],
+                                            tools=demo_tools, max_tokens=256))
+    calls = {c.name: c.arguments for c in r.message.tool_calls}
+    assert calls.get("inventory__check_stock") == {"sku": "SKU-1001", "city": "广州"}, calls
+    price = calls.get("pricing__calculate_discount")
+    assert price is not None and price["sku"] == "SKU-1001" and price["user_level"] == "gold", calls
+    assert "coupon" not in price  # the schema's example coupon is nobody's
+    for c in r.message.tool_calls:
+        jsonschema.validate(c.arguments, _schema(demo_tools, c.name))
 
 
 @pytest.mark.parametrize("text", ["thanks!", "你好", "Good morning", "bye"])

@@ -14,7 +14,13 @@ import pytest
 from toolmesh.errors import ConfigError
 from toolmesh.llm.local import weights
 from toolmesh.llm.local.compact import compact_json_text, compact_messages, compact_tools, shorten
-from toolmesh.llm.local.grounding import call_spans, conversation_text, drop_invented_arguments, schemas_by_name
+from toolmesh.llm.local.grounding import (
+    call_spans,
+    conversation_text,
+    copied_from_schema,
+    drop_invented_arguments,
+    schemas_by_name,
+)
 from toolmesh.llm.local.prefix_cache import MAX_FILES, PrefixStore
 from toolmesh.llm.types import Message, ToolCall
 
@@ -92,6 +98,21 @@ def test_invented_optional_arguments_are_dropped() -> None:
     assert drop_invented_arguments(required, schema, context) is required
 
 
+def test_a_required_argument_copied_from_the_schema_example_is_noticed() -> None:
+    schema = STOCK_TOOL["function"]["parameters"]
+    context = conversation_text([Message("user", "Is SKU-1002 in stock in Shenzhen?")])
+
+    def call(**args: str) -> ToolCall:
+        return ToolCall("c1", "inventory__check_stock", dict(args), json.dumps(args))
+
+    assert copied_from_schema(call(sku="SKU-1001", city="Shenzhen"), schema, context)  # the example, not asked
+    assert not copied_from_schema(call(sku="SKU-1002", city="Shenzhen"), schema, context)  # the user's own
+    assert not copied_from_schema(call(sku="SKU-1003", city="Shenzhen"), schema, context)  # wrong, but no copy
+    # only required arguments count: an optional example is drop_invented_arguments' business
+    assert not copied_from_schema(call(sku="SKU-1002", city="Shenzhen", warehouse="WH-GZ-01"), schema, context)
+    assert not copied_from_schema(call(sku="SKU-1001", city="Shenzhen"), None, context)
+
+
 def test_call_spans_split_per_call_and_name() -> None:
     # token ids: 1 = <tool_call>; the "name part" ends at the token that completes '"arguments"'
     pieces = {1: b"<tool_call>", 2: b'{"name": "a", ', 3: b'"arguments"', 4: b": {}}", 5: b"</tool_call>"}
@@ -161,3 +182,5 @@ def test_repeating_tail_catches_loops_not_short_repeats() -> None:
     assert repeating_tail([1] * 11) == 0 and repeating_tail([1] * 12) == 1
     assert repeating_tail([1, 2] * 5) == 0 and repeating_tail([1, 2] * 6) == 2
     assert repeating_tail(list(range(40))) == 0
+    cycle = list(range(100, 124))  # four list items of six tokens, as the 0.5B model looped them
+    assert repeating_tail([5, 6] + cycle * 3) == 24 and repeating_tail([5, 6] + cycle * 2) == 0

@@ -35,20 +35,39 @@ SCENARIO_CALLS: list[dict[str, Any]] = [
 ]
 
 
-def customer_prompt(user_id: str, level: str, city: str, province: str, sku: str | None = None) -> str:
+def customer_prompt(user_id: str, level: str, city: str, province: str, sku: str | None = None,
+                    city_en: str | None = None) -> str:
     """The assistant's system prompt for one customer: who they are and what they are looking at.
 
-    Context a shop's app knows (the signed-in user, the product page); which tools to call is left
-    to the model.
+    Context a shop's app knows (the signed-in user's level and city as the tools spell them, the
+    product page) and a map from kinds of request to the demo tools; which tools to call for this
+    message is left to the model.
     """
-    viewing = (f", looking at product {sku} (\"这款手机\" / \"this phone\" / \"this product\" means {sku})"
+    where = f"{city} ({city_en})" if city_en else city
+    viewing = (f" Viewing product {sku} (\"这款手机\", \"this phone\" and \"this product\" mean sku \"{sku}\")."
                if sku else "")
-    return (f"You are the customer-service assistant of MeshMart (网格商城), an electronics shop. The customer is "
-            f"user {user_id}, a {level} member in {city} (province {province}){viewing}. Use the tools for facts; "
-            "answer briefly in the customer's language with the numbers the tools returned.")
+    # Why the map: a 0.5B model shown only the tools stopped at a product lookup for stock-and-price
+    # questions, and wrote the schema's default level ("regular") for a gold member
+    # (docs/local-model.md). No worked examples with argument values: the model copied them and
+    # they made the calls likely with or without the question, which defeats the provider's check
+    # that the message asks for each call.
+    return (
+        "You are the customer-service assistant of MeshMart (网格商城), an electronics shop.\n"
+        f"Customer: user {user_id}, {level} member, city {where}, province {province}.{viewing}\n\n"
+        "Call every tool the message needs, all in one turn:\n"
+        "- details, specs, model -> catalog__get_product_info\n"
+        f"- stock, 库存, 有货 -> inventory__check_stock (city \"{city}\" unless the message names another)\n"
+        f"- price, discounts, offers, 优惠, 多少钱 -> pricing__calculate_discount (user_level \"{level}\", "
+        f"city \"{city}\"; a coupon only if the message names one)\n"
+        "- order -> logistics__get_order; parcel, 快递 -> logistics__track_shipment; campaigns -> "
+        "pricing__list_promotions; pickup, 自提 -> inventory__store_pickup; points -> users__get_profile\n"
+        "- greetings, thanks, small talk: no tool\n\n"
+        "Answer briefly in the customer's language with the facts the tools returned: stock as the total "
+        "count, price as the final price and the discounts that made it up."
+    )
 
 
-SYSTEM_PROMPT = customer_prompt(USER, "gold", "广州 (Guangzhou)", "广东", SKU)
+SYSTEM_PROMPT = customer_prompt(USER, "gold", "广州", "广东", SKU, city_en="Guangzhou")
 
 
 def agent_demo_config() -> dict[str, Any]:

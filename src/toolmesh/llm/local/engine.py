@@ -446,12 +446,13 @@ class Engine:
         return Decoded(out, len(ids), len(tokens), cached, finish, ids, logprobs)
 
 
-def repeating_tail(ids: list[int], min_span: int = 12, longest: int = 16) -> int:
+def repeating_tail(ids: list[int], min_span: int = 12, longest: int = 32) -> int:
     """The period p when ``ids`` ends with the same p tokens repeated over at least ``min_span``
     tokens and at least 3 times (else 0).
 
-    A 0.5B model decoding greedily can fall into "236, 236, 236, …" until max_tokens; short legit
-    repeats (the digits of "9,999") are shorter than ``min_span``.
+    A 0.5B model decoding greedily can fall into "236, 236, 236, …" until max_tokens, or into a
+    cycle of a few items ("优惠 300.00, 优惠 200.00, 优惠 100.00, 优惠 50.00, …": ~24 tokens, hence
+    ``longest``); short legit repeats (the digits of "9,999") are shorter than ``min_span``.
     """
     for period in range(1, longest + 1):
         times = max(3, -(-min_span // period))

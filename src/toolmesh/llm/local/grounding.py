@@ -8,7 +8,9 @@ Two habits of a 0.5B model offered tools, measured on the demo tools (docs/local
 * it fills optional parameters with values nobody gave — the schema's example
   (``coupon: "SAVE20"``), a copy of a neighbouring argument (``warehouse: "广州"`` next to
   ``city: "广州"``). :func:`drop_invented_arguments` removes such optional arguments so the
-  tool's default applies; required arguments are left to the tool to judge.
+  tool's default applies; required arguments are left to the tool to judge, except that an
+  appended call whose required argument is the schema's own example (:func:`copied_from_schema`,
+  ``track_shipment("SF1234567890")`` after a stock question) is dropped whole.
 """
 
 from __future__ import annotations
@@ -75,6 +77,25 @@ def drop_invented_arguments(call: ToolCall, schema: dict[str, Any] | None, conte
     return dataclasses.replace(call, arguments=kept, raw_arguments=orjson.dumps(kept).decode())
 
 
+def copied_from_schema(call: ToolCall, schema: dict[str, Any] | None, context: str) -> bool:
+    """Whether a required string argument of ``call`` is the schema's own example, given by nobody.
+
+    A habit call appended after the asked-for ones fills its required arguments from the tool's
+    description (``track_shipment(tracking_number="SF1234567890")`` for a stock question): a value
+    found nowhere in ``context`` (see :func:`conversation_text`) but inside the tool's schema.
+    """
+    if not isinstance(schema, dict) or not call.arguments:
+        return False
+    required = set(schema.get("required") or [])
+    schema_text = orjson.dumps(schema).decode("utf-8").casefold()
+    for key, value in call.arguments.items():
+        if key in required and isinstance(value, str):
+            folded = value.strip().casefold()
+            if folded and folded not in context and folded in schema_text:
+                return True
+    return False
+
+
 def schemas_by_name(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Function name -> its parameters schema, for OpenAI-form tools."""
     out: dict[str, dict[str, Any]] = {}
@@ -86,5 +107,5 @@ def schemas_by_name(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-__all__ = ["EXTRA_CALL_THRESHOLD", "TOOL_THRESHOLD", "call_spans", "conversation_text", "drop_invented_arguments",
-           "schemas_by_name"]
+__all__ = ["EXTRA_CALL_THRESHOLD", "TOOL_THRESHOLD", "call_spans", "conversation_text", "copied_from_schema",
+           "drop_invented_arguments", "schemas_by_name"]

@@ -34,6 +34,7 @@ from toolmesh.llm.local.grounding import (
     TOOL_THRESHOLD,
     call_spans,
     conversation_text,
+    copied_from_schema,
     drop_invented_arguments,
     schemas_by_name,
 )
@@ -102,7 +103,8 @@ class LocalProvider(Provider):
         #: The same for each further call of the turn.
         self.extra_call_threshold = EXTRA_CALL_THRESHOLD if extra_call_threshold is None else extra_call_threshold
         self._compact = compact
-        # Off by default: measured to change which tool the 0.5B model calls first (docs/local-model.md).
+        # Off by default: without the schemas' examples the 0.5B model wrote "这款手机" as the SKU and
+        # the province as the city (docs/local-model.md).
         self._compact_tools = compact_tools
         self._prefix_cache = prefix_cache
         self.model = self._bundled.name if self._bundled is not None else Path(path or "").stem
@@ -222,7 +224,7 @@ class LocalProvider(Provider):
                     raise MalformedResponseError(f"tool call cut off at max_tokens={request.max_tokens}",
                                                  provider=self.name, model=self.model)
                 return _Result(None, self._clean(request.messages, tools, calls), "tool_calls", usage)
-            calls = self._grounded(engine, request.messages, tools, d, calls, usage)
+            calls = self._grounded(engine, request.messages, tools, tokens, d, calls, usage)
             if calls:
                 return _Result(None, calls, "tool_calls", usage)
         # A plain answer: rendered without the tools block (the model then chats instead of
@@ -234,16 +236,20 @@ class LocalProvider(Provider):
         usage = usage + Usage(d.prompt_tokens, d.tokens, cached_input_tokens=d.cached_tokens)
         return _Result(d.text, [], "length" if d.finish == "length" else "stop", usage)
 
-    def _grounded(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]], d: Decoded,
-                  calls: list[ToolCall], usage: Usage) -> list[ToolCall]:
+    def _grounded(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]], tokens: list[int],
+                  d: Decoded, calls: list[ToolCall], usage: Usage) -> list[ToolCall]:
         """Keep the calls the user's last message asks for, without invented optional arguments.
 
         A 0.5B model offered tools emits a call for nearly anything ("thanks!", "你好") and
         appends extra calls, so in "auto" each call's *name* is scored a second time against a
         baseline: the same conversation with the last user message emptied. The turn's calls are
         kept only if the message raises the best one's log-probability by ``tool_threshold``
-        nats (pointwise mutual information); the others need ``extra_call_threshold``. Calls
-        identical to ones already made are dropped too.
+        nats (pointwise mutual information); the others need ``extra_call_threshold``, their name
+        scored *as the turn's first call*: scored where it stands, a further call's baseline is
+        whatever habitually follows the calls before it (the next tool in the prompt's list), which
+        let the message "raise" appended habit calls and sank the price call the question asked for
+        (name score −6.3 after a stock call; docs/local-model.md). Calls identical to ones already
+        made are dropped too.
         """
         last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last is not None and calls:
@@ -255,6 +261,14 @@ class LocalProvider(Provider):
             spans = call_spans(d.ids, engine.tool_open, engine.detokenize)[:len(calls)]
             whole = [sum(d.logprobs[lo:hi]) - sum(base[lo:hi]) for lo, _, hi in spans]
             names = [sum(d.logprobs[lo:cut]) - sum(base[lo:cut]) for lo, cut, _ in spans]
+            heads = [d.ids[lo:cut] for lo, cut, _ in spans[1:]]
+            # All "with message" scores first, then the baselines: each pass re-reads only the tail
+            # after the cached common prefix. The opening <tool_call> token is left out: any request
+            # raises "a call starts" over an empty message, by the same amount for every tool.
+            asked = [sum(engine.score(tokens, h)[1:]) for h in heads]
+            unasked = [sum(engine.score(base_tokens, h)[1:]) for h in heads]
+            usage.input_tokens += 2 * sum(len(h) for h in heads)  # the prompts themselves are counted above
+            names[1:] = [a - b for a, b in zip(asked, unasked, strict=True)]
             for call, w, nm in zip(calls, whole, names, strict=False):
                 log.debug("local tool call %s pmi=%.2f name-pmi=%.2f", call.name, w, nm)
             if not whole or max(whole) < self.tool_threshold:
@@ -262,6 +276,11 @@ class LocalProvider(Provider):
             # each call on its own merit, or (further calls of a supported turn) by its name
             calls = [c for c, w, nm in zip(calls, whole, names, strict=False)
                      if w >= self.tool_threshold or nm >= self.extra_call_threshold]
+            # a call whose required argument is the schema's example was not asked for either
+            # (a lone call is left to the tool to judge)
+            if len(calls) > 1:
+                schemas, context = schemas_by_name(tools), conversation_text(messages)
+                calls = [c for c in calls if not copied_from_schema(c, schemas.get(c.name), context)]
         return self._clean(messages, tools, calls)
 
     def _clean(self, messages: list[Message], tools: list[dict[str, Any]], calls: list[ToolCall]) -> list[ToolCall]:
