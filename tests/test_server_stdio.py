@@ -123,3 +123,20 @@ async def test_cancel_and_sigterm(tmp_path: Path) -> None:
         assert await asyncio.wait_for(p.proc.wait(), 30) == 0
     finally:
         await p.close()
+
+
+async def test_eof_exits_with_a_listen_stream_open() -> None:
+    """A client that goes away (stdin closed: it exited, or was killed) while its 2026-07-28
+    listen stream is open must not leave the server running (it waited on the stream forever,
+    so a gateway killed with -9 left every stdio server behind as an orphan)."""
+    p = await Proc.start()
+    try:
+        params = {"notifications": {"toolsListChanged": True}, "_meta": META}
+        await p.send({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": params})
+        ack = await p.recv()
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert p.proc.stdin is not None
+        p.proc.stdin.close()
+        assert await asyncio.wait_for(p.proc.wait(), 30) == 0
+    finally:
+        await p.close()

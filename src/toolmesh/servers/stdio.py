@@ -1,7 +1,8 @@
 """stdio frontend: newline-delimited JSON-RPC on stdin/stdout (both protocol eras).
 
 Logs never touch stdout. Requests run concurrently (one task each) so a slow tool does
-not block the pipe and ``notifications/cancelled`` can stop it; the process exits on EOF
+not block the pipe and ``notifications/cancelled`` can stop it; the process exits on EOF (open
+listen streams cancelled, other requests given ``EOF_GRACE`` seconds to answer)
 or SIGTERM after cancelling whatever is still running.
 """
 
@@ -21,6 +22,8 @@ logger = logging.getLogger("toolmesh.servers.stdio")
 
 #: Longest accepted line (one JSON-RPC message), bytes.
 MAX_LINE = 16 * 1024 * 1024
+#: Seconds in-flight requests get to answer after stdin closed; then the server exits regardless.
+EOF_GRACE = 5.0
 
 
 class _Out:
@@ -60,6 +63,7 @@ async def serve_stdio(dispatcher: Dispatcher, stdin: BinaryIO | None = None, std
     out = _Out(writer, stdout)
     conn = Conn("stdio")
     tasks: set[asyncio.Task[None]] = set()
+    streams: set[asyncio.Task[None]] = set()  # subscriptions/listen: open until the client leaves
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     stopping = False
@@ -104,9 +108,15 @@ async def serve_stdio(dispatcher: Dispatcher, stdin: BinaryIO | None = None, std
                 task = asyncio.create_task(run(msg))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            # EOF: let in-flight requests finish answering.
+                if type(msg) is dict and msg.get("method") == "subscriptions/listen":
+                    streams.add(task)
+                    task.add_done_callback(streams.discard)
+            # EOF: let in-flight requests finish answering, but not forever: a listen stream never
+            # ends by itself, and a client that closed stdin (or died) must not leave us running.
+            for task in streams:
+                task.cancel()
             if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.wait(set(tasks), timeout=EOF_GRACE)
     except asyncio.CancelledError:
         if not stopping:
             raise
