@@ -37,6 +37,10 @@ from toolmesh.store.sqlite import Store
 
 pytestmark = pytest.mark.timeout(180)
 
+# How long after a replica is gone haproxy may still send it a request: one 100 ms health-check
+# interval, plus slack for a crowded CI machine where the check runs late.
+CHECK_WINDOW = 0.5
+
 MODEL = "gpt-4o-mini"
 #: acme: /v1/models under a flood; beta: chat completions while a replica is killed.
 RATES = {"acme": (10.0, 20), "beta": (20.0, 20)}  # requests per second, burst
@@ -220,13 +224,18 @@ def test_kill_one_replica_under_load(fleet: Fleet) -> None:
     shots = asyncio.run(flood(send, 32, 4.5, at=1.5, then=kill))
     kill_time, dead_time = killed_at  # SIGKILL sent; every process of the replica gone
     failed = [s for s in shots if s.status not in (200, 429)]
-    # Only requests in flight at the kill fail: each was sent before the replica was gone and
-    # answered after the signal...
+    # Only requests in flight at the kill fail: each was answered after the signal and sent
+    # before haproxy could know the replica was gone. Its health check runs every 100 ms, and
+    # until it fails, a request sent onto a pooled keep-alive connection to the dead replica
+    # races the kernel's reset of that connection (a fresh connection is refused and retried
+    # elsewhere; a reused one is not); CI saw one such request 2 ms after the last process died.
     assert failed, "the killed replica had nothing in flight: the test did not test anything"
-    assert all(s.sent < dead_time and s.done > kill_time for s in failed), (kill_time, dead_time, failed)
+    noticed = dead_time + CHECK_WINDOW
+    wrong = [s for s in failed if not (s.sent < noticed and s.done > kill_time)]
+    assert not wrong, (kill_time, dead_time, wrong)
     assert len(failed) <= 32  # ...at most one per client (one request in flight each)
     # ...and everything sent after the kill was served by the others (haproxy redispatches).
-    after = [s for s in shots if s.sent > dead_time]
+    after = [s for s in shots if s.sent > noticed]
     assert after and all(s.status in (200, 429) for s in after)
     assert any(s.status == 200 for s in after)
     # The limit held across the replicas throughout: admitted requests (answered, or lost with
