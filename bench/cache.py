@@ -25,8 +25,6 @@ import datetime as dt
 import os
 import platform
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,14 +71,6 @@ def _config(tmp: Path, upstream_port: int) -> Path:
     return path
 
 
-def _create_key(config: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config),
-                          "--tenant", "default", "--scopes", "mcp", "--json"],
-                         env=env, capture_output=True, check=False, timeout=60)
-    if out.returncode != 0:
-        raise RuntimeError(f"toolmesh keys create failed: {out.stderr.decode()[-1000:]}")
-    return str(orjson.loads(out.stdout)["key"])
-
 
 def _upstream_calls(port: int) -> int:
     """``get_stock`` calls so far, asked of the upstream directly (not through the gateway)."""
@@ -99,21 +89,9 @@ def _upstream_calls(port: int) -> int:
 
 
 def _wrk(url: str, tool: str, token: str, seconds: int, seed: int) -> dict[str, Any]:
-    exe = procs.wrk_path()
-    if exe is None:
-        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
-    env = {**os.environ, "BENCH_TOOL": tool, "BENCH_AUTH": token, "BENCH_ZIPF_S": str(ZIPF_S),
+    env = {"BENCH_TOOL": tool, "BENCH_AUTH": token, "BENCH_ZIPF_S": str(ZIPF_S),
            "BENCH_MAX_AGE": str(TTL + 1.25), "BENCH_SEED": str(seed)}
-    argv = [exe, "-t1", f"-c{CONNS}", f"-d{seconds}s", "--timeout=10s", "-s", str(LUA), url]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@WRK_JSON ")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr[-500:]} {out.stdout[-500:]}")
-    result: dict[str, Any] = orjson.loads(line.split(" ", 1)[1])
-    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return result
+    return procs.wrk(url, conns=CONNS, seconds=seconds, env=env, timeout_s=10, script=LUA)
 
 
 class Series:
@@ -177,7 +155,7 @@ def run(quick: bool = False, *, seconds: int | None = None, rounds: int | None =
                             env=env).start()
             config = _config(tmp, up_port)
             _log("creating an API key with `toolmesh keys create`")
-            key = _create_key(config, env)
+            key = procs.create_key(config, env, "mcp")
             gateway = Proc("toolmesh", [PY, "-m", "toolmesh.cli.main", "serve", "--config", str(config),
                                         "--port", str(gw_port), "--workers", "2"],
                            port=gw_port, env=env, ready_path="/readyz")

@@ -84,7 +84,7 @@ class Bench:
         store_url = self.postgres.create_database("toolmesh_bench") if shared else None
         config = services.gateway_config(self.tmp, "shared" if shared else "local", self.upstream.port,
                                          self.llm_port, redis_url=redis_url, store_url=store_url)
-        return config, services.create_key(config, self.env)
+        return config, procs.create_key(config, self.env, "chat,mcp", timeout=120)
 
     def run(self, config: Path, key: str, replicas: int, shared: bool) -> dict[str, Any]:
         gateways = [services.gateway(config, self.env) for _ in range(replicas)]

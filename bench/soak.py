@@ -165,14 +165,6 @@ def _config(tmp: Path, up_port: int, llm_port: int) -> Path:
     return path
 
 
-def _key(config: Path, env: dict[str, str]) -> str:
-    import subprocess
-
-    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config), "--tenant",
-                          "default", "--scopes", "chat,mcp,admin", "--json"], env=env, capture_output=True,
-                         check=True, timeout=60)
-    return str(orjson.loads(out.stdout)["key"])
-
 
 def raise_fd_limit(wanted: int) -> int:
     """Raise this process's soft ``RLIMIT_NOFILE`` towards ``wanted`` (children inherit it)."""
@@ -288,7 +280,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         llm = Proc("scripted_llm", [PY, "-m", "toolmesh.testing.scripted_llm", "--port", str(llm_port), "--rules",
                                     str(rules), "--no-log"], port=llm_port).start()
         config = _config(tmp, up_port, llm_port)
-        key = _key(config, env)
+        key = procs.create_key(config, env, "chat,mcp,admin")
         upstream.wait_ready()
         llm.wait_ready()
         gateway = Proc("gateway", [PY, "-m", "toolmesh.cli.main", "serve", "--config", str(config), "--port",

@@ -5,10 +5,6 @@ A real redis-server, real ``toolmesh serve`` processes and the scripted LLM over
 
 from __future__ import annotations
 
-import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
+import scale_support
 import services
 from gateway_support import Gateway
+from scale_support import MODEL, PRICES, WEATHER, commands, figures, make_key
 from services import RedisServer
 from toolmesh.agent.budget import BudgetSet, CallAsk, DailySpend, Reservation
 from toolmesh.errors import BudgetExceededError, StateUnavailableError
-from toolmesh.gateway.auth import create_key
-from toolmesh.store.redis_budget import SharedSpend, spend_keys
+from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.redis_limits import SharedLimiter, limit_key
 from toolmesh.store.redis_state import RedisState
 from toolmesh.store.shared import Limit, StateSettings
-from toolmesh.store.sqlite import Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,22 +34,6 @@ SLOW = 1 / 3600  # tokens per second: an hour per token, so the test's duration 
 def redis_server() -> Iterator[RedisServer]:
     with services.redis_server() as server:
         yield server
-
-
-def commands(server: RedisServer) -> dict[str, int]:
-    """Calls per command so far (``INFO commandstats``)."""
-    out = {}
-    for line in server.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_"):
-            name, _, rest = line[len("cmdstat_"):].partition(":")
-            out[name] = int(rest.split("calls=", 1)[1].split(",", 1)[0])
-    return out
-
-
-def figures(server: RedisServer, key: str) -> dict[str, float]:
-    h, _ = spend_keys("tm", key)
-    raw = server.cli("HMGET", h, "used", "res", "n").split("\n")
-    return {"used": float(raw[0] or 0), "res": float(raw[1] or 0), "n": float(raw[2] or 0)}
 
 
 class RateRefused(Exception):
@@ -129,37 +109,10 @@ async def test_limits_and_spend_hold_in_one_script_all_or_nothing(redis_server: 
 
 # -- a gateway process ------------------------------------------------------------------------
 
-MODEL = "gpt-4o-mini"
-USAGE = {"input_tokens": 20, "output_tokens": 50}
-PRICES = {"input": 1000.0, "output": 1000.0}  # USD per million tokens: $0.001 a token
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-
-
 @pytest.fixture(scope="module")
 def scripted_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("llm")
-    rules = tmp / "rules.json"
-    rules.write_text(json.dumps({"default": {"text": "ok", "usage": USAGE, "latency_ms": 5}}))
-    port = services.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", str(port),
-                             "--rules", str(rules), "--no-log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        services.wait_port(port)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
-def make_key(store: Path, tenant: str) -> str:
-    async def go() -> str:
-        db = Store(str(store))
-        try:
-            return str((await create_key(db, tenant, ["chat"]))["key"])
-        finally:
-            await db.aclose()
-
-    return asyncio.run(go())
+    with scale_support.scripted_llm(tmp_path_factory.mktemp("llm"), latency_ms=5) as url:
+        yield url
 
 
 def metric(text: str, name: str) -> float:

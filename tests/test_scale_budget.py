@@ -6,7 +6,6 @@ while Redis is down; and a daily budget across three ``toolmesh serve`` replicas
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import subprocess
 import sys
@@ -19,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
+import scale_support
 import services
 from gateway_support import Gateway
+from scale_support import MODEL, PRICES, WEATHER, commands, figures, make_key
 from services import RedisServer
 from toolmesh.agent.budget import BudgetSet, CallAsk, DailySpend, Reservation, SharedScope
 from toolmesh.errors import BudgetExceededError, StateUnavailableError
-from toolmesh.gateway.auth import create_key
 from toolmesh.store.redis_budget import RedisSpendScope, SharedSpend, spend_keys
 from toolmesh.store.redis_state import RedisState
 from toolmesh.store.shared import StateSettings
-from toolmesh.store.sqlite import Store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,12 +62,6 @@ async def charge(ds: DailySpend, user: str, cost: float = PRICE, actual: float |
     await asyncio.sleep(hold_for)
     budgets.commit(r, 20, cost if actual is None else actual, 1)
     return True
-
-
-def figures(server: RedisServer, key: str) -> dict[str, float]:
-    h, _ = spend_keys("tm", key)
-    raw = server.cli("HMGET", h, "used", "res", "n").split("\n")
-    return {"used": float(raw[0] or 0), "res": float(raw[1] or 0), "n": float(raw[2] or 0)}
 
 
 async def test_two_processes_share_a_daily_budget_exactly(redis_server: RedisServer) -> None:
@@ -117,23 +110,16 @@ async def test_user_and_tenant_scopes_all_or_nothing(redis_server: RedisServer) 
         with pytest.raises(ValueError, match="lease must be > 0"):
             SharedSpend(st, lease=0)
         # One model call on both scopes: one script to hold, one to settle.
-        before = evalsha_calls(redis_server)
+        before = commands(redis_server).get("evalsha", 0)
         budgets = BudgetSet(ds.budgets("beta", "bob"))
         r, _ = await budgets.reserve_call(CallAsk(10, 10, input_cost=0.001), wait=0)
         budgets.commit(r, 20, 0.0005, 1)
         await store.drain()
-        assert evalsha_calls(redis_server) - before == 2
+        assert commands(redis_server).get("evalsha", 0) - before == 2
         assert figures(redis_server, f"spend:beta:*:{day}")["used"] == pytest.approx(0.0005)
         assert figures(redis_server, f"spend:beta:bob:{day}")["used"] == pytest.approx(0.0005)
     finally:
         await st.aclose()
-
-
-def evalsha_calls(server: RedisServer) -> int:
-    for line in server.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split("calls=", 1)[1].split(",", 1)[0])
-    return 0
 
 
 async def test_holds_and_settlements_are_idempotent_by_id(redis_server: RedisServer) -> None:
@@ -240,10 +226,6 @@ async def test_redis_down_refuses_then_recovers(redis_server: RedisServer) -> No
 
 # -- three replicas behind haproxy --------------------------------------------------------------
 
-MODEL = "gpt-4o-mini"
-#: The scripted model's usage: 20 input and 50 output tokens; priced below at $1 per 1k tokens.
-USAGE = {"input_tokens": 20, "output_tokens": 50}
-PRICES = {"input": 1000.0, "output": 1000.0}  # USD per million tokens: $0.001 a token
 DAILY = 1.0  # USD per user per day
 
 
@@ -265,32 +247,8 @@ def gateway_config(redis: RedisServer, store: Path, llm_url: str) -> dict[str, A
 
 @pytest.fixture(scope="module")
 def scripted_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("llm")
-    rules = tmp / "rules.json"
-    rules.write_text(json.dumps({"default": {"text": "ok", "usage": USAGE, "latency_ms": 50}}))
-    port = services.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", str(port),
-                             "--rules", str(rules), "--no-log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        services.wait_port(port)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
-def make_key(store: Path, tenant: str) -> str:
-    async def go() -> str:
-        db = Store(str(store))
-        try:
-            return str((await create_key(db, tenant, ["chat"]))["key"])
-        finally:
-            await db.aclose()
-
-    return asyncio.run(go())
-
-
-WEATHER = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with scale_support.scripted_llm(tmp_path_factory.mktemp("llm"), latency_ms=50) as url:
+        yield url
 
 
 def test_daily_spend_across_three_replicas(tmp_path: Path, scripted_llm: str) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 import services
 from gateway_support import Gateway
+from scale_support import commands
 from services import RedisServer
 from toolmesh.gateway.auth import create_key
 from toolmesh.store.sqlite import Store
@@ -132,15 +133,6 @@ def test_two_replicas_behind_haproxy_share_the_limits(fleet: Fleet) -> None:
     assert by_key(codes, 2) == [10, 10]
 
 
-def commandstats(redis: RedisServer) -> dict[str, int]:
-    out = {}
-    for line in redis.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_"):
-            name, rest = line[len("cmdstat_"):].split(":", 1)
-            out[name] = int(rest.split("calls=", 1)[1].split(",", 1)[0])
-    return out
-
-
 def _counter(url: str, name: str) -> float:
     """A counter's value in one scrape of ``url``/metrics (the scrape sums the host's workers)."""
     total = 0.0
@@ -154,7 +146,7 @@ def test_chat_completion_limits_in_one_round_trip(fleet: Fleet) -> None:
     """A chat completion's tenant, key and user limits: one script, all or nothing, then one release."""
     one, two, redis = fleet.one, fleet.two, fleet.redis
     key = fleet.keys["eta"][0]
-    before = commandstats(redis)
+    before = commands(redis)
     local_before = sum(_counter(r.url, "toolmesh_shared_limits_denied_locally_total") for r in (one, two))
     trips_before = sum(_counter(r.url, "toolmesh_shared_limits_round_trips_total") for r in (one, two))
 
@@ -174,8 +166,9 @@ def test_chat_completion_limits_in_one_round_trip(fleet: Fleet) -> None:
     assert all(r.json()["error"]["code"] == "user_rate_limit" for r in refused)
     # Slots are released once each response is over: wait for the last releases to land.
     deadline = time.monotonic() + 10
-    while (after := commandstats(redis)).get("zrem", 0) - before.get("zrem", 0) < 5 and time.monotonic() < deadline:
+    while int(redis.cli("ZCARD", "tm:{eta}:uc:ursula")) and time.monotonic() < deadline:
         time.sleep(0.05)
+    after = commands(redis)
     # One script per request, except requests a worker refused locally: a key Redis refused is
     # refused without a round trip until its retry-at (counted in /metrics, summed over workers).
     # (EVALSHA in Redis also counts other scripts — slot lease renewals, circuit and change events —
@@ -184,7 +177,9 @@ def test_chat_completion_limits_in_one_round_trip(fleet: Fleet) -> None:
     trips = sum(_counter(r.url, "toolmesh_shared_limits_round_trips_total") for r in (one, two))
     assert local - local_before < 15 and trips - trips_before == 20 - (local - local_before)
     assert after["evalsha"] - before.get("evalsha", 0) >= trips - trips_before
-    assert after.get("zrem", 0) - before.get("zrem", 0) == 5  # ...and one release per admitted run
+    # ...and at most one release per admitted run (runs of one user ending in the same loop turn
+    # of a worker are released by one ZREM).
+    assert 1 <= after.get("zrem", 0) - before.get("zrem", 0) <= 5
     # All or nothing: the 15 refusals took no tenant or key token (burst 30 and 10, 5 spent).
     assert 24.99 < float(redis.cli("HGET", "tm:{eta}:t", "tk")) < 25.01
     assert int(redis.cli("ZCARD", "tm:{eta}:uw:ursula")) == 5
@@ -192,7 +187,7 @@ def test_chat_completion_limits_in_one_round_trip(fleet: Fleet) -> None:
     # A malformed request (its user unknown) still counts against its tenant and key: one script.
     bad = httpx.post(one.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={"model": "m"})
     assert bad.status_code == 400
-    assert commandstats(redis)["evalsha"] - after["evalsha"] == 1
+    assert commands(redis)["evalsha"] - after["evalsha"] == 1
     assert 23.99 < float(redis.cli("HGET", "tm:{eta}:t", "tk")) < 24.01
 
 

@@ -13,11 +13,8 @@ per 100 ms of latency.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,11 +26,11 @@ import httpx
 import psutil
 import pytest
 
+import scale_support
 import services
 from gateway_support import Gateway
+from scale_support import make_key
 from services import HAProxy, RedisServer
-from toolmesh.gateway.auth import create_key
-from toolmesh.store.sqlite import Store
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -72,30 +69,20 @@ class Shot:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("replicas")
-    rules = tmp / "rules.json"
-    rules.write_text(json.dumps({"default": {"text": "ok", "usage": {"input_tokens": 5, "output_tokens": 5},
-                                             "latency_ms": LLM_LATENCY_MS}}))
-    llm_port = services.free_port()
-    llm = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", str(llm_port),
-                            "--rules", str(rules), "--no-log"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        services.wait_port(llm_port)
-        with services.redis_server() as redis:
-            store = tmp / "tm.db"
-            keys = {tenant: make_key(store, tenant) for tenant in RATES}
-            cfg = config(redis, store, f"http://127.0.0.1:{llm_port}/v1")
-            replicas = [Gateway(tmp / f"r{i}", cfg, workers=2) for i in range(3)]
-            try:
-                with ThreadPoolExecutor(3) as pool:  # the replicas start at once
-                    list(pool.map(Gateway.start, replicas))
-                with services.haproxy([g.port for g in replicas], check="/readyz") as proxy:
-                    yield Fleet(redis, replicas, proxy, keys)
-            finally:
-                for g in replicas:
-                    g.stop()
-    finally:
-        llm.kill()
-        llm.wait(10)
+    usage = {"input_tokens": 5, "output_tokens": 5}
+    with scale_support.scripted_llm(tmp, LLM_LATENCY_MS, usage) as llm_url, services.redis_server() as redis:
+        store = tmp / "tm.db"
+        keys = {tenant: make_key(store, tenant) for tenant in RATES}
+        cfg = config(redis, store, llm_url)
+        replicas = [Gateway(tmp / f"r{i}", cfg, workers=2) for i in range(3)]
+        try:
+            with ThreadPoolExecutor(3) as pool:  # the replicas start at once
+                list(pool.map(Gateway.start, replicas))
+            with services.haproxy([g.port for g in replicas], check="/readyz") as proxy:
+                yield Fleet(redis, replicas, proxy, keys)
+        finally:
+            for g in replicas:
+                g.stop()
 
 
 def config(redis: RedisServer, store: Path, llm_url: str) -> dict[str, Any]:
@@ -109,17 +96,6 @@ def config(redis: RedisServer, store: Path, llm_url: str) -> dict[str, Any]:
         "gateway": {"rate_limits": {"tenants": {
             t: {"requests_per_minute": rate * 60, "burst": burst} for t, (rate, burst) in RATES.items()}}},
     }
-
-
-def make_key(store: Path, tenant: str) -> str:
-    async def go() -> str:
-        db = Store(str(store))
-        try:
-            return str((await create_key(db, tenant, ["chat"]))["key"])
-        finally:
-            await db.aclose()
-
-    return asyncio.run(go())
 
 
 async def flood(send: Any, loops: int, seconds: float, *, at: float | None = None,

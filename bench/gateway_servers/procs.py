@@ -192,15 +192,18 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def wrk(url: str, *, conns: int, seconds: int, env: dict[str, str], timeout_s: int = 10) -> dict[str, Any]:
-    """One wrk run (one thread) with ``calls.lua``; returns its JSON summary plus ``cpu_s`` of wrk itself."""
+def wrk(url: str, *, conns: int, seconds: int, env: dict[str, str], timeout_s: int = 10,
+        script: Path = LUA, grace_s: int = 60) -> dict[str, Any]:
+    """One wrk run (one thread) with ``script`` (default ``calls.lua``; any script printing the
+    ``@@WRK_JSON`` line of ``wrk_report.lua``); returns its JSON summary plus ``cpu_s`` of wrk itself.
+    ``timeout_s``: wrk's per-request timeout; ``grace_s``: how long past ``seconds`` wrk may take."""
     exe = wrk_path()
     if exe is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk; `make bench` installs it)")
-    argv = [exe, "-t1", f"-c{conns}", f"-d{seconds}s", f"--timeout={timeout_s}s", "-s", str(LUA), url]
+    argv = [exe, "-t1", f"-c{conns}", f"-d{seconds}s", f"--timeout={timeout_s}s", "-s", str(script), url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60,
-                         check=False)
+    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=seconds + grace_s, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@WRK_JSON ")), None)
     if out.returncode != 0 or line is None:
@@ -208,6 +211,17 @@ def wrk(url: str, *, conns: int, seconds: int, env: dict[str, str], timeout_s: i
     result: dict[str, Any] = orjson.loads(line.split(" ", 1)[1])
     result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return result
+
+
+def create_key(config: Path, env: dict[str, str], scopes: str, timeout: float = 60) -> str:
+    """A new API key of the ``default`` tenant with ``scopes`` (comma-separated), made by
+    ``toolmesh keys create`` against the gateway's ``config`` (before the gateway starts)."""
+    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config), "--tenant",
+                          "default", "--scopes", scopes, "--json"], env=env, capture_output=True, check=False,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"toolmesh keys create failed: {out.stderr.decode()[-1000:]}")
+    return str(orjson.loads(out.stdout)["key"])
 
 
 # -- small HTTP helpers (setup only, never timed) -------------------------------------------------

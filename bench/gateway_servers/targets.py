@@ -105,14 +105,6 @@ def _gateway_config(tmp: Path, upstream_port: int, llm_port: int) -> Path:
     return path
 
 
-def _create_key(config: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config),
-                          "--tenant", "default", "--scopes", "chat,mcp", "--json"],
-                         env=env, capture_output=True, check=False, timeout=60)
-    if out.returncode != 0:
-        raise RuntimeError(f"toolmesh keys create failed: {out.stderr.decode()[-1000:]}")
-    return str(orjson.loads(out.stdout)["key"])
-
 
 def _modern_env(tool: str, token: str | None = None) -> dict[str, str]:
     env = {"BENCH_KIND": "mcp", "BENCH_ERA": "2026-07-28", "BENCH_TOOL": tool}
@@ -141,7 +133,7 @@ def start_all(tmp: Path, *, log: Callable[[str], None]) -> Setup:
                                 str(rules), "--latency-ms", "0", "--no-log"], port=llm_port).start()
     config = _gateway_config(tmp, up_port, llm_port)
     log("creating an API key with `toolmesh keys create`")
-    key = _create_key(config, env)
+    key = procs.create_key(config, env, "chat,mcp")
 
     gateways: dict[str, tuple[Proc, bool, int]] = {}
     # "toolmesh" is what a user deploys on this 2-core machine: API keys on, one worker per core.

@@ -4,15 +4,12 @@ request of each process kind (from /proc), and Redis commands per request (``INF
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from gateway_servers import procs
 
@@ -51,17 +48,7 @@ def redis_calls(port: int) -> dict[str, int]:
 
 def wrk_agent(url: str, *, conns: int, seconds: int, env: dict[str, str]) -> dict[str, Any]:
     """One wrk run (one thread) of ``agent.lua``; the JSON summary it prints."""
-    exe = procs.wrk_path()
-    if exe is None:
-        raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
-    argv = [exe, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout=30s", "-s", str(AGENT_LUA), url]
-    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 90,
-                         check=False)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@WRK_JSON ")), None)
-    if out.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr[-500:]} {out.stdout[-500:]}")
-    result: dict[str, Any] = orjson.loads(line.split(" ", 1)[1])
-    return result
+    return procs.wrk(url, conns=conns, seconds=seconds, env=env, timeout_s=30, script=AGENT_LUA, grace_s=90)
 
 
 def phase(load: Callable[[], dict[str, Any]], kinds: dict[str, Callable[[], list[int]]],

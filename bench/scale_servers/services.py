@@ -1,24 +1,16 @@
 """The processes `bench scale` starts besides the gateways: redis-server, PostgreSQL, haproxy,
 the upstream toolmesh server and the scripted LLM; plus the gateway's config and API key.
 
-PostgreSQL is started the way ``tests/services.py`` (``PostgresServer``) does it, duplicated
-minimally here because that module belongs to the test suite (it skips with pytest when a
-package is missing): ``initdb`` into a temporary directory, trust authentication on 127.0.0.1
-on a free port, fsync off; as root it runs as the ``postgres`` user (or ``nobody``).
+Redis, PostgreSQL and haproxy are started as the scale-out tests start them
+(:mod:`toolmesh.testing.services`), here in sessions of their own and counted for the CPU
+measurements; a missing program stops the benchmark, naming its Debian package.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import pwd
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +20,7 @@ import yaml
 from gateway_servers import procs
 from gateway_servers.procs import PY, Proc
 from gateway_servers.targets import UPSTREAM_SCRIPT
+from toolmesh.testing.services import HAProxy, MissingProgramError, PostgresServer, RedisServer, find_program
 
 MODEL = "scripted-model"
 #: Limits that admit everything: the cost of deciding, not of refusing.
@@ -40,93 +33,53 @@ USER_LIMITS = {"max_concurrent_runs": 100_000, "requests_per_minute": 1_000_000_
 _PG: list[Postgres] = []
 
 
+#: The Debian package of each program the benchmark runs.
+PACKAGES = {"wrk": "wrk", "redis-server": "redis-server", "redis-cli": "redis-tools", "haproxy": "haproxy",
+            "initdb": "postgresql", "postgres": "postgresql"}
+
+
 def need(binary: str) -> str:
     """The path of a Debian-packaged program, or exit saying it is missing."""
-    found = shutil.which(binary) or next(
-        (p for p in (f"/usr/sbin/{binary}", *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{binary}"), reverse=True))
-         if os.path.exists(p)), None)
-    if found is None:
-        raise SystemExit(f"{binary} is not installed (Debian package; `make test` installs it)")
-    return found
+    try:
+        return find_program(binary, PACKAGES.get(binary, binary))
+    except MissingProgramError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 class Postgres:
-    """A throwaway PostgreSQL cluster (see the module doc); :meth:`pids` includes its backends."""
+    """A throwaway PostgreSQL cluster in a directory of its own, stopped by :func:`stop_all`;
+    :meth:`pids` includes its backends."""
 
     def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="tm-bench-pg-"))
-        self.port = procs.free_port()
-        self.user: str | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            for name in ("postgres", "nobody"):
-                with contextlib.suppress(KeyError):
-                    entry = pwd.getpwnam(name)
-                    os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-                    self.user = name
-                    break
-            else:
-                raise SystemExit("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+        workdir = Path(tempfile.mkdtemp(prefix="tm-bench-pg-"))
+        try:
+            self.server = PostgresServer(workdir, new_session=True)
+        except MissingProgramError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SystemExit(str(exc)) from None
+        self.port = self.server.port
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://toolmesh:unused@127.0.0.1:{self.port}/{database}"
+        return self.server.url(database)
 
     def start(self) -> Postgres:
-        subprocess.run([need("initdb"), "-D", str(self.workdir / "data"), "-U", "toolmesh", "--auth=trust",
-                        "-E", "UTF8", "--no-sync", "--no-instructions"], user=self.user, check=True,
-                       capture_output=True, timeout=120, cwd=self.workdir)
-        log = open(self.workdir / "postgres.log", "ab")  # the child keeps its own copy
-        self.proc = subprocess.Popen(
-            [need("postgres"), "-D", str(self.workdir / "data"), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.workdir), "-F", "-c", "max_connections=200"],
-            user=self.user, stdout=log, stderr=log, cwd=self.workdir, start_new_session=True)
-        log.close()
-        _PG.append(self)
-        self._wait_ready()
+        _PG.append(self)  # stopped (and removed) by stop_all even if it does not come up
+        self.server.init()
+        self.server.start(timeout=60.0)
         return self
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}: {self._log()}")
-            try:
-                psycopg.connect(self.url(), connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def create_database(self, name: str) -> str:
         """A new empty database (one per configuration, so each starts from a fresh schema)."""
-        import psycopg
-
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def _log(self) -> str:
-        path = self.workdir / "postgres.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+        return self.server.create_database(name)
 
     def pids(self) -> list[int]:
-        return procs.tree(self.proc.pid) if self.proc is not None and self.proc.poll() is None else []
+        proc = self.server.proc
+        return procs.tree(proc.pid) if proc is not None and proc.poll() is None else []
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then remove the cluster."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.server.stop()
+        shutil.rmtree(self.server.workdir, ignore_errors=True)
 
 
 def stop_all() -> None:
@@ -137,9 +90,10 @@ def stop_all() -> None:
 
 
 def redis(tmp: Path) -> Proc:
-    port = procs.free_port()
-    return Proc("redis", [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", str(tmp)], port=port).start()
+    """redis-server without persistence (its log in ``tmp``)."""
+    need("redis-server")
+    server = RedisServer(tmp)
+    return Proc("redis", server.command(), port=server.port).start()
 
 
 def upstream() -> Proc:
@@ -162,14 +116,9 @@ def scripted_llm(tmp: Path, port: int, tool: str) -> Proc:
 
 def haproxy(tmp: Path, backends: list[int]) -> Proc:
     """haproxy round-robin over the gateways, no stickiness (as in the scale-out tests)."""
-    port = procs.free_port()
-    servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
-    cfg = tmp / f"haproxy-{port}.cfg"
-    cfg.write_text("global\n    maxconn 4096\n\ndefaults\n    mode http\n    timeout connect 5s\n"
-                   "    timeout client 60s\n    timeout server 60s\n\n"
-                   f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n\n"
-                   f"backend be\n    balance roundrobin\n{servers}\n")
-    return Proc("haproxy", [need("haproxy"), "-f", str(cfg), "-db"], port=port).start()
+    need("haproxy")
+    proxy = HAProxy(tmp, backends)
+    return Proc("haproxy", proxy.command(), port=proxy.port).start()
 
 
 def gateway_config(tmp: Path, name: str, upstream_port: int, llm_port: int, *, redis_url: str | None,
@@ -189,14 +138,6 @@ def gateway_config(tmp: Path, name: str, upstream_port: int, llm_port: int, *, r
     path.write_text(yaml.safe_dump(config))
     return path
 
-
-def create_key(config: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([PY, "-m", "toolmesh.cli.main", "keys", "create", "--config", str(config), "--tenant",
-                          "default", "--scopes", "chat,mcp", "--json"], env=env, capture_output=True, check=False,
-                         timeout=120)
-    if out.returncode != 0:
-        raise RuntimeError(f"toolmesh keys create failed: {out.stderr.decode()[-1000:]}")
-    return str(orjson.loads(out.stdout)["key"])
 
 
 def gateway(config: Path, env: dict[str, str]) -> Proc:

@@ -18,7 +18,7 @@ import orjson
 
 from toolmesh.errors import InvalidArgumentsError
 from toolmesh.hub.naming import ToolNameMap
-from toolmesh.hub.types import JsonDict
+from toolmesh.hub.types import JsonDict, as_mapping
 
 __all__ = [
     "ResolvedCall",
@@ -35,13 +35,7 @@ __all__ = [
 
 
 def _as_dict(tool: Any) -> Mapping[str, Any]:
-    if isinstance(tool, Mapping):
-        return tool
-    dump = getattr(tool, "model_dump", None)
-    if dump is None:
-        raise TypeError(f"expected an MCP tool dict or model, got {type(tool).__name__}")
-    result: Mapping[str, Any] = dump(by_alias=True, exclude_none=True, mode="json")
-    return result
+    return as_mapping(tool, "an MCP tool dict or model")
 
 
 def _description(tool: Mapping[str, Any], server: str | None) -> str:

@@ -1,4 +1,7 @@
-"""One registered server: its connection lifecycle, catalogue, breakers and call path.
+"""One registered server: its connection lifecycle, catalogue and call path.
+
+Its circuit breakers live in :mod:`toolmesh.hub.breakers`, its notifications and resource
+subscriptions in :mod:`toolmesh.hub.watch`.
 
 Lifecycle (HUB-3): connect lazily; one connection at a time, opened by whoever
 needs it first (single-flight); a lost session or dead process is dropped and
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from typing import Any
 
@@ -18,13 +20,13 @@ from toolmesh.errors import (
     CircuitOpenError,
     ConnectionFailedError,
     InvalidArgumentsError,
-    McpRemoteError,
     SessionLostError,
     ToolmeshError,
     ToolNotFoundError,
     ToolTimeoutError,
 )
 from toolmesh.hub.argcheck import ArgumentValidator
+from toolmesh.hub.breakers import ServerBreakers
 from toolmesh.hub.catalog import Catalog
 from toolmesh.hub.coalesce import SharedCalls
 from toolmesh.hub.config import ServerConfig
@@ -35,26 +37,17 @@ from toolmesh.hub.result import ToolResult
 from toolmesh.hub.toolcall import ToolCall, idempotent, is_retryable
 from toolmesh.hub.transports import Connection, make_connection
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
-from toolmesh.hub.transports.listen import LIST_FLAGS, LISTEN_ACK
 from toolmesh.hub.types import JsonDict
+from toolmesh.hub.watch import UpstreamWatch
 from toolmesh.resilience.abc import CapacityLimiter
-from toolmesh.resilience.circuit import CircuitBreaker
 from toolmesh.resilience.circuit_registry import CircuitGuard
 from toolmesh.resilience.retry import RetryPolicy
-
-log = logging.getLogger("toolmesh.hub")
 
 #: Backoff between attempts to (re)start a server that keeps failing, seconds. Capped at 0.5 s
 #: so that a restarted server is used within half a second of listening again (it was 5 s:
 #: the first success came 1.5 s after the port opened); a server that stays down is spared
 #: by its circuit, which opens after a few failures and then probes with its own backoff.
 RESTART_BACKOFF = (0.0, 0.05, 0.1, 0.25, 0.5)
-#: How long an open circuit's background ping may take before the server counts as still down.
-PROBE_TIMEOUT = 1.0
-#: Longest wait between an open circuit's pings (they start at 0.25 s and double): a recovered
-#: server is noticed within half a second; a dead one gets two cheap requests a second. (It was
-#: 1 s: the fault campaign measured first successes up to 1.2 s after a fault ended.)
-PROBE_MAX = 0.5
 
 
 class ServerHandle:
@@ -72,16 +65,9 @@ class ServerHandle:
         self._metrics = owner.tool_metrics
         self.catalog = Catalog(config.catalog_ttl, on_lookup=self._record_lookup)
         self.limiter: CapacityLimiter = owner.new_limiter(config.max_concurrency, f"server {config.name}")
-        self.circuit = CircuitBreaker(
-            config.name,
-            config.circuit.failure_threshold,
-            config.circuit.reset_timeout,
-            on_state_change=owner.on_circuit_change,
-            store=owner.new_circuit_store(self.label),
-            prober=self._probe,
-            probe_max=PROBE_MAX,
-        )
-        self._tool_circuits: dict[str, CircuitGuard] = {}
+        #: The server's and its tools' circuit breakers (see :mod:`toolmesh.hub.breakers`).
+        self.breakers = ServerBreakers(self, owner)
+        self.circuit = self.breakers.server
         self.retry = RetryPolicy(max_attempts=config.retries + 1, base_delay=0.05, max_delay=1.0)
         self.health = owner.new_health(config)
         self.conn: Connection | None = None
@@ -97,11 +83,8 @@ class ServerHandle:
         self.closed = False
         #: Owners that need this connection kept open (Hub.watch): the idle janitor skips it.
         self.watchers = 0
-        #: Resource URI → how many owners want its ``notifications/resources/updated``.
-        self.resource_watch: dict[str, int] = {}
-        self._listen_acks = 0
-        #: The open circuits' shared background ping in flight (see :meth:`_probe`).
-        self._ping: asyncio.Future[None] | None = None
+        #: The server's notifications and the resource subscriptions (see :mod:`toolmesh.hub.watch`).
+        self.upstream = UpstreamWatch(self, owner)
         #: The connection attempt in flight (see :meth:`connection`).
         self._attempt: asyncio.Future[Connection] | None = None
 
@@ -143,9 +126,9 @@ class ServerHandle:
                 await asyncio.sleep(wait)
             caps = self.config.client_capabilities
             conn = make_connection(self.config, caps if caps is not None else self._owner.client_capabilities)
-            conn.on_notification = self._on_notification
+            conn.on_notification = self.upstream.on_notification
             conn.tool_definition = self.catalog.tool
-            conn.resource_uris = self._resource_uris
+            conn.resource_uris = self.upstream.uris
             try:
                 await conn.start()
             except ToolmeshError:
@@ -157,8 +140,7 @@ class ServerHandle:
                 self._last_failure_at = time.monotonic()
                 raise ConnectionFailedError(f"server {self.name!r}: cannot connect: {exc}") from exc
             self._connect_failures = 0
-            if not conn.modern and self.resource_watch:
-                await self._subscribe_all(conn)
+            await self.upstream.resubscribe(conn)
             self.connects += 1
             if self.connects == 1:
                 self._metrics.record_connect(self.label)
@@ -179,31 +161,13 @@ class ServerHandle:
     async def close(self) -> None:
         self.closed = True
         self.shared.close()  # (re-registration: a new handle, a new cache scope)
-        self.circuit.stop_probing()
-        for guard in self._tool_circuits.values():
-            guard.tool.stop_probing()
+        self.breakers.stop()
         attempt = self._attempt
         if attempt is not None and not attempt.done():
             attempt.cancel()  # start() closes what it opened
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await attempt
         await self.drop()
-
-    async def _probe(self) -> None:
-        """An open circuit's background probe: one ``ping`` (reconnecting if needed). Any answer,
-        even a JSON-RPC error, shows the server is back; a timeout or a failed connect does not.
-        The server's and its tools' circuits share a ping in flight: one request, not one each."""
-        if self.closed:
-            raise ConnectionFailedError(f"server {self.name!r} was unregistered")
-        ping = self._ping
-        if ping is None or ping.done():
-            ping = self._ping = asyncio.ensure_future(self._ping_once())
-            ping.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen even if nobody waits
-        await asyncio.shield(ping)
-
-    async def _ping_once(self) -> None:
-        with contextlib.suppress(McpRemoteError):
-            await self.request("ping", timeout=min(self.config.timeout, PROBE_TIMEOUT))
 
     def reshare(self, config: ServerConfig) -> None:
         """Take ``config``'s ``cache`` and ``coalesce`` sections (nothing else); cached results go."""
@@ -220,72 +184,21 @@ class ServerHandle:
         self.shared.invalidate()
         return True
 
-    async def _on_notification(self, method: str, params: dict[str, Any]) -> None:
-        if self.catalog_changed(method):
-            self._owner.on_catalog_changed(self.name)
-            if not self.closed:  # listeners hear of it after the invalidation: what they list is fresh
-                self._owner.emit_change(self.tenant, self.user, self.name, method, params)
-        elif method == "notifications/resources/updated":
-            if not self.closed:
-                self._owner.emit_change(self.tenant, self.user, self.name, method, params)
-        elif method == LISTEN_ACK:
-            # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
-            self.catalog.invalidate()
-            self._validators.clear()
-            self.shared.invalidate()
-            self._listen_acks += 1
-            loop = self.conn.listen_loop if self.conn is not None else None
-            if self._listen_acks > 1 and not self.closed and not (loop is not None and loop.last_ack_refilter):
-                # Listeners' own clients may hold lists from before the gap: tell them to refetch.
-                honoured = params.get("notifications")
-                for flag, changed in LIST_FLAGS.items():
-                    if isinstance(honoured, dict) and honoured.get(flag) is True:
-                        self._owner.emit_change(self.tenant, self.user, self.name, changed, {})
-        elif method == "notifications/message":
-            log.info("server %s: %s", self.name, params.get("data"))
+    def forget_catalog(self) -> None:
+        """Drop every cached listing, argument validator and tool result (a listen stream's gap)."""
+        self.catalog.invalidate()
+        self._validators.clear()
+        self.shared.invalidate()
 
     # -- resource subscriptions -------------------------------------------------------------
-    def _resource_uris(self) -> list[str]:
-        return sorted(self.resource_watch)
+    @property
+    def resource_watch(self) -> dict[str, int]:
+        """Resource URI → how many owners want its ``notifications/resources/updated``."""
+        return self.upstream.resources
 
     async def watch_resource(self, uri: str, on: bool) -> bool:
-        """Count one owner in (or out) of ``uri``'s updates; False if the server cannot send them.
-
-        Handshake era: ``resources/(un)subscribe`` on the session (again after a reconnect).
-        2026-07-28: the connection's listen stream is replaced by one that also asks for the URI."""
-        count = self.resource_watch.get(uri, 0) + (1 if on else -1)
-        if count > 0:
-            self.resource_watch[uri] = count
-        else:
-            self.resource_watch.pop(uri, None)
-        if (on and count != 1) or (not on and count != 0):
-            return True
-        try:
-            conn = await self.connection()
-            if conn.modern:
-                loop = conn.listen_loop
-                if loop is None or not loop.active:
-                    raise ConnectionFailedError(f"server {self.name!r} keeps no listen stream")
-                acked = loop.refilter()
-                if acked is not None and on:
-                    # Watching starts when the server acknowledged the new filter (bounded wait).
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(acked, self.config.connect_timeout)
-            else:
-                await conn.request("resources/subscribe" if on else "resources/unsubscribe", {"uri": uri})
-        except Exception as exc:
-            if on:
-                self.resource_watch.pop(uri, None)
-                log.info("server %s: cannot watch %s: %s", self.name, uri, exc)
-                return False
-        return True
-
-    async def _subscribe_all(self, conn: Connection) -> None:
-        for uri in list(self.resource_watch):
-            try:
-                await conn.request("resources/subscribe", {"uri": uri})
-            except Exception as exc:  # the others still count
-                log.info("server %s: cannot re-subscribe to %s: %s", self.name, uri, exc)
+        """Count one owner in (or out) of ``uri``'s updates; False if the server cannot send them."""
+        return await self.upstream.watch_resource(uri, on)
 
     async def request(self, method: str, params: dict[str, Any] | None = None, *,
                       call: ToolCall | None = None, **kw: Any) -> dict[str, Any]:
@@ -355,20 +268,8 @@ class ServerHandle:
         validator(arguments)
 
     def guard(self, tool: str) -> CircuitGuard:
-        guard = self._tool_circuits.get(tool)
-        if guard is None:
-            c = self.config.circuit
-            tool_breaker = CircuitBreaker(
-                f"{self.name}/{tool}",
-                c.failure_threshold,
-                c.reset_timeout,
-                on_state_change=self._owner.on_circuit_change,
-                store=self._owner.new_circuit_store(f"{self.label}/{tool}"),
-                prober=self._probe,
-                probe_max=PROBE_MAX,
-            )
-            guard = self._tool_circuits[tool] = CircuitGuard(self.circuit, tool_breaker)
-        return guard
+        """The circuit guard of ``tool``'s calls (the server's breaker and the tool's)."""
+        return self.breakers.guard(tool)
 
     # -- the call path ----------------------------------------------------------------
     async def call_tool(

@@ -14,7 +14,6 @@ shadows the tenant's server of the same name for that user only).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -24,17 +23,17 @@ from toolmesh.errors import (
     ConnectionFailedError,
     InvalidArgumentsError,
     ServerNotFoundError,
-    ToolmeshError,
 )
+from toolmesh.hub.batch import run_batch
 from toolmesh.hub.changes import ChangeSource
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.convert import anthropic_tool, openai_tool
 from toolmesh.hub.handle import ServerHandle
+from toolmesh.hub.janitor import IdleJanitor
 from toolmesh.hub.naming import ToolNameMap
 from toolmesh.hub.probe import probe
 from toolmesh.hub.result import ToolResult
 from toolmesh.hub.resultcache import ResultCache
-from toolmesh.hub.toolcall import normalise_call
 from toolmesh.hub.transports.base import LogHandler, ProgressCallback, ServerRequestHandler
 from toolmesh.observability.health import HealthEvent, HealthTracker
 from toolmesh.observability.metrics import ToolMetrics
@@ -90,8 +89,7 @@ class Hub(ChangeSource):
         self._status_callbacks: list[StatusCallback] = []
         self._metrics = ToolMetrics()
         self._result_cache = result_cache if result_cache is not None else ResultCache()
-        self._janitor: asyncio.Task[None] | None = None
-        self._janitor_interval = janitor_interval
+        self._janitor = IdleJanitor(janitor_interval, self.close_idle)
         self.batch_concurrency = batch_concurrency
         self.closed = False
         #: Bumped on every register/unregister: lets callers cache views of the registry cheaply.
@@ -357,29 +355,8 @@ class Hub(ChangeSource):
         Accepts OpenAI ``tool_calls`` (``{"id", "function": {"name", "arguments": "<json>"}}``,
         dicts or SDK objects), Anthropic ``tool_use`` blocks (``{"id", "name", "input"}``) and
         plain ``{"id", "name", "arguments"}``. Never raises for a single call's failure."""
-        calls = [normalise_call(c, i) for i, c in enumerate(tool_calls)]
-        sem = asyncio.Semaphore(concurrency or self.batch_concurrency)
-
-        async def run(call_id: str, name: str, args: Any) -> ToolResult:
-            start = time.perf_counter()
-            server, tool = "", name
-            async with sem:
-                try:
-                    server, tool = await self.resolve_async(name, tenant=tenant, user=user)
-                    if isinstance(args, BaseException):
-                        raise args
-                    res = await self.call_tool(server, tool, args, tenant=tenant, user=user, timeout=timeout)
-                except (ToolmeshError, ValueError, LookupError, OSError) as exc:
-                    res = ToolResult.failure(server, tool, exc, (time.perf_counter() - start) * 1000)
-                except Exception as exc:
-                    log.exception("unexpected error in batch call %s", name)
-                    res = ToolResult.failure(server, tool, exc, (time.perf_counter() - start) * 1000)
-            res.call_id = call_id
-            res.arguments = args if isinstance(args, dict) else None
-            return res
-
-        results = await asyncio.gather(*(run(*c) for c in calls))
-        return {r.call_id or "": r for r in results}
+        return await run_batch(self, tool_calls, tenant=tenant, user=user, timeout=timeout,
+                               concurrency=concurrency or self.batch_concurrency)
 
     # -- health, metrics, events (HUB-4, HUB-9) -----------------------------------------
     def on_status_change(self, callback: StatusCallback) -> None:
@@ -436,7 +413,7 @@ class Hub(ChangeSource):
 
     def on_connected(self) -> None:
         """A handle opened a connection: the idle janitor runs while any may be open."""
-        self._ensure_janitor()
+        self._janitor.ensure()
 
     def status(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """One snapshot per registered server (all tenants unless one is named)."""
@@ -460,15 +437,6 @@ class Hub(ChangeSource):
         return snap
 
     # -- lifecycle (HUB-3) --------------------------------------------------------------
-    def _ensure_janitor(self) -> None:
-        if self._janitor is None or self._janitor.done():
-            self._janitor = asyncio.get_running_loop().create_task(self._sweep_idle(), name="toolmesh-janitor")
-
-    async def _sweep_idle(self) -> None:
-        while not self.closed:
-            await asyncio.sleep(self._janitor_interval)
-            await self.close_idle()
-
     async def close_idle(self, now: float | None = None) -> int:
         """Close connections idle for longer than their server's ``idle_ttl``; returns how many."""
         now = time.monotonic() if now is None else now
@@ -485,10 +453,7 @@ class Hub(ChangeSource):
     async def aclose(self) -> None:
         """Close every connection (and stop every spawned process)."""
         self.closed = True
-        if self._janitor is not None:
-            self._janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._janitor
+        await self._janitor.stop()
         handles = [h for servers in self._servers.values() for h in servers.values()]
         await asyncio.gather(*(h.close() for h in handles), return_exceptions=True)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-from toolmesh.hub.types import JsonDict
+from toolmesh.hub.types import JsonDict, as_mapping
 
 __all__ = [
     "anthropic_tool_result",
@@ -32,13 +32,7 @@ _TRUNC = "…[truncated {} chars]"
 
 
 def _as_dict(result: Any) -> Mapping[str, Any]:
-    if isinstance(result, Mapping):
-        return result
-    dump = getattr(result, "model_dump", None)
-    if dump is None:
-        raise TypeError(f"expected a CallToolResult dict or model, got {type(result).__name__}")
-    out: Mapping[str, Any] = dump(by_alias=True, exclude_none=True, mode="json")
-    return out
+    return as_mapping(result, "a CallToolResult dict or model")
 
 
 def _json(value: Any) -> str:

@@ -3,6 +3,8 @@ and a fault-injecting TCP proxy.
 
 ``from toolmesh.testing import ScriptedLLM, FaultProxy, Fault`` (imported lazily so that
 ``python -m toolmesh.testing.scripted_llm`` runs without a double-import warning).
+:mod:`toolmesh.testing.services` starts real redis-server, haproxy and PostgreSQL processes on
+loopback (the scale-out tests and ``bench scale`` share it).
 """
 
 from __future__ import annotations

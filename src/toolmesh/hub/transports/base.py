@@ -1,17 +1,8 @@
-"""What every MCP connection shares: request bookkeeping, protocol negotiation, ``_meta``.
+"""What every MCP connection shares: request bookkeeping, inbound routing, ``_meta``.
 
-A :class:`Connection` speaks JSON-RPC to one server over one transport. It knows
-the two protocol eras:
-
-* handshake era (2025-11-25 and older): ``initialize`` + ``notifications/initialized``,
-  a stateful session;
-* modern era (2026-07-28): no handshake, every request carries
-  ``params._meta`` with protocol version, client info and capabilities;
-  ``server/discover`` tells what the server speaks.
-
-``protocol="auto"`` probes ``server/discover`` and falls back to ``initialize``
-on anything that is not positive evidence of a modern server (same policy as
-the official SDK's ``mode="auto"``).
+A :class:`Connection` speaks JSON-RPC to one server over one transport; how it agrees on a
+protocol revision with the server (the handshake era or 2026-07-28) is
+:class:`~toolmesh.hub.transports.negotiate.Negotiation`'s part.
 """
 
 from __future__ import annotations
@@ -19,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +22,7 @@ from toolmesh.errors import (
 )
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.transports.listen import ListenLoop
+from toolmesh.hub.transports.negotiate import Negotiation
 from toolmesh.hub.transports.types import (
     CLIENT_CAPABILITIES,
     CLIENT_INFO,
@@ -64,8 +56,7 @@ __all__ = [
 log = logging.getLogger("toolmesh.hub")
 
 
-
-class Connection(ABC):
+class Connection(Negotiation):
     """One live connection to one MCP server. Created closed; ``start()`` opens it."""
 
     #: The 2026-07-28 ``subscriptions/listen`` stream keeper (transports that keep one; else None).
@@ -77,7 +68,6 @@ class Connection(ABC):
         self.config = config
         self.identity = ServerIdentity()
         self.closed = False
-        self._probe_timed_out = False
         self.on_notification: NotificationHandler | None = None
         #: The last known definition of a tool, by name (the Hub's catalogue): transports that
         #: derive request headers from a tool's schema (HTTP ``Mcp-Param-*``) look it up here.
@@ -424,84 +414,3 @@ class Connection(ABC):
                 "error": {"code": METHOD_NOT_FOUND, "message": f"client does not support {method}"},
             }
         await self._reply(reply)
-
-    # -- negotiation -----------------------------------------------------------------
-    async def _negotiate(self) -> None:
-        pin = self.config.protocol
-        if pin == MODERN:
-            self.identity.protocol = MODERN
-            return
-        if pin == "auto" and await self._try_discover():
-            return
-        if pin == "auto" and self._probe_timed_out:
-            await self._fresh_channel()
-        await self._initialize(LEGACY if pin == "auto" else pin)
-
-    async def _fresh_channel(self) -> None:  # noqa: B027 - optional hook
-        """After an unanswered probe: a transport whose server may still adopt 2026-07-28 from
-        the late probe (one process, one pipe) starts over before ``initialize``."""
-
-    async def _try_discover(self, *, retried: bool = False) -> bool:
-        """Probe ``server/discover``; True when the server speaks the modern revision."""
-        self.identity.protocol = MODERN  # the probe itself carries modern _meta
-        try:
-            result = await self.request("server/discover", timeout=self._probe_timeout())
-        except McpRemoteError as exc:
-            self.identity.protocol = ""
-            if exc.code == UNSUPPORTED_VERSION:
-                supported = (exc.data or {}).get("supported") if isinstance(exc.data, dict) else None
-                if isinstance(supported, list) and MODERN in supported and not retried:
-                    # The server rejected the first attempt but lists our version: ask again (SEP-2575).
-                    return await self._try_discover(retried=True)
-                if supported and not any(v in HANDSHAKE_VERSIONS for v in supported):
-                    raise ConnectionFailedError(
-                        f"server {self.config.name!r} supports only {supported}, none of which toolmesh speaks"
-                    ) from exc
-            return False
-        except (ToolTimeoutError, ProtocolError) as exc:
-            self.identity.protocol = ""
-            self._probe_timed_out = isinstance(exc, ToolTimeoutError)
-            return False
-        versions = result.get("supportedVersions") or []
-        if MODERN not in versions:
-            self.identity.protocol = ""
-            return False
-        self._adopt(MODERN, result)
-        return True
-
-    def _probe_timeout(self) -> float:
-        # Half the connect budget: an unanswered probe must leave time for initialize. (A fixed
-        # 5 s cap made a slow-to-answer modern server look legacy when connect_timeout was raised.)
-        return self.config.connect_timeout / 2
-
-    async def _initialize(self, version: str) -> None:
-        self.identity.protocol = version
-        result = await self.request(
-            "initialize",
-            {"protocolVersion": version, "capabilities": self.client_capabilities, "clientInfo": CLIENT_INFO},
-            timeout=self.config.connect_timeout,
-        )
-        agreed = result.get("protocolVersion")
-        if not isinstance(agreed, str):
-            raise ProtocolError(f"server {self.config.name!r}: initialize result has no protocolVersion")
-        if agreed not in HANDSHAKE_VERSIONS:
-            raise ConnectionFailedError(
-                f"server {self.config.name!r} answered initialize with unsupported version {agreed!r}"
-            )
-        self._adopt(agreed, result)
-        self._after_initialize()
-        await self.notify("notifications/initialized")
-
-    def _after_initialize(self) -> None:  # noqa: B027 - optional hook
-        """Hook for transports that must learn something from the handshake (HTTP session id)."""
-
-    def _adopt(self, version: str, result: dict[str, Any]) -> None:
-        info = result.get("serverInfo") or (result.get("_meta") or {}).get(META_SERVER_INFO) or {}
-        self.identity = ServerIdentity(
-            protocol=version,
-            name=str(info.get("name", "")),
-            version=str(info.get("version", "")),
-            capabilities=result.get("capabilities") or {},
-            instructions=result.get("instructions"),
-            ttl_ms=result.get("ttlMs"),
-        )
