@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import ResponseError
 
 import services
 from services import RedisServer
@@ -20,6 +19,7 @@ from toolmesh.hub.configfile import load_config
 from toolmesh.resilience.abc import ClientRateLimiter, RateLimiter
 from toolmesh.store.redis_limits import SharedBucket, SharedClientBuckets, SharedLimiter, limit_key
 from toolmesh.store.redis_state import RedisState, process_state
+from toolmesh.store.resp import ReplyError
 from toolmesh.store.shared import Limit, LocalLimiter, StateSettings
 from toolmesh.store.shared_users import SharedUserLimits
 
@@ -131,7 +131,7 @@ async def test_keys_share_one_cluster_slot_per_tenant(redis_cluster: RedisServer
             assert int(redis_cluster.cli("EXISTS", *keys[:3])) == 3
         assert limit_key("tm", "acme", "t") == "tm:{acme}:t"
         # The control: the same keys without a common tag are refused by the cluster.
-        with pytest.raises(ResponseError, match="same slot"):
+        with pytest.raises(ReplyError, match="same slot"):
             await state.command("EVAL", "return 1", 2, "tm:acme:t", "tm:acme:k:abc")
     finally:
         await state.aclose()

@@ -156,7 +156,7 @@ class SharedEvents:
                     if self._owed:
                         self._owed = False
                         try:
-                            await self.state.client().execute_command("INCR", self.version_key)
+                            await self.state.command("INCR", self.version_key)
                         except BaseException:
                             self._owed = True
                             raise
@@ -167,8 +167,9 @@ class SharedEvents:
                 await pubsub.aclose()
 
     async def _check_version(self) -> None:
+        # On the pipelined client: it shares a write with the requests' commands of that loop turn.
         async with asyncio.timeout(self.state.settings.timeout + self.state.settings.connect_timeout):
-            raw = await self.state.client().execute_command("GET", self.version_key)
+            raw = await self.state.command("GET", self.version_key)
         version = int(raw or 0)
         if version != self._seen:  # a change was missed, or Redis restarted (the key went back)
             await self._resync_all()

@@ -6,7 +6,7 @@ them all, and charges all or none. Keys are ``<prefix>:{<tenant>}:<limit>``: the
 one tenant's keys in one Redis Cluster slot, which a multi-key script needs.
 
 Nothing is decided locally in batches (that would over-admit by replicas × local rate × sync
-interval; only the transport is coalesced, see :class:`~toolmesh.store.redis_state.RedisState`).
+interval; only the transport is coalesced, see :class:`~toolmesh.store.resp.RespClient`).
 The one local shortcut: a bucket or window Redis just refused is refused here too until the
 retry time Redis gave, which ends no later than Redis would admit again.
 
@@ -96,6 +96,7 @@ class SharedLimiter:
         self.max_denied = max_denied
         self._denied: dict[str, float] = {}  # limit key -> monotonic time until which Redis will refuse
         self._prepared_cache: dict[tuple[str, tuple[Limit, ...]], tuple[list[str], list[str], bool]] = {}
+        self._freeing: dict[str, tuple[list[str], asyncio.Future[None]]] = {}  # slot key -> members, sent
         #: Admissions decided with this process's share because Redis could not decide them.
         self.local_decisions = 0
         #: Requests refused without a round trip: a key Redis refused, until its retry-at.
@@ -196,12 +197,41 @@ class SharedLimiter:
                 await self.state.run(RENEW, [key], [member, repr(span)])
 
     async def release(self, held: list[tuple[str, float]], member: str) -> None:
-        """Free the concurrency slots of one admitted request (best effort: leases expire anyway)."""
+        """Free the concurrency slots of one admitted request (best effort: leases expire anyway).
+
+        Releases of one key in the same event-loop turn (requests of one user ending together)
+        go out as one ``ZREM key m1 m2 …``: one command instead of one each, and none is delayed
+        past the turn it was asked in. Every caller returns once its slot is freed in Redis."""
         for key, _ in held:
+            joining = self._freeing.get(key)
+            if joining is not None:
+                joining[0].append(member)
+                await asyncio.shield(joining[1])
+                continue
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            members = [member]
+            self._freeing[key] = (members, done)
             try:
-                await self.state.command("ZREM", key, member)
-            except StateUnavailableError:
-                log.debug("slot %s of %s not released (Redis down): it lapses with its lease", key, member)
+                await asyncio.sleep(0)  # the other releases of this turn join in the meantime
+            except asyncio.CancelledError:  # still free them (the joiners wait for it)
+                del self._freeing[key]
+                task = asyncio.get_running_loop().create_task(self._zrem(key, members, done))
+                self.renewals.add(task)
+                task.add_done_callback(self.renewals.discard)
+                raise
+            del self._freeing[key]
+            await self._zrem(key, members, done)
+
+    async def _zrem(self, key: str, members: list[str], done: asyncio.Future[None]) -> None:
+        try:
+            await self.state.command("ZREM", key, *members)
+        except StateUnavailableError:
+            log.debug("slots %s of %s not released (Redis down): they lapse with their lease", key, members)
+        except Exception as exc:
+            log.warning("slots %s of %s not released (%s): they lapse with their lease", key, members, exc)
+        finally:
+            if not done.done():
+                done.set_result(None)
 
     async def aclose(self) -> None:
         """Stop lease renewals (their slots then lapse)."""
