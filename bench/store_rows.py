@@ -8,13 +8,16 @@ of a few dozen rows — and reports, per row:
 * ``loop``: CPU µs spent inside the enqueue calls on the event-loop thread;
 * ``writer``: CPU µs of the store's writer thread (its own CPU clock) until every row is written.
 
+With ``--agent`` the rows are what agent requests queue: a ledger row, an audit row, a ledger
+row per request (``UsageLedger.record`` and ``Store.audit``), interleaved in the batch.
+
 With ``--busy`` the loop thread also spins 1 ms between bursts, holding the GIL as a loaded
 gateway does, so the writer thread pays for waiting on it.
 
 SQLite always (a file in a temporary directory); PostgreSQL too when ``--pg`` is given and
 its Debian programs are installed (a throwaway cluster, as ``bench/scale_servers`` starts it).
 
-    .venv/bin/python bench/store_rows.py [--rows N] [--burst K] [--repeat R] [--pg]
+    .venv/bin/python bench/store_rows.py [--rows N] [--burst K] [--repeat R] [--pg] [--busy] [--agent]
 """
 
 from __future__ import annotations
@@ -30,7 +33,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # siblings, also when loaded by path
 
+from toolmesh.llm.types import Usage
+from toolmesh.store.ledger import UsageLedger
 from toolmesh.store.sqlite import AUDIT_SQL, Store
+
+
+class Cost:
+    """A flat price for the ledger rows of ``--agent``."""
+
+    usd = 0.001
+    priced = True
+
+
+def price(model: str, usage: Usage) -> Cost:
+    return Cost()
 
 
 def writer_cpu() -> float:
@@ -41,15 +57,25 @@ def writer_cpu() -> float:
 
 
 async def measure(location: str, rows: int, burst: int, api: str, busy: bool) -> tuple[float, float]:
-    """(loop µs/row, writer µs/row) for ``rows`` audit rows queued in bursts of ``burst``."""
+    """(loop µs/row, writer µs/row) for ``rows`` audit rows queued in bursts of ``burst``
+    (``api`` "agent": ledger, audit, ledger rows per request, ``rows`` in all)."""
     async with Store(location) as store:
+        ledger = UsageLedger(store, price)
+        usage = Usage(120, 30)
         await store.flush()
         writer0 = writer_cpu()
         loop_cpu = 0.0
         for i in range(0, rows, burst):
             t0 = time.thread_time()
             for j in range(i, min(i + burst, rows)):
-                if api == "audit":
+                if api == "agent":
+                    if j % 3 == 1:
+                        store.audit(tenant="acme", user="alice", server="calc", tool="add",
+                                    arguments_hash="0" * 64, status="ok", latency_ms=1.25, request_id=str(j // 3))
+                    else:
+                        ledger.record(tenant="acme", user="alice", session=None, model="m", provider="p",
+                                      usage=usage, latency_ms=2.5, request_id=str(j // 3))
+                elif api == "audit":
                     store.audit(tenant="acme", user="alice", server="calc", tool="add",
                                 arguments_hash="0" * 64, status="ok", latency_ms=1.25, request_id=str(j))
                 else:
@@ -63,7 +89,7 @@ async def measure(location: str, rows: int, burst: int, api: str, busy: bool) ->
             await asyncio.sleep(0.001)  # a gateway at a few thousand calls/s: batches of tens of rows
         await store.flush()
         writer = writer_cpu() - writer0
-        n = (await store.fetchone("SELECT COUNT(*) FROM audit"))
+        n = await store.fetchone("SELECT (SELECT COUNT(*) FROM audit) + (SELECT COUNT(*) FROM usage)")
         assert n is not None and n[0] >= rows, n
     return loop_cpu / rows * 1e6, writer / rows * 1e6
 
@@ -74,6 +100,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--pg", action="store_true", help="also PostgreSQL (starts a throwaway cluster)")
+    ap.add_argument("--agent", action="store_true", help="agent requests' rows: ledger, audit, ledger")
     ap.add_argument("--busy", action="store_true", help="keep the loop thread busy between bursts (GIL held)")
     args = ap.parse_args()
     engines: list[tuple[str, str]] = []
@@ -84,7 +111,7 @@ def main() -> None:
 
         pg = Postgres().start()
     try:
-        for api in ("enqueue_trusted", "audit"):
+        for api in ("agent",) if args.agent else ("enqueue_trusted", "audit"):
             for r in range(args.repeat):
                 engines.append((f"sqlite {api}", str(Path(tmp.name) / f"{api}-{r}.db")))
                 if pg is not None:
@@ -93,7 +120,8 @@ def main() -> None:
         for name, location in engines:
             results.setdefault(name, []).append(asyncio.run(measure(location, args.rows, args.burst,
                                                                     name.split()[1], args.busy)))
-        print(f"{args.rows} audit rows, bursts of {args.burst}{', loop busy' if args.busy else ''},"
+        kind = "agent (ledger, audit, ledger)" if args.agent else "audit"
+        print(f"{args.rows} {kind} rows, bursts of {args.burst}{', loop busy' if args.busy else ''},"
               f" median of {args.repeat} runs (CPU µs per row)")
         print(f"{'engine / call':<30}{'loop':>8}{'writer':>8}")
         for name, runs in results.items():

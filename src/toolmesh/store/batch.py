@@ -1,9 +1,19 @@
 """Writing one batch of queued rows (the store's writer thread), on either engine.
 
-Rows come as ``(sql, params)`` in queue order. Runs of rows with the same statement go in
-bulk (a multi-row INSERT on SQLite, COPY on PostgreSQL: one call instead of one per row;
-the audit log writes one row per tool call). A run that fails is replayed row by row
-inside savepoints, so only the bad rows are skipped, never the batch around them.
+Rows come as ``(sql, params)`` in queue order. Rows of the same statement go in bulk (a
+multi-row INSERT on SQLite, COPY on PostgreSQL: one call instead of one per row). When
+every statement of a batch is a plain ``INSERT INTO t (…) VALUES (?, …)``, each into its own table, rows are grouped by
+statement across the whole batch, each group in queue order: an agent request queues a
+ledger row, an audit row and a ledger row, and concurrent requests interleave them, so
+consecutive runs alone would be one row long (measured: 1.4 savepointed single-row INSERTs
+per agent request on PostgreSQL). Inserts into different tables do not depend on each other,
+and each table still gets its rows (and ids) in queue order. Any other statement keeps the
+batch in strict queue order (runs of consecutive rows).
+
+The whole batch is tried first as one transaction without savepoints (PostgreSQL: one COPY
+per statement; a batch of one statement is a lone COPY, atomic by itself, so not even
+``BEGIN``/``COMMIT``). If a row is rejected, the batch is rolled back and replayed inside
+savepoints, run by run and then row by row, so only the bad rows are skipped.
 """
 
 from __future__ import annotations
@@ -13,42 +23,54 @@ from collections.abc import Callable
 from typing import Any
 
 from toolmesh.store import postgres
-from toolmesh.store.sql import SqlValue
+from toolmesh.store.sql import SqlValue, insert_table
 from toolmesh.store.sqlite_conn import insert_many
 
-__all__ = ["Row", "write_batch"]
+__all__ = ["Row", "group_rows", "write_batch"]
 
 log = logging.getLogger("toolmesh.store")
 
 #: One queued row: its statement and parameters.
 Row = tuple[str, tuple[SqlValue, ...]]
+Run = tuple[str, list[tuple[SqlValue, ...]]]
+Errors = tuple[type[BaseException], ...]
 
 
-def write_batch(conn: Any, rows: list[Row], errors: tuple[type[BaseException], ...],
-                is_disconnect: Callable[[BaseException], bool]) -> None:
-    """Write ``rows`` in one transaction, skipping rejected rows.
+def group_rows(rows: list[Row]) -> list[Run]:
+    """``rows`` as runs of one statement each: grouped by statement when all are plain INSERTs into
+    different tables (each group in queue order, groups in order of first appearance), else
+    consecutive runs."""
+    statements = dict.fromkeys(sql for sql, _ in rows)  # in order of first appearance
+    if len(statements) == 1:  # the usual batch under tool-call load: audit rows only
+        return [(rows[0][0], [params for _, params in rows])]
+    tables = [insert_table(sql) for sql in statements]
+    if None not in tables and len(set(tables)) == len(tables):  # plain INSERTs, one statement per table
+        groups: dict[str, list[tuple[SqlValue, ...]]] = {sql: [] for sql in statements}
+        for sql, params in rows:
+            groups[sql].append(params)
+        return list(groups.items())
+    runs: list[Run] = []
+    for sql, params in rows:
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
+    return runs
+
+
+def write_batch(conn: Any, rows: list[Row], errors: Errors, is_disconnect: Callable[[BaseException], bool]) -> None:
+    """Write ``rows`` (see the module doc), skipping rejected rows.
 
     ``errors`` are the engine's database errors; one for which ``is_disconnect`` is true
     (the server went away) propagates with the transaction abandoned, so the caller can
     keep the rows for later. Any other failure of the batch is logged and rolled back."""
-    runs: list[tuple[str, list[tuple[SqlValue, ...]]]] = []
-    start = 0
-    while start < len(rows):
-        sql = rows[start][0]
-        end = start + 1
-        while end < len(rows) and rows[end][0] == sql:
-            end += 1
-        runs.append((sql, [r[1] for r in rows[start:end]]))
-        start = end
+    runs = group_rows(rows)
     try:
-        bulk = True
-        if len(runs) == 1 and len(runs[0][1]) > 1:
-            # The usual batch (only audit or only ledger rows): no savepoint around the bulk
-            # insert, as nothing else in the transaction needs keeping if it fails (two
-            # statements fewer per batch; on PostgreSQL two round trips fewer).
-            if _write_alone(conn, *runs[0], errors, is_disconnect):
-                return
-            bulk = False  # a row was rejected: replay them one by one below
+        if _write_fast(conn, runs, errors, is_disconnect):
+            return
+        # A row was rejected: replay in savepoints. Several runs: each in bulk first (the good
+        # runs stay one statement); one run: it is the one that failed, row by row at once.
+        bulk = len(runs) > 1
         conn.execute("BEGIN")
         for sql, params in runs:
             _write_run(conn, sql, params, errors, is_disconnect, bulk=bulk)
@@ -62,19 +84,26 @@ def write_batch(conn: Any, rows: list[Row], errors: tuple[type[BaseException], .
 
 
 def _insert_bulk(conn: Any, sql: str, params: list[tuple[SqlValue, ...]]) -> None:
-    if isinstance(conn, postgres.PgConnection):
+    if len(params) == 1:
+        conn.execute(sql, params[0])  # one row: a plain INSERT is one round trip, COPY two
+    elif isinstance(conn, postgres.PgConnection):
         conn.insert_rows(sql, params)
     else:
         insert_many(conn, sql, params)
 
 
-def _write_alone(conn: Any, sql: str, params: list[tuple[SqlValue, ...]], errors: tuple[type[BaseException], ...],
-                 is_disconnect: Callable[[BaseException], bool]) -> bool:
-    """One run as the whole transaction; False (rolled back) when a row in it is rejected."""
-    conn.execute("BEGIN")
+def _write_fast(conn: Any, runs: list[Run], errors: Errors, is_disconnect: Callable[[BaseException], bool]) -> bool:
+    """Every run in bulk, in one transaction without savepoints; False (rolled back) when a row is rejected."""
+    # A lone COPY is atomic on its own: no BEGIN/COMMIT (two round trips fewer per batch).
+    alone = (len(runs) == 1 and isinstance(conn, postgres.PgConnection)
+             and postgres.copies(runs[0][0], len(runs[0][1])))
+    if not alone:
+        conn.execute("BEGIN")
     try:
-        _insert_bulk(conn, sql, params)
-        conn.execute("COMMIT")
+        for sql, params in runs:
+            _insert_bulk(conn, sql, params)
+        if not alone:
+            conn.execute("COMMIT")
         return True
     except errors as e:
         if is_disconnect(e):
@@ -84,7 +113,7 @@ def _write_alone(conn: Any, sql: str, params: list[tuple[SqlValue, ...]], errors
         return False
 
 
-def _write_run(conn: Any, sql: str, params: list[tuple[SqlValue, ...]], errors: tuple[type[BaseException], ...],
+def _write_run(conn: Any, sql: str, params: list[tuple[SqlValue, ...]], errors: Errors,
                is_disconnect: Callable[[BaseException], bool], *, bulk: bool) -> None:
     if bulk and len(params) > 1:
         conn.execute("SAVEPOINT run")

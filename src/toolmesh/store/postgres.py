@@ -8,8 +8,9 @@ like SQLite's (psycopg 3, synchronous, client-side binding: values are sent as l
 so ``? IS NULL`` needs no declared type).
 
 ``BEGIN IMMEDIATE`` (SQLite: take the write lock now) becomes ``BEGIN`` plus a
-transaction-scoped advisory lock, so read-modify-write transactions (admin overlay,
-sessions) are serialised across every process as they are on one SQLite file.
+transaction-scoped advisory lock, so read-modify-write transactions (the admin overlay)
+are serialised across every process as they are on one SQLite file (session turns use a
+plain ``BEGIN``: their first statement locks the session's own row).
 Migrations run under another advisory lock: several gateways starting together migrate
 once.
 """
@@ -22,17 +23,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from toolmesh.store.schema import MIGRATIONS, SCHEMA_VERSION
-from toolmesh.store.sql import Connection
+from toolmesh.store.sql import PLAIN_INSERT, Connection, insert_table
 
-__all__ = ["PgConnection", "connect", "insert_id", "is_disconnect", "migrate", "redact", "render_ddl", "translate"]
+__all__ = ["PgConnection", "connect", "copies", "insert_id", "is_disconnect", "migrate", "redact", "render_ddl",
+           "translate"]
 
 # Advisory lock keys (arbitrary 64-bit constants, "toolmesh" in ASCII plus a suffix).
 MIGRATE_LOCK = 0x746F6F6C6D657368
 WRITE_LOCK = 0x746F6F6C6D657369
 
 _CACHE: dict[str, str] = {}
-_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)\s*$",
-                     re.I | re.S)
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 _USER = re.compile(r"(?<![\"\w])user(?![\"\w])")
 
@@ -115,7 +115,7 @@ class PgConnection:
         """Insert a batch of rows of one statement (in the caller's transaction)."""
         import psycopg
 
-        m = _INSERT.match(sql)
+        m = PLAIN_INSERT.match(sql)
         with psycopg.Cursor(self.raw) as cur:
             if m is None:
                 cur.executemany(translate(sql), rows)
@@ -134,6 +134,11 @@ class PgConnection:
 
     def close(self) -> None:
         self.raw.close()
+
+
+def copies(sql: str, rows: int) -> bool:
+    """True when :meth:`PgConnection.insert_rows` writes ``rows`` rows of ``sql`` as one COPY."""
+    return rows > 1 and insert_table(sql) is not None
 
 
 def insert_id(conn: Connection, sql: str, params: Sequence[Any]) -> int:

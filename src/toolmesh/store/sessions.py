@@ -211,7 +211,7 @@ class SessionStore:
                 def tx(c: Connection) -> None:
                     sid = _upsert(c, key, created, now)
                     c.executemany("INSERT INTO messages (session_id, data) VALUES (?, ?)", [(sid, b) for b in blobs])
-                transaction(conn, tx)
+                transaction(conn, tx, lock=False)  # the upsert locks this session's row first
 
             await self._store.run(job)
             session.history.extend(msgs)
@@ -239,7 +239,7 @@ class SessionStore:
                               " VALUES (?, ?, ?, ?)", (sid, now, archived_summary, b"[" + b",".join(old) + b"]"))
                     c.execute("DELETE FROM messages WHERE session_id = ?", (sid,))
                     c.executemany("INSERT INTO messages (session_id, data) VALUES (?, ?)", [(sid, b) for b in blobs])
-                transaction(conn, tx)
+                transaction(conn, tx, lock=False)  # the upsert locks this session's row first
 
             await self._store.run(job)
             session.history[:] = msgs

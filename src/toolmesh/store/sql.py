@@ -8,6 +8,7 @@ its SQL is the subset both engines share, with ``?`` parameters.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,17 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from toolmesh.errors import ConfigError
 
-__all__ = ["Connection", "Cursor", "Engine", "SqlValue", "StoreSettings", "check_params", "parse_url", "transaction"]
+__all__ = ["PLAIN_INSERT", "Connection", "Cursor", "Engine", "SqlValue", "StoreSettings", "check_params",
+           "insert_table", "parse_url", "transaction"]
 
 T = TypeVar("T")
 SqlValue = None | int | float | str | bytes
 Engine = Literal["sqlite", "postgresql"]
 _SQL_TYPES = (type(None), int, float, str, bytes)
+#: ``INSERT INTO table (columns) VALUES (?, …)``, nothing more (the statements that go in bulk).
+PLAIN_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)\s*$",
+                          re.I | re.S)
+_TABLES: dict[str, str | None] = {}
 
 
 class Cursor(Protocol):
@@ -44,12 +50,18 @@ class Connection(Protocol):
     def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
-def transaction(conn: Connection, fn: Callable[[Connection], T]) -> T:
+def transaction(conn: Connection, fn: Callable[[Connection], T], *, lock: bool = True) -> T:
     """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error).
 
     The write lock is taken up front on both engines (PostgreSQL: an advisory lock), so
-    read-modify-write transactions never interleave, across processes too."""
-    conn.execute("BEGIN IMMEDIATE")
+    read-modify-write transactions never interleave, across processes too.
+
+    ``lock=False``: a plain ``BEGIN``, for a transaction whose first statement writes the row
+    that orders it against its conflicting peers (an upsert of a session row: PostgreSQL
+    holds that row's lock until commit; SQLite takes its write lock at that first write,
+    before reading anything, so its busy timeout applies). Transactions on other rows then
+    run in parallel instead of queueing behind one lock for the whole database."""
+    conn.execute("BEGIN IMMEDIATE" if lock else "BEGIN")
     try:
         result = fn(conn)
     except BaseException:
@@ -57,6 +69,18 @@ def transaction(conn: Connection, fn: Callable[[Connection], T]) -> T:
         raise
     conn.execute("COMMIT")
     return result
+
+
+def insert_table(sql: str) -> str | None:
+    """The table of a plain ``INSERT INTO t (…) VALUES (?, …)`` (lower case), None for any other statement."""
+    try:
+        return _TABLES[sql]
+    except KeyError:
+        m = PLAIN_INSERT.match(sql)
+        table = m.group(1).lower() if m else None
+        if len(_TABLES) < 4096:  # statements are constants: a few dozen in practice
+            _TABLES[sql] = table
+        return table
 
 
 def parse_url(url: str) -> tuple[Engine, str]:
