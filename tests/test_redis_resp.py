@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import services
 from services import RedisServer
+from toolmesh.errors import ConfigError
 from toolmesh.store.redis_limits import SharedLimiter
 from toolmesh.store.redis_state import LuaScript, RedisState
 from toolmesh.store.resp import Endpoint, RedisConnectionError, RedisTimeoutError, ReplyError, RespClient, pack
@@ -258,3 +260,13 @@ async def test_a_server_that_is_not_redis_is_a_connection_error() -> None:
         await c.aclose()
         server.close()
         await server.wait_closed()
+
+
+def test_retired_max_connections_loads_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """redis-py's pool size is gone with the pool: old configs load, with a warning; unknown keys still fail."""
+    with caplog.at_level(logging.WARNING):
+        s = StateSettings.from_section({"url": "redis://127.0.0.1:1", "max_connections": 64})
+    assert s.url == "redis://127.0.0.1:1"
+    assert "state.max_connections is no longer used" in caplog.text
+    with pytest.raises(ConfigError, match="state.maxconn"):
+        StateSettings.from_section({"maxconn": 1})

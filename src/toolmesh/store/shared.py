@@ -21,6 +21,7 @@ Configuration (top-level ``state`` section)::
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -28,12 +29,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from toolmesh.errors import ConfigError, StateUnavailableError
 from toolmesh.resilience.limits import TokenBucket
 
 __all__ = ["Admission", "Limit", "LocalLimiter", "RequestLimiter", "StateSettings", "StateUnavailableError"]
+
+logger = logging.getLogger(__name__)
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -48,13 +51,22 @@ class StateSettings(BaseModel):
     replicas: int | None = Field(default=None, ge=1, le=10_000)
     timeout: float = Field(default=0.5, gt=0, le=60)
     connect_timeout: float = Field(default=0.5, gt=0, le=60)
-    max_connections: int = Field(default=64, ge=1, le=10_000)
     #: Seconds a concurrency slot is held without renewal (renewed every lease/3 while its request runs).
     lease: float = Field(default=30.0, ge=1, le=86_400)
     #: Cap of the reconnect back-off while Redis is down (seconds).
     max_backoff: float = Field(default=5.0, gt=0, le=300)
     #: First part of every key (several deployments can share one Redis).
     prefix: str = Field(default="tm", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        # state.max_connections sized redis-py's pool; the pipelined client keeps one connection
+        # per process, so the key is accepted (old configs still load) and ignored, with a warning.
+        if isinstance(data, dict) and "max_connections" in data:
+            data = {k: v for k, v in data.items() if k != "max_connections"}
+            logger.warning("state.max_connections is no longer used (one pipelined Redis connection per process)")
+        return data
 
     @field_validator("url")
     @classmethod
