@@ -216,6 +216,31 @@ def test_bad_input_gets_json_rpc_errors(gw: Gateway, key: str) -> None:
     assert modern(gw, key, "/mcp", "tools/list", {}).status_code == 200
 
 
+def test_mirrored_param_headers_must_match_the_body(gw: Gateway, key: str) -> None:
+    """SEP-2243 at the gateway: a tool's mirrored argument must come with a matching Mcp-Param-*
+    header; a missing or contradicting one is refused (-32020), a matching one is served."""
+    params = {"name": "new__regional", "arguments": {"region": "eu"}}
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {**params, "_meta": ENV}}
+
+    def post(region: str | None) -> dict[str, Any]:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                   "mcp-protocol-version": PV, "mcp-method": "tools/call", "mcp-name": "new__regional",
+                   "authorization": f"Bearer {key}"}
+        if region is not None:
+            headers["mcp-param-region"] = region
+        reply: dict[str, Any] = httpx.post(gw.url + "/mcp", headers=headers, json=body, timeout=30).json()
+        return reply
+
+    for _ in range(2):  # the tool's "mirrors headers" verdict is cached after the first call
+        assert post("eu")["result"]["content"][0]["text"] == "served from eu"
+        for region in ("us", None):
+            refused = post(region)
+            assert refused["error"]["code"] == -32020 and "Mcp-Param-Region" in refused["error"]["message"]
+        point = modern(gw, key, "/mcp", "tools/call", {"name": "new__point", "arguments": {"x": 1}},
+                       name="new__point")
+        assert point.json()["result"]["structuredContent"] == {"x": 1, "y": 2}  # no mirrored arguments
+
+
 def test_legacy_session_survives_another_worker() -> None:
     # Two workers share the secret through the store; here two codecs stand in for them.
     a = SealedSessions(b"s" * 32, "default", max_age=60)

@@ -13,6 +13,7 @@ import pytest
 from conftest import SERVERS, ServerProcess, free_port
 from toolmesh.errors import CircuitOpenError, ConnectionFailedError, InvalidArgumentsError, McpRemoteError
 from toolmesh.hub import Hub, ServerConfig
+from toolmesh.hub.transports import http as http_transport
 from toolmesh.hub.transports.base import Connection, Pending
 
 SERVER = str(SERVERS / "hub_forward_server.py")
@@ -82,6 +83,34 @@ async def test_modern_result_is_exactly_what_the_server_sent(tm_http: ServerProc
             got = await hub.forward("up", "tools/call", call(name, **args))
             assert got == expected
         assert got["isError"] is True and got["content"][0]["text"].endswith("nope")
+
+
+async def test_named_header_blocks_follow_each_call(tm_http: ServerProcess) -> None:
+    """The Mcp-Method/Mcp-Name block is built once per (method, name) and reused: each call still
+    carries its own name (the server refuses a Mcp-Name that differs from the body's), however
+    the calls interleave, and also once the bounded cache has started over."""
+    async with Hub() as hub:
+        await hub.register(http(tm_http, "2026-07-28"))
+        for _ in range(2):
+            for name, args in (("point", {"x": 3}), ("fail", {"message": "nope"}), ("point", {"x": 4})):
+                got = await hub.forward("up", "tools/call", call(name, **args))
+                assert ("structuredContent" in got) == (name == "point"), got
+            read = await hub.forward("up", "resources/read", {"uri": "forward://greeting"})
+            assert read["contents"][0]["text"] == "hello"
+        conn = hub.server("up").conn
+        assert isinstance(conn, http_transport.HttpConnection)
+        assert set(conn._named_heads) == {("tools/call", "point"), ("tools/call", "fail"),
+                                          ("resources/read", "forward://greeting")}
+        old = http_transport._NAMED_HEADS_MAX
+        http_transport._NAMED_HEADS_MAX = 1
+        try:
+            prompt = await hub.forward("up", "prompts/get", {"name": "ask", "arguments": {"topic": "owls"}})
+            assert "owls" in prompt["messages"][0]["content"]["text"]
+            assert list(conn._named_heads) == [("prompts/get", "ask")]  # full: started over
+            assert (await hub.forward("up", "tools/call", call("point", x=5)))["structuredContent"]
+            assert list(conn._named_heads) == [("tools/call", "point")]
+        finally:
+            http_transport._NAMED_HEADS_MAX = old
 
 
 @pytest.mark.parametrize("protocol", ["2025-11-25", "2026-07-28"])

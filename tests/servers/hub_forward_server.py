@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
+from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -23,7 +24,7 @@ from mcp_types import (
     SamplingMessage,
     TextContent,
 )
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 warnings.filterwarnings("ignore")  # sampling/logging are deprecated in 2026-07-28; the handshake era still has them
 mcp = MCPServer("hub-forward")
@@ -110,6 +111,12 @@ async def caps(ctx: Context) -> dict[str, object]:
     """The capabilities the client declared."""
     declared = ctx.session.client_capabilities
     return declared.model_dump(exclude_none=True) if declared is not None else {}
+
+
+@mcp.tool()
+async def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+    """A tool mirroring its ``region`` argument into an ``Mcp-Param-Region`` header (SEP-2243)."""
+    return f"served from {region}"
 
 
 @mcp.tool()

@@ -72,6 +72,7 @@ class GatewayApp:
         #: GET /openapi.json, built at start-up from the live route tables (ops/openapi.py).
         self.openapi = b"{}"
         self._hosts = _allowed_hosts(self.settings)
+        self._host_verdicts: dict[str, bool] = {}  # Host header → allowed? (clients send a handful)
         self._origins = frozenset(o.rstrip("/").lower() for o in self.settings.allowed_origins)
 
     # -- lifespan ------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class GatewayApp:
                 origin = v.decode("latin-1")
             elif k == b"authorization":
                 token = v.decode("latin-1")
-        if self._hosts is not None and (host is None or not _host_ok(host, self._hosts)):
+        if self._hosts is not None and (host is None or not self._host_allowed(host, self._hosts)):
             await self._deny(scope, receive, send, 421 if kind == "http" else 403, f"Host {host!r} is not allowed")
             return
         if origin is not None and not self._origin_ok(origin):
@@ -219,6 +220,15 @@ class GatewayApp:
         await _refuse(scope, receive, send, status, message, headers, kind=kind)
         if scope["type"] == "http" and self.apps is not None:
             self.apps.ops.observe("refused", status, 0.0, "-")
+
+    def _host_allowed(self, host: str, allowed: frozenset[str]) -> bool:
+        """:func:`_host_ok`, remembered per Host value (bounded: the values come from clients)."""
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            if len(self._host_verdicts) >= 256:
+                self._host_verdicts.clear()
+            verdict = self._host_verdicts[host] = _host_ok(host, allowed)
+        return verdict
 
     def _origin_ok(self, origin: str) -> bool:
         norm = origin.rstrip("/").lower()

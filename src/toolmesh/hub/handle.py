@@ -206,7 +206,9 @@ class ServerHandle:
         reconnect and the request both end by the call's deadline."""
         self.last_used = time.monotonic()
         for attempt in (1, 2):
-            conn = await self.connection() if call is None else await self._connection_by(call, method)
+            conn = self.conn  # the usual case, a live connection, costs no coroutine
+            if conn is None or not conn.alive:
+                conn = await self.connection() if call is None else await self._connection_by(call, method)
             if call is not None:
                 kw["remaining"], kw["hard_remaining"] = call.budget()
             try:
@@ -343,6 +345,9 @@ class ServerHandle:
         if definition is None and not self.catalog.has_tools:
             with contextlib.suppress(ToolmeshError):  # the steps below report what is wrong
                 definition = await self.tool_definition(call.tool)
+        coalesce, ttl = shared.policy(call.tool, definition)
+        if not coalesce and ttl <= 0:  # neither shared nor cached (most tools): no sharing step at all
+            return await self._send(call)
         return await shared.send(call, definition, self._send)
 
     async def _send(self, call: ToolCall) -> JsonDict:
@@ -378,19 +383,16 @@ class ServerHandle:
         return await self._send_recorded(call, guard)
 
     async def _send_recorded(self, call: ToolCall, guard: CircuitGuard) -> JsonDict:
-        """Recording: the outcome reaches the breakers, the health tracker and the metrics."""
+        """The server's concurrency limit, held across the retries; then recording: the outcome
+        reaches the breakers, the health tracker and the metrics (after the slot is released)."""
         try:
-            result = await self._send_limited(call)
+            async with self.limiter:
+                result = await self._send_retrying(call)
         except BaseException as exc:
             self._record(call, guard, exc)
             raise
         self._record(call, guard, None, tool_error=bool(result.get("isError")))
         return result
-
-    async def _send_limited(self, call: ToolCall) -> JsonDict:
-        """The server's concurrency limit, held across the retries."""
-        async with self.limiter:
-            return await self._send_retrying(call)
 
     async def _send_retrying(self, call: ToolCall) -> JsonDict:
         """Retries with backoff, of what is safe to repeat (see :func:`is_retryable`)."""
@@ -401,7 +403,12 @@ class ServerHandle:
         attempt = 1
         while True:
             try:
-                return await self._send_once(call)
+                # One attempt (inlined: a coroutine less per call); reconnects once if the session was lost.
+                call.attempts += 1
+                return await self.request(
+                    "tools/call", call.params, call=call, timeout=call.timeout, on_progress=call.progress_hook(),
+                    on_request=call.on_request, on_log=call.on_log,
+                )
             except Exception as exc:
                 wait = None
                 if is_retryable(exc, call.safe_retry) and call.deadline is not None:
@@ -410,14 +417,6 @@ class ServerHandle:
                     raise
             await retry.sleep(wait)
             attempt += 1
-
-    async def _send_once(self, call: ToolCall) -> JsonDict:
-        """One attempt: one ``tools/call`` request (reconnecting once if the session was lost)."""
-        call.attempts += 1
-        return await self.request(
-            "tools/call", call.params, call=call, timeout=call.timeout, on_progress=call.progress_hook(),
-            on_request=call.on_request, on_log=call.on_log,
-        )
 
     def _record(self, call: ToolCall, guard: CircuitGuard, exc: BaseException | None, *,
                 tool_error: bool = False) -> None:

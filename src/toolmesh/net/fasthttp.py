@@ -72,6 +72,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: FastHttpPool) -> None:
         self.pool = pool
+        # The loop, looked up once: on Python 3.11 every asyncio.get_running_loop() is a getpid() syscall.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.error: HttpError | None = None
@@ -151,7 +153,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, head: bytes, body: bytes) -> Response:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._resp = Response(self)
         self._headers_ready = loop.create_future()
         self._complete = loop.create_future()
@@ -266,7 +268,7 @@ class FastHttpPool:
             conn = self._idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 if expire is None:
-                    expire = asyncio.get_running_loop().time() - self.idle_timeout
+                    expire = conn.loop.time() - self.idle_timeout
                 if conn.idle_since > expire:
                     return conn
                 conn.close()  # idle too long (the sweep is late: a busy loop): the server may be closing it
@@ -308,7 +310,7 @@ class FastHttpPool:
             conn.close()
             self._all.discard(conn)
         else:
-            loop = asyncio.get_running_loop()
+            loop = conn.loop
             conn.idle_since = loop.time()
             self._idle.append(conn)
             if self._sweep_at is None:  # a timer handle, not a task: nothing to cancel per request

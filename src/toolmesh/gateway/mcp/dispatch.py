@@ -209,7 +209,17 @@ class GatewayDispatcher(Dispatcher):
             raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
         server, tool = route
         if req.headers is not None:
-            await self._check_param_headers(server, tool, arguments or {}, req.headers)
+            handle = self.gw.hub.server(server, tenant=CURRENT_PRINCIPAL.get().tenant)
+            definition = handle.catalog.tool(tool)
+            if definition is None:
+                try:
+                    definition = await handle.tool_definition(tool)
+                except Exception:
+                    definition = None  # unknown upstream tool: the upstream answers that itself
+            if definition is not None and self._mirrors_params(definition):
+                rejected = validate_mcp_param_headers(definition.get("inputSchema"), arguments or {}, req.headers)
+                if rejected is not None:
+                    raise RpcError(rejected.code, rejected.message, rejected.data)
         forwarded = params.copy()
         forwarded.pop("_meta", None)
         forwarded["name"] = tool
@@ -236,25 +246,14 @@ class GatewayDispatcher(Dispatcher):
             if span is not None and spans is not None:
                 spans.end_tool_span(span, status)
 
-    async def _check_param_headers(self, server: str, tool: str, arguments: dict[str, Any],
-                                   headers: Any) -> None:
-        """SEP-2243: arguments a tool mirrors into ``Mcp-Param-*`` headers must match the body."""
-        handle = self.gw.hub.server(server, tenant=CURRENT_PRINCIPAL.get().tenant)
-        definition = handle.catalog.tool(tool)
-        if definition is None:
-            try:
-                definition = await handle.tool_definition(tool)
-            except Exception:
-                return  # unknown upstream tool: the upstream answers that itself
-        schema = definition.get("inputSchema")
+    def _mirrors_params(self, definition: dict[str, Any]) -> bool:
+        """SEP-2243: does the tool mirror arguments into ``Mcp-Param-*`` headers (which must then
+        match the body)? Decided once per definition object: most tools do not, and cost no check."""
         cached = self._param_schemas.get(id(definition))
         if cached is None or cached[0] is not definition:
-            cached = (definition, X_MCP_HEADER_KEY in str(schema))
+            cached = (definition, X_MCP_HEADER_KEY in str(definition.get("inputSchema")))
             self._param_schemas[id(definition)] = cached
-        if cached[1]:
-            rejected = validate_mcp_param_headers(schema, arguments, headers)
-            if rejected is not None:
-                raise RpcError(rejected.code, rejected.message, rejected.data)
+        return cached[1]
 
     async def prompts_get(self, req: Req) -> dict[str, Any]:
         name = req.params.get("name")
@@ -371,7 +370,11 @@ class GatewayDispatcher(Dispatcher):
         if req.modern and meta is not None:
             # The upstream must see what the client can do (not the gateway's own capabilities),
             # so it never asks a 2026-07-28 client for input it cannot give.
-            extra = {k: meta[k] for k in (LOG_LEVEL_META_KEY, CLIENT_CAPABILITIES_META_KEY) if k in meta}
+            extra = {}
+            if LOG_LEVEL_META_KEY in meta:  # plain ifs: a comprehension is a function call per request
+                extra[LOG_LEVEL_META_KEY] = meta[LOG_LEVEL_META_KEY]
+            if CLIENT_CAPABILITIES_META_KEY in meta:
+                extra[CLIENT_CAPABILITIES_META_KEY] = meta[CLIENT_CAPABILITIES_META_KEY]
             if extra:
                 params["_meta"] = extra
         tenant = CURRENT_PRINCIPAL.get().tenant

@@ -77,6 +77,7 @@ class Connection(Negotiation):
         self._ids = itertools.count(1)
         self._pending: dict[int | str, Pending] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by the first request
         self._progress: dict[int | str, Pending] = {}
         #: Requests in flight that take the server's requests or log messages (``on_request``/``on_log``).
         self._routed: dict[int | str, Pending] = {}
@@ -207,7 +208,9 @@ class Connection(Negotiation):
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
         if p:
             msg["params"] = p
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once: on Python 3.11 each lookup is a getpid() syscall
+            loop = self._loop = asyncio.get_running_loop()
         t = timeout if timeout is not None else self.config.timeout
         hard = max(max_timeout if max_timeout is not None else self.config.max_timeout, t)
         first = t
@@ -216,7 +219,7 @@ class Connection(Negotiation):
         if hard_remaining is not None:
             hard = min(hard, hard_remaining)
         now = loop.time()
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         pending = Pending(loop.create_future(), on_progress, task, t, now + hard, deadline=now + first)
         self._pending[rid] = pending
         # One sweep per connection enforces every deadline: no timer per call (a TimerHandle

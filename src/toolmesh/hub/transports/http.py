@@ -34,6 +34,8 @@ log = logging.getLogger("toolmesh.hub")
 FORWARDED_HEADERS: ContextVar[bytes] = ContextVar("toolmesh_forwarded_headers", default=b"")
 
 _NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+#: Cached (method, name) header blocks per connection, at most this many (then the cache starts over).
+_NAMED_HEADS_MAX = 1024
 #: Resumption attempts (SEP-1699) for one request stream, and the wait when the server set no retry time.
 MAX_RESUMES = 5
 DEFAULT_RETRY_MS = 1000
@@ -76,6 +78,7 @@ class HttpConnection(Connection):
         self._base = "".join(f"{k}: {v}\r\n" for k, v in lines.items()).encode()
         self._proto_line = b""
         self._param_maps: dict[str, tuple[Any, dict[tuple[str, ...], str]]] = {}
+        self._named_heads: dict[tuple[str, str], bytes] = {}
 
     def _adopt(self, version: str, result: dict[str, Any]) -> None:
         super()._adopt(version, result)
@@ -87,18 +90,26 @@ class HttpConnection(Connection):
             method = msg.get("method")
             if method is None:
                 return self._base + self._proto_line
-            extra = f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\n"
             key = _NAME_PARAM.get(method)
-            if key is not None:
-                params = msg.get("params") or {}
-                value = params.get(key)
-                if isinstance(value, str):
-                    extra += f"Mcp-Name: {encode_header_value(value)}\r\n"
-                    if method == "tools/call":
-                        mapping = self._param_map(value)
-                        if mapping:
-                            extra += param_headers(mapping, params.get("arguments"))
-            return self._base + extra.encode()
+            if key is None:
+                return self._base + f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\n".encode()
+            params = msg.get("params") or {}
+            value = params.get(key)
+            if not isinstance(value, str):
+                return self._base + f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\n".encode()
+            # The header block of (method, name) is the same call after call: built once.
+            head = self._named_heads.get((method, value))
+            if head is None:
+                if len(self._named_heads) >= _NAMED_HEADS_MAX:
+                    self._named_heads.clear()  # bounded: names come from callers
+                head = self._named_heads[(method, value)] = self._base + (
+                    f"Mcp-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\n"
+                    f"Mcp-Name: {encode_header_value(value)}\r\n").encode()
+            if method == "tools/call":
+                mapping = self._param_map(value)
+                if mapping:
+                    return head + param_headers(mapping, params.get("arguments")).encode()
+            return head
         h = self._base + self._proto_line
         if self.session_id is not None:
             h += f"Mcp-Session-Id: {self.session_id}\r\n".encode()
