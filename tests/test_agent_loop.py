@@ -92,6 +92,19 @@ async def test_max_turns_forces_a_final_answer_without_tools(tmp_path: Path) -> 
         assert "tools" not in last or not last["tools"]
 
 
+async def test_final_answer_prompt_restates_the_question(tmp_path: Path) -> None:
+    script = {"rules": [
+        {"when": {"has_tools": True}, "respond": {"tool_calls": [
+            {"name": "users__get_profile", "arguments": {"user_id": "U123456"}}]}},
+        {"when": {"has_tools": False}, "respond": {"text": "you are gold"}}]}
+    prompt = "They asked: {question} — reply from the results {not a field}."
+    async with agent_stack(script, tmp_path, max_turns=1, final_answer_prompt=prompt) as (agent, srv, _):
+        result = await agent.run("who am I?")
+        assert result.status == "max_turns" and result.answer == "you are gold"
+        last = chat_requests(srv)[-1]["messages"][-1]
+        assert last == {"role": "user", "content": "They asked: who am I? — reply from the results {not a field}."}
+
+
 async def test_repeated_identical_calls_are_stopped(tmp_path: Path) -> None:
     script = {"rules": [
         {"when": {"has_tools": True}, "respond": {"tool_calls": [

@@ -16,7 +16,7 @@ import pytest
 
 from toolmesh.errors import ContextOverflowError
 from toolmesh.llm.local.chat_format import render
-from toolmesh.llm.types import ChatRequest, Message, StreamDone, TextDelta, ToolCallDelta
+from toolmesh.llm.types import ChatRequest, Message, StreamDone, TextDelta, ToolCall, ToolCallDelta
 
 pytestmark = [
     pytest.mark.local_model,
@@ -164,6 +164,28 @@ async def test_final_answer_after_real_tool_results_states_the_facts(
     assert r2.message.tool_calls == [] and r2.message.content
     numbers = {float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", r2.message.content)}
     assert float(data["final_price"]) in numbers, (data["final_price"], r2.message.content)
+
+
+async def test_an_answer_from_tool_results_is_prose_not_json(provider: LocalProvider) -> None:
+    # The 0.5B model, shown JSON tool results, used to answer by echoing one: after tool results
+    # the results are shown as text lines and the first token may not open JSON, a list or a fence.
+    from toolmesh.llm.local import weights
+    from toolmesh.llm.local.engine import Engine
+
+    engine = Engine(str(weights.model_path()), n_ctx=256, n_threads=1, seed=0)
+    banned = set(engine.not_prose().tolist())
+    for text in ("{", "[", "```", " {", "\n", "<tool_response>", "- ", "**"):
+        assert engine.tokenize(text)[0] in banned, text  # an answer cannot start this way
+    assert not set(engine.tokenize("The")) & banned and not set(engine.tokenize("库存")) & banned
+    engine.close()
+    call = ToolCall("c1", "inventory__check_stock", {"sku": "SKU-1001", "city": "广州"})
+    result = '{"sku": "SKU-1001", "city_zh": "广州", "total_quantity": 243, "status": "in_stock"}'
+    messages = [Message("user", "Is SKU-1001 in stock in 广州?"), Message("assistant", tool_calls=[call]),
+                Message("tool", result, tool_call_id="c1", name=call.name),
+                Message("user", 'Reply with the JSON result only, like {"total": …}.')]
+    r = await provider.complete(ChatRequest("local", messages, tool_choice="none", max_tokens=48))
+    text = r.message.content or ""
+    assert text.strip() and text.lstrip()[0] not in "{[`", text
 
 
 async def test_streaming_text_deltas_and_whole_tool_calls(provider: LocalProvider,

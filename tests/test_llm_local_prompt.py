@@ -13,7 +13,14 @@ import pytest
 
 from toolmesh.errors import ConfigError
 from toolmesh.llm.local import weights
-from toolmesh.llm.local.compact import compact_json_text, compact_messages, compact_tools, shorten
+from toolmesh.llm.local.compact import (
+    compact_json_text,
+    compact_messages,
+    compact_tools,
+    json_as_text,
+    results_as_text,
+    shorten,
+)
 from toolmesh.llm.local.grounding import (
     call_spans,
     conversation_text,
@@ -79,6 +86,25 @@ def test_compact_json_results_only() -> None:
     out = compact_messages(msgs)
     assert out[0].content == '{\n "x": 1\n}' and out[1].content == "[1,2]"
     assert out[1].tool_call_id == "c" and msgs[1].content == '[\n 1,\n 2\n]'
+
+
+def test_json_results_read_as_text_lines_for_the_answer() -> None:
+    price = {"sku": "SKU-1001", "list_price": 5999.0, "coupon": None, "not_applied": [], "free_shipping": True,
+             "discounts": [{"type": "level", "name_zh": "金卡会员", "amount": 299.95},
+                           {"type": "campaign", "rule": "5% off,  phones only", "levels": ["gold", "vip"]}],
+             "final_price": 5314.1, "nested": [{"a": {"b": 1}}, "x", None]}
+    assert json_as_text(price).splitlines() == [
+        "sku: SKU-1001", "list price: 5999.0", "free shipping: true", "discounts:",
+        "  - type: level; name zh: 金卡会员; amount: 299.95",
+        "  - type: campaign; rule: 5% off, phones only; levels: gold, vip",
+        "final price: 5314.1", "nested:", "  -", "    a:", "      b: 1", "  - x"]
+    assert json_as_text([1, "a"]) == "- 1\n- a" and json_as_text("plain") == "plain"
+    msgs = [Message("user", '{"q": 1}'), Message("tool", '{"total_quantity": 243}', tool_call_id="c", name="t"),
+            Message("tool", "[error] not JSON {", tool_call_id="d", name="t"),
+            Message("tool", "{broken", tool_call_id="e", name="t")]
+    out = results_as_text(msgs)
+    assert [m.content for m in out] == ['{"q": 1}', "total quantity: 243", "[error] not JSON {", "{broken"]
+    assert out[1].tool_call_id == "c" and msgs[1].content == '{"total_quantity": 243}'
 
 
 def test_invented_optional_arguments_are_dropped() -> None:
@@ -184,3 +210,20 @@ def test_repeating_tail_catches_loops_not_short_repeats() -> None:
     assert repeating_tail(list(range(40))) == 0
     cycle = list(range(100, 124))  # four list items of six tokens, as the 0.5B model looped them
     assert repeating_tail([5, 6] + cycle * 3) == 24 and repeating_tail([5, 6] + cycle * 2) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+def test_first_token_masked_rules_out_ids_only_for_the_first_token() -> None:
+    import numpy as np
+
+    from toolmesh.llm.local.prose import first_token_masked
+
+    rows = {0: np.array([0.0, 5.0, 1.0, 4.0]), 1: np.array([0.0, 5.0, 1.0, 4.0])}
+
+    def argmax(i: int) -> int:
+        return int(np.argmax(rows[i]))
+
+    pick = first_token_masked(argmax, rows.__getitem__, [np.array([1]), [3]])
+    assert pick(0) == 2  # 1 and 3 ruled out: the best left
+    assert pick(1) == 1  # later tokens are free
+    assert first_token_masked(argmax, rows.__getitem__, [np.array([], dtype=np.int64), []])(1) == 1

@@ -71,6 +71,11 @@ class AgentConfig(BaseModel):
         description="tool result given to the model when a call fails to finish",
     )
     llm_timeout: float = Field(60.0, gt=0)
+    final_answer_prompt: str | None = Field(
+        None,
+        description="the user message that asks for the final answer once tool use stops; '{question}' "
+                    "is replaced by the user's question (default: a generic 'answer now in plain text')",
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     session_budget: BudgetConfig = Field(default_factory=BudgetConfig)
     spend: SpendLimits = Field(default_factory=SpendLimits)

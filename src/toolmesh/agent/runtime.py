@@ -240,7 +240,10 @@ async def _events(run: RunState, question: str) -> AsyncIterator[AgentEvent]:
 
 async def _final_answer(run: RunState, messages: list[t.Message]) -> AsyncIterator[AgentEvent | str]:
     """One more model call with tools disabled; never returns an empty answer."""
-    nudge = t.Message("user", FINAL_ANSWER_NUDGE)
+    template = run.cfg.final_answer_prompt
+    question = next((m.content or "" for m in reversed(messages) if m.role == "user"), "")
+    # str.replace, not format: a template may hold other braces
+    nudge = t.Message("user", template.replace("{question}", question) if template else FINAL_ANSWER_NUDGE)
     response: t.ChatResponse | None = None
     async for ev in call_model(run, [*messages, nudge], None, "none"):
         if isinstance(ev, t.ChatResponse):

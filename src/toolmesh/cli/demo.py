@@ -69,14 +69,23 @@ def customer_prompt(user_id: str, level: str, city: str, province: str, sku: str
 
 SYSTEM_PROMPT = customer_prompt(USER, "gold", "广州", "广东", SKU, city_en="Guangzhou")
 
+#: The answer step's instruction (after the tool turn). The question is restated next to the results:
+#: the 0.5B model, told only "answer now", echoed a tool result or listed list prices; restated, it
+#: names the product, the stock count and the final price (docs/local-model.md). No values here.
+FINAL_ANSWER_PROMPT = (
+    "The customer asked: {question}\nReply in the language of the question, in one to three full sentences "
+    "(not a list), using only the tool results above: name the product and give the facts that answer the "
+    "question — for stock the total quantity, for a price the final price and the discounts that made it up."
+)
+
 
 def agent_demo_config() -> dict[str, Any]:
     """The full demo configuration: the five servers plus the agent's context. No ``llm`` section:
     the embedded local model answers (add one to use a real provider)."""
     # One tool-choosing turn, then the answer with tools disabled: what a 0.5B model does reliably.
     # With a real provider configured, raise max_turns to let it chain tool calls.
-    return {**demo_config(), "agent": {"system_prompt": SYSTEM_PROMPT, "max_turns": 1,
-                                       "max_output_tokens": 256, "llm_timeout": 600}}
+    return {**demo_config(), "agent": {"system_prompt": SYSTEM_PROMPT, "final_answer_prompt": FINAL_ANSWER_PROMPT,
+                                       "max_turns": 1, "max_output_tokens": 256, "llm_timeout": 600}}
 
 
 def config_yaml() -> str:

@@ -112,6 +112,96 @@ def compact_json_text(text: str) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _SPACES.sub(" ", value).strip()
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _words(key: str) -> str:
+    # "final_price" -> "final price": the words the answer uses, so the model finds the field
+    return key.replace("_", " ")
+
+
+def _scalars(value: Any) -> str | None:
+    """A scalar, or a list of scalars as ``a, b``; ``None`` for anything that nests."""
+    if isinstance(value, list):
+        if any(isinstance(v, dict | list) for v in value):
+            return None
+        return ", ".join(_scalar(v) for v in value if not _empty(v))
+    return None if isinstance(value, dict) else _scalar(value)
+
+
+def _flat(value: dict[str, Any]) -> str | None:
+    """A dict of scalars as one ``key: value; …`` line (``None`` when it nests further)."""
+    parts = []
+    for key, item in value.items():
+        if _empty(item):
+            continue
+        text = _scalars(item)
+        if text is None:
+            return None
+        parts.append(f"{_words(key)}: {text}")
+    return "; ".join(parts)
+
+
+def json_as_text(value: Any, indent: str = "") -> str:
+    """``value`` (parsed JSON) as plain ``key: value`` lines: lists as ``- `` items, a list item
+    of scalars on one line, null and empty fields left out.
+
+    Why: shown JSON, the 0.5B model answers in JSON or markdown lists (it echoed a tool result
+    back as its answer); shown the same facts as lines of text (about as many tokens as
+    unindented JSON) it names the fields it was asked for, e.g. the final price rather than the
+    list price (docs/local-model.md). Keys read as words ("final price").
+    """
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _empty(item):
+                continue
+            text = _scalars(item)
+            if text is None:
+                lines.append(f"{indent}{_words(key)}:")
+                lines.append(json_as_text(item, indent + "  "))
+            else:
+                lines.append(f"{indent}{_words(key)}: {text}")
+    elif isinstance(value, list):
+        for item in value:
+            flat = _flat(item) if isinstance(item, dict) else None
+            if flat is not None:
+                lines.append(f"{indent}- {flat}")
+            elif isinstance(item, dict | list):
+                lines.append(f"{indent}-")
+                lines.append(json_as_text(item, indent + "  "))
+            elif not _empty(item):
+                lines.append(f"{indent}- {_scalar(item)}")
+    else:
+        lines.append(indent + _scalar(value))
+    return "\n".join(line for line in lines if line)
+
+
+def results_as_text(messages: list[Message]) -> list[Message]:
+    """``messages`` with JSON tool results shown as text lines (:func:`json_as_text`), for the
+    answer step; non-JSON results are left as they are."""
+    out: list[Message] = []
+    for m in messages:
+        if m.role == "tool" and m.content:
+            stripped = m.content.strip()
+            if stripped[:1] in ("{", "["):
+                try:
+                    m = dataclasses.replace(m, content=json_as_text(json.loads(stripped)))
+                except ValueError:
+                    pass
+        out.append(m)
+    return out
+
+
 def compact_messages(messages: list[Message]) -> list[Message]:
     """``messages`` with JSON tool results compacted (other messages untouched)."""
     out: list[Message] = []
@@ -124,4 +214,5 @@ def compact_messages(messages: list[Message]) -> list[Message]:
     return out
 
 
-__all__ = ["compact_json_text", "compact_messages", "compact_schema", "compact_tools", "shorten"]
+__all__ = ["compact_json_text", "compact_messages", "compact_schema", "compact_tools", "json_as_text",
+           "results_as_text", "shorten"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from toolmesh.errors import LLMError
 from toolmesh.llm.local.prefix_cache import PrefixStore
+from toolmesh.llm.local.prose import first_token_masked, not_prose_ids
 
 
 @dataclass(slots=True)
@@ -129,6 +130,9 @@ class Engine:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.tool_open = self._special_token("<tool_call>")
         self.tool_close = self._special_token("</tool_call>")
+        #: Tags that never belong in an answer: the model echoed "<tool_response>" and a result.
+        self.answer_banned = [t for t in (self.tool_open, self.tool_close, self._special_token("<tool_response>"),
+                                          self._special_token("</tool_response>")) if t is not None]
         self.prefix_store = prefix_store
         self._prefix_state: tuple[Any, bytes] | None = None
         #: Requests whose fixed prefix was restored from a saved state instead of evaluated.
@@ -137,6 +141,7 @@ class Engine:
         self.speculate = True
         self.draft_tokens = 0
         self.draft_kept = 0
+        self._not_prose: Any = None
 
     def _special_token(self, text: str) -> int | None:
         ids = self.llm.tokenize(text.encode(), add_bos=False, special=True)
@@ -266,13 +271,15 @@ class Engine:
                temperature: float | None = None, stop: list[str] | None = None, max_calls: int = 0,
                prefix: int = 0,
                on_text: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
-               collect: bool = False) -> Decoded:
+               collect: bool = False, prose: bool = False, not_first: list[int] | None = None) -> Decoded:
         """Prefill ``tokens`` and generate.
 
         ``mode``: ``"answer"`` (tool-call tokens banned) or ``"tools"`` (decoded under ``grammar``;
         stops after ``max_calls`` complete calls when > 0). ``on_text`` receives text deltas
         (answers only); ``collect`` records each token's raw log-probability; ``prefix``: length of
-        the fixed system turn whose state is saved and reused (see :meth:`_prefill`).
+        the fixed system turn whose state is saved and reused (see :meth:`_prefill`); ``prose``
+        (answers): the first token may not open JSON, a list or a code fence, nor be one of
+        ``not_first`` (see :mod:`toolmesh.llm.local.prose`).
         """
         self.set_threads()
         cached = self._prefill(tokens, prefix=prefix)
@@ -285,12 +292,24 @@ class Engine:
                 fast.free()
         chain = self._chain(mode, grammar, temperature)
         ctx = self.llm.ctx
+
+        def chained(i: int) -> int:
+            return int(llama_cpp.llama_sampler_sample(chain, ctx, i))
+
+        pick: Callable[[int], int] = chained
+        if prose and mode == "answer":
+            pick = first_token_masked(chained, self._logits, [self.not_prose(), not_first or []])
         try:
-            return self._loop(lambda i: int(llama_cpp.llama_sampler_sample(chain, ctx, i)), mode, tokens,
-                              cached, max_tokens, stop, max_calls, on_text, cancel or threading.Event(), collect,
-                              self.speculate and not temperature)
+            return self._loop(pick, mode, tokens, cached, max_tokens, stop, max_calls, on_text,
+                              cancel or threading.Event(), collect, self.speculate and not temperature)
         finally:
             llama_cpp.llama_sampler_free(chain)
+
+    def not_prose(self) -> Any:
+        """Token ids an answer from tool results may not start with (see :func:`prose.not_prose_ids`)."""
+        if self._not_prose is None:
+            self._not_prose = not_prose_ids(self.vocab, self.n_vocab)
+        return self._not_prose
 
     def _logits(self, idx: int = -1) -> Any:
         ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, idx)
@@ -299,7 +318,7 @@ class Engine:
     def _chain(self, mode: str, grammar: str | None, temperature: float | None) -> Any:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if mode == "answer":
-            banned = [t for t in (self.tool_open, self.tool_close) if t is not None]
+            banned = self.answer_banned
             if banned:
                 bias = (llama_cpp.llama_logit_bias * len(banned))()
                 for i, tok in enumerate(banned):

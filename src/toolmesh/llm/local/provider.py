@@ -28,7 +28,7 @@ from toolmesh.errors import (
     ProviderUnavailableError,
 )
 from toolmesh.llm.local import chat_format, grammar, weights
-from toolmesh.llm.local.compact import compact_messages, compact_tools
+from toolmesh.llm.local.compact import compact_messages, compact_tools, results_as_text
 from toolmesh.llm.local.grounding import (
     EXTRA_CALL_THRESHOLD,
     TOOL_THRESHOLD,
@@ -228,13 +228,29 @@ class LocalProvider(Provider):
             if calls:
                 return _Result(None, calls, "tool_calls", usage)
         # A plain answer: rendered without the tools block (the model then chats instead of
-        # writing JSON), and with the tool-call tokens banned.
-        tokens = self._tokens(engine, request.messages, None)
+        # writing JSON), and with the tool-call tokens banned. Asked for the answer after tool
+        # results (a user message after them, as the agent's answer step sends), the results are
+        # shown as text lines and the answer may not start as JSON: shown JSON, the 0.5B model
+        # answered by echoing a result (docs/local-model.md).
+        msgs = request.messages
+        from_results = (self._compact and bool(msgs) and msgs[-1].role == "user"
+                        and any(m.role == "tool" for m in msgs))
+        messages = results_as_text(request.messages) if from_results else request.messages
+        tokens = self._tokens(engine, messages, None)
         room = self.n_ctx - len(tokens)
         d = engine.decode(tokens, mode="answer", grammar=None, max_tokens=min(request.max_tokens or room, room),
-                          temperature=request.temperature, stop=request.stop, on_text=on_text, cancel=cancel)
+                          temperature=request.temperature, stop=request.stop, on_text=on_text, cancel=cancel,
+                          prose=from_results, not_first=self._echo_start(engine, messages) if from_results else None)
         usage = usage + Usage(d.prompt_tokens, d.tokens, cached_input_tokens=d.cached_tokens)
         return _Result(d.text, [], "length" if d.finish == "length" else "stop", usage)
+
+    @staticmethod
+    def _echo_start(engine: Engine, messages: list[Message]) -> list[int]:
+        """The first token of the last user message: an answer that starts with it was, with the 0.5B
+        model, that message echoed back ("The customer asked: …") rather than an answer."""
+        last = next((m.content for m in reversed(messages) if m.role == "user" and m.content), "")
+        ids = engine.tokenize(last.strip())
+        return ids[:1]
 
     def _grounded(self, engine: Engine, messages: list[Message], tools: list[dict[str, Any]], tokens: list[int],
                   d: Decoded, calls: list[ToolCall], usage: Usage) -> list[ToolCall]:
