@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+
+from bench_support import assert_none_left
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "agent.py"
@@ -23,17 +23,6 @@ CALLS = 5
 SESSIONS = 20
 #: The module each peer framework needs. A peer may be skipped only when it is not installed here.
 PEER_MODULES = {"openai_agents": "agents", "pydantic_ai": "pydantic_ai"}
-
-
-def _leftovers(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("TOOLMESH_BENCH_RUN") == marker:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _check_leaf(leaf: dict[str, object], where: str) -> None:
@@ -82,7 +71,4 @@ def test_quick_agent_bench_prints_one_complete_json_object() -> None:
     assert result["meta"]["sessions"] == SESSIONS
 
     # Both servers are gone once the bench exits.
-    deadline = time.monotonic() + 10
-    while _leftovers(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _leftovers(marker), [p.cmdline() for p in _leftovers(marker)]
+    assert_none_left(marker)

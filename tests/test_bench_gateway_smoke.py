@@ -7,28 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+
+from bench_support import assert_none_left
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAF_KEYS = {"calls_per_s", "p50_ms", "p99_ms", "errors", "latency_run", "load_run"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (`make test` installs it)")
-
-
-def _leftovers(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("TOOLMESH_BENCH_RUN") == marker:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _installed(peer: str) -> bool:
@@ -102,7 +91,4 @@ def test_quick_gateway_bench_prints_one_complete_json_object() -> None:
     assert result["targets"]["ratio_vs_contextforge"]["met"] is False  # not measured: never "met"
 
     # Every process the benchmark started (servers, gateway workers, stdio children) is gone.
-    deadline = time.monotonic() + 10
-    while _leftovers(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _leftovers(marker), [p.cmdline() for p in _leftovers(marker)]
+    assert_none_left(marker)

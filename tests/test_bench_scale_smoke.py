@@ -15,13 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+
+from bench_support import assert_none_left
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_KINDS = {"gateway", "redis", "postgres", "haproxy", "total"}
@@ -37,17 +37,6 @@ def _missing() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=f"{_missing()} not installed (`make test` installs it)")
-
-
-def _leftovers(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("TOOLMESH_BENCH_RUN") == marker:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _number(value: Any) -> bool:
@@ -105,10 +94,7 @@ def test_quick_scale_bench_prints_one_complete_json_object() -> None:
     assert plan["scale_run"]["replicas"] == 1 and plan["scenarios"]["mcp"]["gateway_processes"] >= 1
 
     # Every process the benchmark started (servers, gateways, PostgreSQL backends) is gone.
-    deadline = time.monotonic() + 10
-    while _leftovers(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _leftovers(marker), [p.cmdline() for p in _leftovers(marker)]
+    assert_none_left(marker)
 
 
 def _fake_run(replicas: int, shared: bool, total: float, agent_total: float, cmds: float) -> dict[str, Any]:

@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+
+from bench_support import assert_none_left
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "hub.py"
@@ -22,17 +22,6 @@ TS_SDK = ROOT / ".cache" / "ts-bench" / "node_modules" / "@modelcontextprotocol"
 LEAF_KEYS = {"calls_per_s", "p50_ms", "p99_ms", "calls", "errors"}
 SEQ_SECTIONS = ("http_seq", "http_seq_sdk_server", "stdio_seq")
 CALLS = 20
-
-
-def _leftovers(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("TOOLMESH_BENCH_RUN") == marker:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def _check_leaf(leaf: dict[str, object], where: str) -> None:
@@ -68,10 +57,7 @@ def quick_result() -> dict[str, Any]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout)  # the whole of stdout is the one object
     # Every server process (HTTP servers, stdio children, the Node client) is gone once the bench exits.
-    deadline = time.monotonic() + 10
-    while _leftovers(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _leftovers(marker), [p.cmdline() for p in _leftovers(marker)]
+    assert_none_left(marker)
     return result
 
 

@@ -189,7 +189,7 @@ def test_missing_1_5b_parts_name_the_extra(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
 def test_propose_draft_copies_what_followed_the_last_ngram() -> None:
-    from toolmesh.llm.local.engine import propose_draft
+    from toolmesh.llm.local.drafts import propose_draft
 
     history = [1, 2, 3, 4, 5, 6, 9, 9, 2, 3, 4]
     assert propose_draft(history, 2) == [5, 6]
@@ -200,7 +200,7 @@ def test_propose_draft_copies_what_followed_the_last_ngram() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
 def test_repeating_tail_catches_loops_not_short_repeats() -> None:
-    from toolmesh.llm.local.engine import repeating_tail
+    from toolmesh.llm.local.drafts import repeating_tail
 
     loop = [7, 8] + [2, 3, 6, 11, 12] * 3
     assert repeating_tail(loop) == 5
