@@ -124,6 +124,23 @@ async def test_streamed_sse_response(pool_for: Callable[[int], FastHttpPool]) ->
         assert len(conns) == 1  # a fully read stream returns its connection to the pool
 
 
+async def test_done_on_a_buffered_response_does_not_pool_its_connection_twice(
+        pool_for: Callable[[int], FastHttpPool]) -> None:
+    # A streaming caller that got a plain JSON answer (an HTTP 400, say) calls done() as for a stream.
+    # A second release put the connection in the pool twice: the next two requests shared it and one
+    # waited for an answer the other had taken (found as a 60 s hang in a reasoning batch under load).
+    server, port, conns = await serve(lambda body: [ok(body)])
+    async with server:
+        pool = pool_for(port)
+        resp, conn = await pool.post(b'{"first":1}', H)
+        assert not resp.streaming
+        await pool.done(conn, resp)
+        await pool.done(conn, resp)
+        both = await asyncio.wait_for(asyncio.gather(pool.post(b'{"a":1}', H), pool.post(b'{"b":2}', H)), 5)
+        assert [r.body for r, _ in both] == [b'{"a":1}', b'{"b":2}']
+        assert len(conns) == 2 and pool.connections == 2
+
+
 async def test_refused_connection_is_marked_before_send() -> None:
     server, port, _ = await serve(lambda body: [])
     server.close()

@@ -3,6 +3,7 @@ against the same server (so the server is faithful to the real wire formats)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -183,6 +184,27 @@ async def test_rate_limited(kind: str, stream: bool) -> None:
         await run(kind, script, req(), stream)
     assert ei.value.retry_after == 3.0 and ei.value.status == 429
     assert ei.value.provider == kind and ei.value.model == "scripted-model"
+
+
+@kinds
+async def test_error_answer_to_a_stream_leaves_the_pool_sound(kind: str) -> None:
+    # An error answered as plain JSON to a streaming request used to return its connection to the
+    # pool twice; the next two concurrent streams then shared one connection and one hung.
+    script = [{"status": 429}, {"text": "a", "latency_ms": 50}, {"text": "b", "latency_ms": 50}]
+    async with ScriptedLLM(script) as srv:
+        p = make(kind, srv)
+        try:
+            with pytest.raises(RateLimitedError):
+                [e async for e in p.stream(req())]
+
+            async def text() -> str | None:
+                events = [e async for e in p.stream(req())]
+                return events[-1].response.message.content  # type: ignore[union-attr]
+
+            answers = await asyncio.wait_for(asyncio.gather(text(), text()), 5)
+        finally:
+            await p.aclose()
+        assert sorted(a or "" for a in answers) == ["a", "b"]
 
 
 @kinds

@@ -109,7 +109,7 @@ def test_cli_batch_jsonl_in_order_with_bad_lines_reported(tmp_path: Path) -> Non
     assert [r["id"] for r in rows] == ["q0", "q1", "bad", "q3", "line5", "noprompt", "q4", "q5"]
     status = {r["id"]: r["status"] for r in rows}
     assert status == {"q0": "ok", "q1": "ok", "bad": "error", "q3": "ok", "line5": "error", "noprompt": "error",
-                      "q4": "ok", "q5": "ok"}
+                      "q4": "ok", "q5": "ok"}, (rows, out.stderr[-2000:])
     assert [r["answer"] for r in rows if r["status"] == "ok"] == ["0", "1", "9", "16", "25"]
     assert "refused" in rows[2]["error"] and "not JSON" in rows[4]["error"]
     assert out.returncode == 1  # not every prompt succeeded

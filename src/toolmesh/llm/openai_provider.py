@@ -402,7 +402,7 @@ class OpenAIProvider(Provider):
             raise ProviderUnavailableError(f"{self.name} {model}: connection broke: {e}", provider=self.name,
                                            model=model) from e
         finally:
-            await self._pool.done(conn, resp)
+            await self._pool.done(conn, resp)  # a no-op for a buffered answer (post released it)
 
     async def _sdk_lines(self, request: ChatRequest, model: str,
                          timeout: float | None) -> AsyncGenerator[str | dict[str, str], None]:

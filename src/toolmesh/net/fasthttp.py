@@ -39,7 +39,7 @@ class HttpError(ConnectionError):
 class Response:
     """Status, lower-cased headers and the body (buffered or streamed)."""
 
-    __slots__ = ("_chunks", "_conn", "_done", "_more", "body", "headers", "status", "streaming")
+    __slots__ = ("_chunks", "_conn", "_done", "_more", "_released", "body", "headers", "status", "streaming")
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
@@ -50,6 +50,7 @@ class Response:
         self._chunks: deque[bytes] = deque()
         self._done = False
         self._more: asyncio.Future[None] | None = None
+        self._released = False  # its connection and slot are back in the pool (exactly once)
 
     async def read_chunk(self) -> bytes:
         """Next body chunk of a streamed response; ``b""`` at the end."""
@@ -354,6 +355,7 @@ class FastHttpPool:
                 done = conn._complete
                 if done is None or not done.done():
                     await conn.wait_complete()
+                resp._released = True
                 self._release(conn)
                 self._slots.release()
             return resp, conn
@@ -365,7 +367,14 @@ class FastHttpPool:
             raise
 
     async def done(self, conn: _Connection, resp: Response) -> None:
-        """Finish a streamed response: reuse the connection if it ended cleanly."""
+        """Finish a streamed response: reuse the connection if it ended cleanly.
+
+        Safe to call for any response, and more than once: a buffered response was released by
+        :meth:`post`. (A second release put one connection in the pool twice, so two requests
+        could share it and one waited for an answer that went to the other.)"""
+        if resp._released:
+            return
+        resp._released = True
         if not resp._done:
             conn.close()
             self._all.discard(conn)
