@@ -4,6 +4,7 @@ against the same server (so the server is faithful to the real wire formats)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -205,6 +206,45 @@ async def test_error_answer_to_a_stream_leaves_the_pool_sound(kind: str) -> None
         finally:
             await p.aclose()
         assert sorted(a or "" for a in answers) == ["a", "b"]
+
+
+async def test_a_stalled_event_stream_answer_to_a_plain_request_frees_its_pool_slot() -> None:
+    # A non-streaming request answered with an event stream that stalls times out; its pool slot
+    # used to stay taken, so with one connection allowed the next request waited for ever.
+    if OPENAI_TRANSPORT["value"] != "fast":
+        pytest.skip("the lean pool's path")
+    answers = iter([
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"7\r\ndata: {\r\n",  # and then nothing
+        None])
+    body = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                    "finish_reason": "stop"}]}).encode()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                await reader.readexactly(length)
+                first = next(answers, None)
+                writer.write(first if first is not None else
+                             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                await writer.drain()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        p = OpenAIProvider(f"http://127.0.0.1:{port}/v1", "k", timeout=0.5, max_connections=1)
+        try:
+            with pytest.raises(ProviderUnavailableError, match="timed out"):
+                await p.complete(req())
+            answer = await asyncio.wait_for(p.complete(req()), 5)
+        finally:
+            await p.aclose()
+        assert answer.message.content == "ok"
 
 
 @kinds

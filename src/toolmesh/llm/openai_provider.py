@@ -338,9 +338,10 @@ class OpenAIProvider(Provider):
             async with asyncio.timeout(timeout or self.timeout):
                 resp, conn = await self._pool.post(orjson.dumps(body), self._head)
                 if resp.streaming:  # an SSE answer to a non-streaming request: read it whole
-                    chunks = [c async for c in _chunks(resp)]
-                    await self._pool.done(conn, resp)
-                    resp.body = b"".join(chunks)
+                    try:
+                        resp.body = b"".join([c async for c in _chunks(resp)])
+                    finally:  # a timeout or a broken stream must not keep the pool's slot
+                        await self._pool.done(conn, resp)
         except TimeoutError as e:
             raise ProviderUnavailableError(f"{self.name} {model}: timed out", provider=self.name, model=model) from e
         except HttpError as e:
