@@ -4,6 +4,9 @@
     python bench/demo_quality.py --model qwen2.5-coder-1.5b-instruct --out /tmp/q15.json
     python bench/demo_quality.py --only ref-zh,chat-joke  # a subset, by id
 
+``toolmesh eval --tasks shop`` runs the same questions and scoring (``toolmesh.reasoning.tasks.shop``)
+against any configured model; this script adds the embedded model's per-call timings and load.
+
 The questions ship with the package (``toolmesh/servers/demo/questions.jsonl``): the reference
 question and its variants (other SKUs, cities, member levels, coupons; Chinese and English), one-,
 two- and three-tool questions, and chit-chat that needs no tool. Each names the tool calls it needs
@@ -23,12 +26,10 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,87 +40,40 @@ from toolmesh.cli.demo import agent_demo_config, customer_prompt
 from toolmesh.hub import Hub
 from toolmesh.hub.configfile import parse_config
 from toolmesh.llm.local import LocalProvider
+from toolmesh.llm.local.provider import MAX_CALLS
+from toolmesh.reasoning.tasks import Task, shop
 from toolmesh.servers.demo import demo_config
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
 
 
 @dataclass
 class Question:
-    """One line of questions.jsonl."""
+    """One line of questions.jsonl, as a task of the ``shop`` set."""
 
-    id: str
-    lang: str
-    customer: str
-    viewing: str | None
-    question: str
-    calls: list[dict[str, Any]]
-    facts: list[dict[str, Any]]
-    expected: list[tuple[dict[str, Any], bool]] = field(default_factory=list)  # (fact spec, is text)
+    task: Task
+
+    @property
+    def id(self) -> str:
+        return self.task.id
 
     @property
     def kind(self) -> str:
-        return {0: "chit-chat", 1: "one tool", 2: "two tools"}.get(len(self.calls), "three tools")
+        return str(self.task.meta["kind"])
 
 
 def load_questions() -> list[Question]:
-    """The shipped question set."""
-    text = resources.files("toolmesh.servers.demo").joinpath("questions.jsonl").read_text(encoding="utf-8")
-    return [Question(**json.loads(line)) for line in text.splitlines() if line.strip()]
+    """The shipped question set (``toolmesh eval``'s ``shop`` task set)."""
+    return [Question(t) for t in shop.generate()]
 
 
-def lookup(data: Any, path: str) -> Any:
-    """``data`` at a dotted path (``campaigns.0.name``)."""
-    for part in path.split("."):
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
-
-
-def text_variants(value: str, sibling: str | None) -> list[str]:
-    """Spellings of a text fact an answer may use: the value, its first two words, its Chinese twin,
-    and for a date (YYYY-MM-DD) the usual Chinese and English forms."""
-    out = [value, " ".join(value.split()[:2])]
-    if sibling:
-        out += [sibling, " ".join(sibling.split()[:2])]
-    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", value)
-    if m:
-        month, day = int(m.group(2)), int(m.group(3))
-        out += [f"{month}月{day}日", f"{m.group(2)}-{m.group(3)}", f"{_MONTHS[month - 1]} {day}",
-                f"{_MONTHS[month - 1][:3]} {day}"]
-    return [v for v in out if v]
-
-
-def fact_found(answer: str, value: Any, variants: list[str]) -> bool:
-    """Whether ``answer`` states ``value`` (numbers: any formatting, to the cent)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        folded = answer.casefold().replace(" ", "")
-        return any(v.casefold().replace(" ", "") in folded for v in variants)
-    plain = re.sub(r"(?<=\d)[,，](?=\d{3})", "", answer)
-    return any(abs(float(n) - float(value)) < 0.006 for n in _NUMBER.findall(plain))
-
-
-async def expected_values(hub: Hub, q: Question) -> list[tuple[Any, list[str]]]:
-    """(value, text variants) of each fact, from the demo servers."""
-    results = []
-    for call in q.calls:
-        r = await hub.call(call["tool"], call["arguments"])
+async def expected_values(hub: Hub, q: Question) -> list[shop.Fact]:
+    """The facts the answer must state, from the demo servers."""
+    async def call(tool: str, arguments: dict[str, Any]) -> Any:
+        r = await hub.call(tool, arguments)
         if not r.ok:
-            raise SystemExit(f"{q.id}: expected call {call} failed: {r.error}")
-        results.append(r.structured)
-    out = []
-    for spec in q.facts:
-        data = results[spec["call"]]
-        value = lookup(data, spec["path"])
-        sibling = None
-        if spec.get("text"):
-            try:
-                sibling = str(lookup(data, spec["path"] + "_zh"))
-            except (KeyError, IndexError, TypeError):
-                sibling = None
-        out.append((value, text_variants(str(value), sibling) if spec.get("text") else []))
-    return out
+            raise SystemExit(f"{q.id}: expected call {tool}({arguments}) failed: {r.error}")
+        return r.structured
+
+    return await shop.expected_facts(q.task, call)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,8 +85,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # a loaded machine can take more than the default 10 s to start five servers
     servers = parse_config(demo_config(), "demo").servers
     await hub.register_many([cfg.model_copy(update={"connect_timeout": 60.0}) for cfg in servers.values()])
-    provider = (LocalProvider(args.path, n_threads=args.threads) if args.path
-                else LocalProvider(bundled=args.model, n_threads=args.threads))
+    provider = (LocalProvider(args.path, n_threads=args.threads, max_calls=args.max_calls) if args.path
+                else LocalProvider(bundled=args.model, n_threads=args.threads, max_calls=args.max_calls))
     base = AgentConfig.model_validate({**agent_demo_config()["agent"], "model": provider.model})
     agent = Agent(hub, provider, base)
     rows: list[dict[str, Any]] = []
@@ -142,21 +96,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         load_s = time.perf_counter() - t0
         for q in questions:
             facts = await expected_values(hub, q)
-            profile = (await hub.call("users__get_profile", {"user_id": q.customer})).structured
-            prompt = customer_prompt(q.customer, profile["level"], profile["city_zh"], profile["province_zh"],
-                                     q.viewing, city_en=profile["city"])
+            customer = str(q.task.meta["customer"])
+            profile = (await hub.call("users__get_profile", {"user_id": customer})).structured
+            prompt = customer_prompt(customer, profile["level"], profile["city_zh"], profile["province_zh"],
+                                     q.task.meta.get("viewing"), city_en=profile["city"])
             cfg = base.model_copy(update={"system_prompt": prompt})
             t1 = time.perf_counter()
             result, model_calls = await ask(agent, q, cfg)
             wall = time.perf_counter() - t1
             called = [c.name for c in result.tool_calls]
-            want = {c["tool"] for c in q.calls}
-            right_tools = want <= set(called) and (bool(want) or not called)
-            found = [fact_found(result.answer, v, variants) for v, variants in facts]
-            row = {"id": q.id, "kind": q.kind, "lang": q.lang, "question": q.question,
+            verdict = shop.score_answer(q.task, facts, called, result.answer)
+            right_tools, found = verdict.right_tools, list(verdict.found)
+            row = {"id": q.id, "kind": q.kind, "lang": q.task.meta["lang"], "question": q.task.prompt,
                    "called": called, "arguments": [c.arguments for c in result.tool_calls],
-                   "right_tools": right_tools, "exact_tools": set(called) == want and len(called) == len(want),
-                   "facts": [v for v, _ in facts], "facts_found": found, "right_facts": all(found),
+                   "right_tools": right_tools, "exact_tools": verdict.exact_tools,
+                   "facts": [f.value for f in facts], "facts_found": found, "right_facts": all(found),
                    "answer": result.answer, "seconds": round(wall, 2), "load_avg": load_average(),
                    "model_calls": model_calls}
             rows.append(row)
@@ -185,7 +139,7 @@ async def ask(agent: Agent, q: Question, cfg: AgentConfig) -> tuple[RunResult, l
     """Run one question in a fresh conversation; also returns each model call's tokens and seconds."""
     result: RunResult | None = None
     calls: list[dict[str, Any]] = []
-    async for ev in agent.stream(q.question, user=q.customer, config=cfg):
+    async for ev in agent.stream(q.task.prompt, user=str(q.task.meta["customer"]), config=cfg):
         if isinstance(ev, UsageUpdate):
             calls.append({"input_tokens": ev.input_tokens, "output_tokens": ev.output_tokens,
                           "seconds": round(ev.latency_ms / 1000, 2)})
@@ -207,7 +161,7 @@ def summarize(rows: list[dict[str, Any]], model: str, load_s: float) -> dict[str
                 "median_s": round(statistics.median(secs), 1) if secs else None,
                 "max_s": round(max(secs), 1) if secs else None}
 
-    kinds = ("chit-chat", "one tool", "two tools", "three tools")
+    kinds = shop.KINDS
     return {"model": model, "load_s": round(load_s, 1), "all": block(rows),
             "by_kind": {k: block([r for r in rows if r["kind"] == k]) for k in kinds},
             "rows": rows}
@@ -221,6 +175,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the full JSON report here")
     parser.add_argument("--threads", type=int, default=None,
                         help="llama.cpp threads (default: the cores other processes leave free)")
+    parser.add_argument("--max-calls", type=int, default=MAX_CALLS,
+                        help=f"most tool calls the model may write in one turn (default {MAX_CALLS})")
     parser.add_argument("--verbose", action="store_true", help="log each call's score (name-PMI) to stderr")
     args = parser.parse_args()
     if args.verbose:

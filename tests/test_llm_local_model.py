@@ -125,6 +125,26 @@ async def test_reference_question_gets_stock_and_price_in_one_turn(provider: Loc
         jsonschema.validate(c.arguments, _schema(demo_tools, c.name))
 
 
+async def test_max_calls_caps_the_calls_of_one_turn(provider: LocalProvider,
+                                                   demo_tools: list[dict[str, Any]]) -> None:
+    """The reference question asks for two or more calls; with ``max_calls=1`` the turn ends after
+    the first (the decoder stops; nothing is generated and then dropped)."""
+    from toolmesh.cli.demo import QUESTION, SYSTEM_PROMPT
+    from toolmesh.llm.local.provider import MAX_CALLS
+
+    request = ChatRequest("local", [Message("system", SYSTEM_PROMPT), Message("user", QUESTION)],
+                          tools=demo_tools, max_tokens=256)
+    provider.max_calls = 1
+    try:
+        r = await provider.complete(request)
+    finally:
+        provider.max_calls = MAX_CALLS
+    assert [c.name for c in r.message.tool_calls] == ["inventory__check_stock"], r.message.tool_calls
+    assert r.usage.output_tokens < 60  # one call's worth of tokens, not the turn's 150+
+    with pytest.raises(ValueError, match="max_calls must be at least 1"):
+        LocalProvider(max_calls=0)
+
+
 @pytest.mark.parametrize("text", ["thanks!", "你好", "Good morning", "bye"])
 async def test_chit_chat_gets_a_plain_answer(provider: LocalProvider, demo_tools: list[dict[str, Any]],
                                             text: str) -> None:

@@ -18,11 +18,15 @@ from toolmesh.errors import ConfigError, UnknownModelError
 from toolmesh.hub.configfile import ToolmeshConfig
 
 FORMATS = ("table", "json", "md", "html")
-MODES = {"single": ["single"], "reason": ["reason"], "both": ["single", "reason"]}
+MODES = {"single": ["single"], "reason": ["reason"], "both": ["single", "reason"], "agent": ["agent"]}
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _names(tasks: str) -> list[str]:
+    return [n.strip() for n in tasks.split(",") if n.strip()]
 
 
 def _run_dir(out: Path, resume: str | None) -> Path:
@@ -43,7 +47,7 @@ def run_eval_command(*, config_path: Path | None, tasks: str | None, models: str
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if mode is not None and mode not in MODES:
-        fail(f"--mode must be single, reason or both, not {mode!r}")
+        fail(f"--mode must be single, reason, both or agent, not {mode!r}")
     if fail_under is not None and not 0 <= fail_under <= 1:
         fail("--fail-under is an accuracy between 0 and 1")
     if concurrency < 1 or (limit is not None and limit < 1):
@@ -55,16 +59,19 @@ def run_eval_command(*, config_path: Path | None, tasks: str | None, models: str
         meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     # an option given now wins; on resume the rest comes from the run's meta.json
     tasks = tasks or meta.get("tasks") or "math,code,qa"
-    mode = mode or meta.get("mode") or "single"
+    mode = mode or meta.get("mode") or ("agent" if _names(tasks) == ["shop"] else "single")
     seed = seed if seed is not None else int(meta.get("seed", 0))
     limit = limit if limit is not None else meta.get("limit")
     cfg = load(config_path, as_json=fmt == "json")
-    from toolmesh.reasoning.tasks import TaskSetError, load_tasks
+    from toolmesh.reasoning.tasks import TOOL_SCORERS, TaskSetError, load_tasks
 
     try:
         task_list = load_tasks(tasks, seed=seed, limit=limit)
     except TaskSetError as exc:
         fail(str(exc), as_json=fmt == "json")
+    if mode != "agent" and any(t.scorer in TOOL_SCORERS for t in task_list):
+        fail("the shop set is scored on the tools the agent calls: run it with --mode agent",
+             as_json=fmt == "json")
     if tasks.endswith(".jsonl"):
         tasks = str(Path(tasks).resolve())  # so that a resume from elsewhere finds the file
     try:
@@ -84,8 +91,14 @@ async def _run(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path, *, fmt:
     from toolmesh.llm.types import ChatRequest, Message, Usage
     from toolmesh.reasoning.eval import EvalConfig, Evaluation, build_report, report
 
-    registry = ModelRegistry.load(overrides=cfg.section("models") or None)
-    llm, default_model = build_llm(cfg.section("llm"), registry)
+    stack = None
+    if "agent" in MODES[meta["mode"]]:
+        stack, agent = await _tool_agent(cfg, task_list, run_dir)
+        llm, registry, default_model = stack.llm, stack.registry, stack.agent.config.model
+    else:
+        registry = ModelRegistry.load(overrides=cfg.section("models") or None)
+        llm, default_model = build_llm(cfg.section("llm"), registry)
+        agent = None
     try:
         names = [m.strip() for m in (meta["models"] or default_model).split(",") if m.strip()]
         for name in names:  # fail now, not once per sample, for a model nothing serves
@@ -105,9 +118,13 @@ async def _run(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path, *, fmt:
         console.print(f"[dim]run {meta['run_id']}: {len(task_list)} tasks × {len(names)} model(s) × "
                       f"{meta['mode']} → {run_dir}[/]")
         records = await _with_progress(console, Evaluation(llm, task_list, config, run_id=meta["run_id"],
-                                                           log_path=run_dir / "samples.jsonl", price=price))
+                                                           log_path=run_dir / "samples.jsonl", price=price,
+                                                           agent=agent))
     finally:
-        await llm.aclose()
+        if stack is not None:
+            await stack.aclose()
+        else:
+            await llm.aclose()
     rep = build_report(meta["run_id"], records, names, config.modes)
     _write(run_dir / "summary.json", json.dumps(rep, indent=2) + "\n")
     page = report.to_html(rep, records)
@@ -128,6 +145,36 @@ async def _run(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path, *, fmt:
             console.print(f"[red]accuracy below {fail_under}: {', '.join(low)}[/]")
             return EXIT_FAILED
     return EXIT_OK
+
+
+async def _tool_agent(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path) -> tuple[Any, Any]:
+    """The agent stack and :class:`HubAgent` of ``agent`` mode. The ``shop`` set runs on the demo's
+    servers and agent settings (its expected answers come from them) with the config's ``llm`` and
+    ``models``, each customer's system prompt built as ``toolmesh demo`` builds it; other tasks run
+    on the config's own servers and agent. Runs are recorded in the run directory's own store."""
+    from toolmesh.agent.factory import build_agent
+    from toolmesh.cli.demo import agent_demo_config, customer_prompt
+    from toolmesh.hub.configfile import parse_config
+    from toolmesh.reasoning.eval import HubAgent
+    from toolmesh.reasoning.tasks import Task
+
+    shop = any(t.source == "shop" for t in task_list)
+    if shop:
+        raw = {**agent_demo_config(), **{k: cfg.section(k) for k in ("llm", "models") if cfg.section(k)}}
+        cfg = parse_config(raw, f"<the demo's servers + {cfg.source or 'defaults'}>")
+    run_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
+    stack = await build_agent(cfg, store_path=str(run_dir / "agent.sqlite3"))
+    hub = stack.hub
+
+    async def system_prompt(task: Task) -> str | None:
+        customer = task.meta.get("customer")
+        if not shop or not customer:
+            return None
+        profile = await HubAgent(hub, stack.agent).call("users__get_profile", {"user_id": customer})
+        return customer_prompt(customer, profile["level"], profile["city_zh"], profile["province_zh"],
+                               task.meta.get("viewing"), city_en=profile["city"])
+
+    return stack, HubAgent(hub, stack.agent, system_prompt)
 
 
 def _write(path: Path, text: str) -> None:
@@ -165,4 +212,6 @@ def _print_table(rep: dict[str, Any]) -> None:
         table.add_row(*row)
     console = Console(width=max(160, Console().width))
     console.print(table)
+    for line in report.tool_lines(rep):
+        console.print(line)
     console.print(f"[dim]{report.NOTE}[/]")

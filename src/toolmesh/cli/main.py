@@ -267,9 +267,11 @@ app.command("migrate")(migrate_command)
 # -- eval -----------------------------------------------------------------------------
 @app.command("eval")
 def eval_(
-    tasks: Annotated[str | None, typer.Option("--tasks", help="math,code,qa (comma-separated) or FILE.jsonl")] = None,
+    tasks: Annotated[str | None, typer.Option(
+        "--tasks", help="math,code,qa,shop (comma-separated) or FILE.jsonl; shop runs in --mode agent")] = None,
     models: Annotated[str | None, typer.Option("--models", help="comma-separated model/deployment names")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="single | reason | both")] = None,
+    mode: Annotated[str | None, typer.Option(
+        "--mode", help="single | reason | both | agent (tools; default for --tasks shop)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="samples per task set")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="samples in flight")] = 4,
     seed: Annotated[int | None, typer.Option("--seed", help="task generation / selection seed")] = None,

@@ -79,7 +79,7 @@ class LocalProvider(Provider):
     ``path``: another GGUF to use instead of the bundled weights (verified against ``sha256``
     when given). Decoding is greedy (temperature 0) unless the request sets a temperature.
     With tools offered and ``tool_choice`` not ``"none"``, tool calls are decoded under a grammar
-    built from the tools' JSON Schemas, up to ``MAX_CALLS`` per turn; in ``"auto"`` the calls the
+    built from the tools' JSON Schemas, up to ``max_calls`` per turn; in ``"auto"`` the calls the
     user's message does not support are dropped (``tool_threshold`` / ``extra_call_threshold``,
     see ``_grounded``). ``tool_choice="none"`` answers in plain text (the tool-call token is
     banned). ``bundled`` names the bundled weights to use when no ``path`` is given.
@@ -89,8 +89,13 @@ class LocalProvider(Provider):
                  n_threads: int | None = None, seed: int = 0, name: str = "local",
                  tool_threshold: float | None = None, compact: bool = True, compact_tools: bool = False,
                  prefix_cache: bool = True,
-                 bundled: str | None = None, extra_call_threshold: float | None = None) -> None:
+                 bundled: str | None = None, extra_call_threshold: float | None = None,
+                 max_calls: int = MAX_CALLS) -> None:
+        if max_calls < 1:
+            raise ValueError("max_calls must be at least 1")
         self.name = name
+        #: Most tool calls decoded in one turn (each costs ~2 s of generation on two cores).
+        self.max_calls = max_calls
         #: Which bundled weights to use when no ``path`` is given (see ``weights.bundled``).
         self._bundled = weights.bundled(bundled) if path is None else None
         self._path = Path(path).expanduser() if path is not None else None
@@ -213,7 +218,7 @@ class LocalProvider(Provider):
             tokens = self._tokens(engine, request.messages, tools)
             room = self.n_ctx - len(tokens)
             d = engine.decode(tokens, mode="tools", grammar=gbnf, max_tokens=min(request.max_tokens or room, room),
-                              temperature=request.temperature, max_calls=MAX_CALLS if parallel else 1,
+                              temperature=request.temperature, max_calls=self.max_calls if parallel else 1,
                               cancel=cancel, collect=choice == "auto",
                               prefix=self._prefix_len(engine, request.messages, tools, tokens))
             usage = usage + Usage(d.prompt_tokens, d.tokens, cached_input_tokens=d.cached_tokens)

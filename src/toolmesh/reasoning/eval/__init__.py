@@ -8,12 +8,14 @@
 """
 
 from toolmesh.reasoning.eval import report
+from toolmesh.reasoning.eval.agent import HubAgent, ToolAgent
 from toolmesh.reasoning.eval.report import build_report
 from toolmesh.reasoning.eval.runner import MODES, EvalConfig, Evaluation, read_log
 from toolmesh.reasoning.eval.scorers import Score, extract_answer, extract_code, parse_number, score, score_text
 from toolmesh.reasoning.eval.stats import Summary, percentile, summarize, wilson
 
 __all__ = [
-    "MODES", "EvalConfig", "Evaluation", "Score", "Summary", "build_report", "extract_answer", "extract_code",
-    "parse_number", "percentile", "read_log", "report", "score", "score_text", "summarize", "wilson",
+    "MODES", "EvalConfig", "Evaluation", "HubAgent", "Score", "Summary", "ToolAgent", "build_report",
+    "extract_answer", "extract_code", "parse_number", "percentile", "read_log", "report", "score", "score_text",
+    "summarize", "wilson",
 ]

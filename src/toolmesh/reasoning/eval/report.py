@@ -33,8 +33,41 @@ def build_report(run_id: str, records: Sequence[dict[str, Any]], models: Sequenc
                 summary["vs_single"] = {"compared": len(pairs),
                                         "right_to_wrong": sum(1 for s, c in pairs if s and not c),
                                         "wrong_to_right": sum(1 for s, c in pairs if c and not s)}
+            tools = tool_figures(rows)
+            if tools is not None:
+                summary["tools"] = tools
             per_mode[mode] = summary
         out["models"][model] = per_mode
+    return out
+
+
+def tool_figures(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """For samples scored on their tool calls (the ``shop`` set): how many called the right tools,
+    exactly those, and stated the right facts with the right tools; overall and per kind of question."""
+    scored = [r for r in records if "right_tools" in r]
+    if not scored:
+        return None
+
+    def block(part: list[dict[str, Any]]) -> dict[str, int]:
+        return {"n": len(part), "right_tools": sum(bool(r["right_tools"]) for r in part),
+                "exact_tools": sum(bool(r.get("exact_tools")) for r in part),
+                "right_facts": sum(bool(r.get("right_facts")) and bool(r["right_tools"]) for r in part)}
+
+    kinds = sorted({str(r["kind"]) for r in scored if r.get("kind")})
+    return {**block(scored), "by_kind": {k: block([r for r in scored if r.get("kind") == k]) for k in kinds}}
+
+
+def tool_lines(report: dict[str, Any]) -> list[str]:
+    """One line per model × mode that has tool figures (shown under the table)."""
+    out = []
+    for model, modes in report["models"].items():
+        for mode, s in modes.items():
+            t = s.get("tools")
+            if t:
+                kinds = "; ".join(f"{k} {v['right_facts']}/{v['n']}" for k, v in t["by_kind"].items())
+                out.append(f"{model}/{mode}: right tools {t['right_tools']}/{t['n']}, exact tools "
+                           f"{t['exact_tools']}/{t['n']}, right facts {t['right_facts']}/{t['n']}"
+                           + (f" (right facts by kind: {kinds})" if kinds else ""))
     return out
 
 
@@ -65,7 +98,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"## toolmesh eval {report['run_id']}", "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows(report)]
-    lines += ["", NOTE]
+    lines += ["", *(f"- {line}" for line in tool_lines(report)), "", NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -102,6 +135,7 @@ code {{ white-space: pre-wrap; }}
 </style></head><body>
 <h1>toolmesh eval <code>{esc(report['run_id'])}</code></h1>
 <table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{"".join(f"<p>{esc(line)}</p>" for line in tool_lines(report))}
 <p>{esc(NOTE)}</p>
 <h2>Samples</h2>
 <table id="samples"><thead><tr><th>model</th><th>mode</th><th>task</th><th>status</th><th>correct</th>

@@ -1,7 +1,8 @@
 """Running an evaluation: every task × model × mode, bounded concurrency, one JSONL line per sample.
 
 Modes: ``single`` is one plain model call per sample (the verification-off baseline);
-``reason`` runs the sample through :class:`toolmesh.reasoning.Reasoner`. Each finished sample is
+``reason`` runs the sample through :class:`toolmesh.reasoning.Reasoner`; ``agent`` runs it through
+the agent runtime with tools (:mod:`toolmesh.reasoning.eval.agent`; the ``shop`` set needs it). Each finished sample is
 appended to ``samples.jsonl`` at once, so a crashed or interrupted run loses nothing and
 ``resume`` runs only what is missing. A sample that failed (status ``error``) is kept in the log
 and counted, and is tried again on resume; the newest line per sample wins.
@@ -16,14 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolmesh.llm.base import ChatModel
 from toolmesh.llm.types import ChatRequest, Message, Usage
 from toolmesh.reasoning.eval.scorers import Score, score
-from toolmesh.reasoning.tasks import Task
+from toolmesh.reasoning.tasks import TOOL_SCORERS, Task
 
-MODES = ("single", "reason")
+if TYPE_CHECKING:
+    from toolmesh.reasoning.eval.agent import ToolAgent
+
+MODES = ("single", "reason", "agent")
 
 #: Appended to the prompt in ``single`` mode for text-scored tasks, so the answer can be found.
 SINGLE_SUFFIX = "\n\nWork it out step by step, then end your reply with one line of the form `ANSWER: <final answer>`."
@@ -58,7 +62,7 @@ class EvalConfig:
             raise ValueError("no model to evaluate")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
-            raise ValueError(f"unknown mode {bad[0] if bad else ''!r} (single or reason)")
+            raise ValueError(f"unknown mode {bad[0] if bad else ''!r} (single, reason or agent)")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
 
@@ -91,11 +95,14 @@ def finished(rec: dict[str, Any]) -> bool:
 class Evaluation:
     """One run over ``tasks``; ``await run()`` returns every sample's record (old and new).
 
-    ``llm`` is a :class:`~toolmesh.llm.base.ChatModel` (the Router, or ``as_chat_model(provider)``)."""
+    ``llm`` is a :class:`~toolmesh.llm.base.ChatModel` (the Router, or ``as_chat_model(provider)``);
+    ``agent`` serves ``agent`` mode."""
 
     def __init__(self, llm: ChatModel, tasks: list[Task], config: EvalConfig, *, run_id: str, log_path: Path,
-                 price: PriceFn | None = None, progress: ProgressFn | None = None) -> None:
+                 price: PriceFn | None = None, progress: ProgressFn | None = None,
+                 agent: ToolAgent | None = None) -> None:
         self.llm = llm
+        self.agent = agent
         self.tasks = tasks
         self.config = config
         self.run_id = run_id
@@ -154,6 +161,10 @@ class Evaluation:
                                "source": task.source, "scorer": task.scorer, "expected": _clip(task.answer, 300)}
         t0 = time.perf_counter()
         try:
+            if task.scorer in TOOL_SCORERS and mode != "agent":
+                raise ValueError(f"task {task.id!r} is scored on its tool calls: run it in agent mode")
+            if mode == "agent":
+                return await self._agent_sample(model, task, rec, t0)
             if mode == "single":
                 output = await self._single(model, task, rec)
             else:
@@ -172,6 +183,42 @@ class Evaluation:
         except Exception as exc:  # a failed sample is recorded and counted, never dropped
             rec.update(status="error", correct=False, error=f"{type(exc).__name__}: {exc}"[:1000],
                        latency_ms=round((time.perf_counter() - t0) * 1000.0, 1))
+        rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        return rec
+
+    async def _agent_sample(self, model: str, task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
+        """One agent run; a ``facts`` task is scored on its tools and facts, any other on its answer."""
+        if self.agent is None:
+            raise ValueError("agent mode needs a tool agent (Evaluation(..., agent=HubAgent(...)))")
+        result = await self.agent.ask(model, task)
+        usage = result.usage
+        called = [c.name for c in result.tool_calls]
+        # max_turns still answers: the demo's agent has one tool turn, then the answer without tools
+        ok = result.status in ("completed", "max_turns")
+        rec.update(status="ok" if ok else "error", run_status=result.status,
+                   resolved_model=(result.models or [model])[-1], input_tokens=usage.get("input_tokens", 0),
+                   output_tokens=usage.get("output_tokens", 0), tokens=usage.get("total_tokens", 0),
+                   cost_usd=result.cost_usd if result.priced else None,
+                   tool_calls=[{"name": c.name, "arguments": c.arguments, "ok": c.ok} for c in result.tool_calls],
+                   latency_ms=round((time.perf_counter() - t0) * 1000.0, 1),
+                   output=_clip(result.answer, _OUTPUT_LIMIT), answer=_clip(result.answer, 2000))
+        if not ok:
+            rec["error"] = f"the run ended with status {result.status!r}"
+        if task.scorer in TOOL_SCORERS:
+            from toolmesh.reasoning.tasks import shop
+
+            facts = await shop.expected_facts(task, self.agent.call)
+            verdict = shop.score_answer(task, facts, called, result.answer)
+            rec.update(expected=_clip(", ".join(str(f.value) for f in facts), 300), right_tools=verdict.right_tools,
+                       exact_tools=verdict.exact_tools, facts_found=list(verdict.found),
+                       right_facts=verdict.right_facts, kind=task.meta.get("kind"))
+            correct, detail = verdict.correct, verdict.detail(called, facts)
+        else:
+            text = await self._score(task, result.answer)
+            correct, detail = text.correct, text.detail
+        rec["correct"] = correct and rec["status"] == "ok"
+        if detail:
+            rec["detail"] = detail
         rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return rec
 

@@ -1,6 +1,7 @@
 """Evaluation task sets shipped with toolmesh, and the loader of a user's own JSONL tasks.
 
-``load_tasks("math,code,qa", seed=0, limit=20)``; or a path to a ``.jsonl`` file whose lines are
+``load_tasks("math,code,qa", seed=0, limit=20)`` (``shop``, questions for an agent with the demo's
+tools, runs in ``toolmesh eval --mode agent``); or a path to a ``.jsonl`` file whose lines are
 ``{"id", "prompt", "answer", "scorer"?, "entry_point"?, "setup"?}`` (scorer ``exact`` by default;
 ``exact``, ``numeric``, ``contains``, ``regex`` or ``tests``).
 """
@@ -13,12 +14,12 @@ import re
 from pathlib import Path
 
 from toolmesh.errors import TaskSetError
-from toolmesh.reasoning.tasks.base import SCORERS, Task
+from toolmesh.reasoning.tasks.base import SCORERS, TOOL_SCORERS, Task
 
-__all__ = ["BUILTIN_SETS", "SCORERS", "Task", "TaskSetError", "load_jsonl", "load_tasks"]
+__all__ = ["BUILTIN_SETS", "SCORERS", "TOOL_SCORERS", "Task", "TaskSetError", "load_jsonl", "load_tasks"]
 
 #: Built-in sets and how many samples each has at most.
-BUILTIN_SETS = {"math": 100, "code": 151, "qa": 60}
+BUILTIN_SETS = {"math": 100, "code": 151, "qa": 60, "shop": 36}
 
 
 def _builtin(name: str, seed: int, limit: int | None) -> list[Task]:
@@ -30,6 +31,10 @@ def _builtin(name: str, seed: int, limit: int | None) -> list[Task]:
         from toolmesh.reasoning.tasks import qa
 
         return qa.generate(min(limit or BUILTIN_SETS["qa"], BUILTIN_SETS["qa"]), seed)
+    if name == "shop":
+        from toolmesh.reasoning.tasks import shop
+
+        return shop.generate(limit)  # file order: the reference variants first
     from toolmesh.reasoning.tasks import code
 
     tasks = code.generate()

@@ -9,6 +9,9 @@ from toolmesh.errors import TaskSetError
 
 #: The scorers a task may name (see :mod:`toolmesh.reasoning.eval.scorers`).
 SCORERS = ("exact", "numeric", "contains", "regex", "tests")
+#: Scorers that judge a run's tool calls as well as its answer (``shop``): ``toolmesh eval --mode agent``
+#: only, and not for a user's task file.
+TOOL_SCORERS = ("facts",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,13 +21,14 @@ class Task:
     ``answer`` is what the scorer compares against: the expected text or number for
     ``exact``/``numeric``/``contains``, a pattern for ``regex``, and Python test code for
     ``tests`` (run after the model's code; a ``check(candidate)`` function in it is called with
-    ``entry_point`` when that is set)."""
+    ``entry_point`` when that is set). For ``facts`` (the ``shop`` set) it is the JSON of the tool
+    calls the question needs and the result fields the answer must state."""
 
     id: str
     prompt: str
     answer: str
     scorer: str = "exact"
-    #: The task set the sample comes from ("math", "code", "qa" or the file's name).
+    #: The task set the sample comes from ("math", "code", "qa", "shop" or the file's name).
     source: str = ""
     #: For ``tests``: the function the tests check.
     entry_point: str | None = None
@@ -34,5 +38,6 @@ class Task:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.scorer not in SCORERS:
-            raise TaskSetError(f"task {self.id!r}: unknown scorer {self.scorer!r} (one of {', '.join(SCORERS)})")
+        if self.scorer not in SCORERS + TOOL_SCORERS:
+            known = ", ".join(SCORERS + TOOL_SCORERS)
+            raise TaskSetError(f"task {self.id!r}: unknown scorer {self.scorer!r} (one of {known})")
