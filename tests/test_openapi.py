@@ -141,6 +141,11 @@ def test_every_body_the_handler_accepts_is_allowed_by_the_schema(case: Case) -> 
     {"model": "m", "messages": [{"role": "user", "content": "x"}], "metadata": {"session_id": None}},
     {"model": "m", "messages": [{"role": "user", "content": "x"}], "toolmesh": False},
     {"model": "m", "messages": [{"role": "user", "content": "x"}], "toolmesh": {"reasoning": {"nope": 1}}},
+    # found by CI's fuzz seed: `True == 1` in Python, so n=true passed the handler's check
+    {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": True},
+    {"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "", "function": {"name": "f"}}},
+    # and max_tokens went unchecked when max_completion_tokens was set
+    {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": [], "max_completion_tokens": 1},
 ])
 def test_disagreements_found_earlier_stay_fixed(body: dict[str, Any]) -> None:
     assert not handler_accepts(body)
@@ -152,3 +157,5 @@ def test_an_integral_float_is_an_integer_for_max_tokens() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 16.0}
     assert list(VALIDATOR.iter_errors(body)) == []
     assert parse_chat(json.dumps(body).encode()).max_tokens == 16
+    both = {**body, "max_completion_tokens": 8}  # the newer name wins
+    assert parse_chat(json.dumps(both).encode()).max_tokens == 8

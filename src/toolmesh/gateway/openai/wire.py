@@ -79,7 +79,7 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
         inc = opts.get("include_usage")
         call.include_usage = inc is not None and _bool(inc, "stream_options.include_usage")
     n = get("n")
-    if n is not None and n != 1:
+    if n is not None and (type(n) is bool or n != 1):  # True == 1 in Python, not in JSON
         raise bad("only n=1 is supported", "n")
     tools = get("tools")
     if tools is not None:
@@ -95,7 +95,7 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
         if not _number(temp) or not 0 <= temp <= 2:
             raise bad("'temperature' must be a number between 0 and 2", "temperature")
         call.temperature = float(temp)
-    for key in ("max_completion_tokens", "max_tokens"):
+    for key in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins when both are set
         mt = get(key)
         if mt is not None:
             if type(mt) is float and mt.is_integer():  # JSON has one number type: 16.0 is the integer 16
@@ -103,7 +103,6 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
             if type(mt) is not int or mt < 1:
                 raise bad(f"'{key}' must be a positive integer", key)
             call.max_tokens = mt
-            break
     stop = get("stop")
     if stop is not None:
         if type(stop) is str:
@@ -241,7 +240,7 @@ def _tool_choice(raw: Any) -> t.ToolChoice:
             raise bad("'tool_choice' must be auto, none, required or a function choice", "tool_choice")
         return raw  # type: ignore[return-value]
     fn = raw.get("function") if type(raw) is dict else None
-    if type(fn) is not dict or type(fn.get("name")) is not str:
+    if type(fn) is not dict or type(fn.get("name")) is not str or raw.get("type", "function") != "function":
         raise bad("'tool_choice' object must be {'type': 'function', 'function': {'name': ...}}", "tool_choice")
     return {"type": "function", "function": {"name": fn["name"]}}
 
