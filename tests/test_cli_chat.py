@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripted_support import scripted_llm_process
 from toolmesh.servers.demo import demo_config
 
 TOOLMESH = str(Path(sys.executable).with_name("toolmesh"))
@@ -27,15 +28,8 @@ RULES = {"rules": [
 
 @pytest.fixture
 def llm_url(tmp_path: Path) -> Iterator[str]:
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(RULES))
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", "0", "--rules",
-                             str(rules)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with scripted_llm_process(RULES, tmp_path) as url:
+        yield url
 
 
 def write_config(tmp_path: Path, url: str, **agent: object) -> Path:

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from scripted_support import scripted_llm_process
+
 TOOLMESH = str(Path(sys.executable).with_name("toolmesh"))
 USAGE = {"input_tokens": 100, "output_tokens": 20}
 ADD_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
@@ -38,15 +40,8 @@ RULES = {"rules": [
 
 @pytest.fixture
 def llm_url(tmp_path: Path) -> Iterator[str]:
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(RULES))
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", "0", "--rules",
-                             str(rules)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with scripted_llm_process(RULES, tmp_path) as url:
+        yield url
 
 
 def stats(url: str) -> dict[str, Any]:

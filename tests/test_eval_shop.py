@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scripted_support import scripted_llm_process
 from toolmesh.errors import TaskSetError
 from toolmesh.reasoning.tasks import load_jsonl, load_tasks
 from toolmesh.reasoning.tasks.shop import Fact, expected_facts, fact_found, score_answer, text_variants
@@ -116,15 +117,8 @@ RULES = {"rules": [
 
 @pytest.fixture
 def llm_url(tmp_path: Path) -> Iterator[str]:
-    rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps(RULES))
-    proc = subprocess.Popen([sys.executable, "-m", "toolmesh.testing.scripted_llm", "--port", "0", "--rules",
-                             str(rules)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with scripted_llm_process(RULES, tmp_path) as url:
+        yield url
 
 
 def run_eval(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -164,17 +164,18 @@ async def _tool_agent(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path) 
         cfg = parse_config(raw, f"<the demo's servers + {cfg.source or 'defaults'}>")
     run_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     stack = await build_agent(cfg, store_path=str(run_dir / "agent.sqlite3"))
-    hub = stack.hub
+    agent = HubAgent(stack.hub, stack.agent)
 
     async def system_prompt(task: Task) -> str | None:
         customer = task.meta.get("customer")
         if not shop or not customer:
             return None
-        profile = await HubAgent(hub, stack.agent).call("users__get_profile", {"user_id": customer})
+        profile = await agent.call("users__get_profile", {"user_id": customer})
         return customer_prompt(customer, profile["level"], profile["city_zh"], profile["province_zh"],
                                task.meta.get("viewing"), city_en=profile["city"])
 
-    return stack, HubAgent(hub, stack.agent, system_prompt)
+    agent.system_prompt = system_prompt
+    return stack, agent
 
 
 def _write(path: Path, text: str) -> None:

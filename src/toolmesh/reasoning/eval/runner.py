@@ -164,29 +164,34 @@ class Evaluation:
             if task.scorer in TOOL_SCORERS and mode != "agent":
                 raise ValueError(f"task {task.id!r} is scored on its tool calls: run it in agent mode")
             if mode == "agent":
-                return await self._agent_sample(model, task, rec, t0)
-            if mode == "single":
-                output = await self._single(model, task, rec)
+                await self._agent_sample(model, task, rec, t0)
             else:
-                output = await self._reason(model, task, rec)
-            rec["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
-            rec["output"] = _clip(output or "", _OUTPUT_LIMIT)
-            if rec["status"] == "ok" or output:
-                verdict = await self._score(task, output or "")
-                rec["answer"] = _clip(verdict.answer, 2000)
-                # partial chains (timeout, budget) are never counted as right
-                rec["correct"] = verdict.correct and rec["status"] == "ok"
-                if verdict.detail:
-                    rec["detail"] = verdict.detail
-            else:
-                rec["correct"] = False
+                await self._text_sample(model, mode, task, rec, t0)
         except Exception as exc:  # a failed sample is recorded and counted, never dropped
             rec.update(status="error", correct=False, error=f"{type(exc).__name__}: {exc}"[:1000],
                        latency_ms=round((time.perf_counter() - t0) * 1000.0, 1))
         rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return rec
 
-    async def _agent_sample(self, model: str, task: Task, rec: dict[str, Any], t0: float) -> dict[str, Any]:
+    async def _text_sample(self, model: str, mode: str, task: Task, rec: dict[str, Any], t0: float) -> None:
+        """One ``single`` or ``reason`` sample, scored on its text."""
+        if mode == "single":
+            output = await self._single(model, task, rec)
+        else:
+            output = await self._reason(model, task, rec)
+        rec["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        rec["output"] = _clip(output or "", _OUTPUT_LIMIT)
+        if rec["status"] == "ok" or output:
+            verdict = await self._score(task, output or "")
+            rec["answer"] = _clip(verdict.answer, 2000)
+            # partial chains (timeout, budget) are never counted as right
+            rec["correct"] = verdict.correct and rec["status"] == "ok"
+            if verdict.detail:
+                rec["detail"] = verdict.detail
+        else:
+            rec["correct"] = False
+
+    async def _agent_sample(self, model: str, task: Task, rec: dict[str, Any], t0: float) -> None:
         """One agent run; a ``facts`` task is scored on its tools and facts, any other on its answer."""
         if self.agent is None:
             raise ValueError("agent mode needs a tool agent (Evaluation(..., agent=HubAgent(...)))")
@@ -219,8 +224,6 @@ class Evaluation:
         rec["correct"] = correct and rec["status"] == "ok"
         if detail:
             rec["detail"] = detail
-        rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        return rec
 
     async def _score(self, task: Task, output: str) -> Score:
         return await score(task, output, timeout=self.config.test_timeout, memory_mb=self.config.test_memory_mb)
