@@ -85,8 +85,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # a loaded machine can take more than the default 10 s to start five servers
     servers = parse_config(demo_config(), "demo").servers
     await hub.register_many([cfg.model_copy(update={"connect_timeout": 60.0}) for cfg in servers.values()])
-    provider = (LocalProvider(args.path, n_threads=args.threads, max_calls=args.max_calls) if args.path
-                else LocalProvider(bundled=args.model, n_threads=args.threads, max_calls=args.max_calls))
+    opts: dict[str, Any] = {"n_threads": args.threads, "max_calls": args.max_calls,
+                            "tool_threshold": args.tool_threshold, "extra_call_threshold": args.extra_call_threshold}
+    provider = (LocalProvider(args.path, **opts) if args.path else LocalProvider(bundled=args.model, **opts))
     base = AgentConfig.model_validate({**agent_demo_config()["agent"], "model": provider.model})
     agent = Agent(hub, provider, base)
     rows: list[dict[str, Any]] = []
@@ -177,6 +178,10 @@ def main() -> None:
                         help="llama.cpp threads (default: the cores other processes leave free)")
     parser.add_argument("--max-calls", type=int, default=MAX_CALLS,
                         help=f"most tool calls the model may write in one turn (default {MAX_CALLS})")
+    parser.add_argument("--tool-threshold", type=float, default=None,
+                        help="grounding: nats the message must add to the turn's best call (default: the model's)")
+    parser.add_argument("--extra-call-threshold", type=float, default=None,
+                        help="grounding: nats it must add to each further call's name (default: the model's)")
     parser.add_argument("--verbose", action="store_true", help="log each call's score (name-PMI) to stderr")
     args = parser.parse_args()
     if args.verbose:

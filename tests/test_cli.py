@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,10 @@ def test_demo_json_with_the_local_model(home: Path) -> None:
     assert body["question"] == "我想买这款手机，库存够吗？广东用户有什么优惠？"
     assert body["answer"].strip() and body["model"].startswith("qwen2.5-coder")
     assert body["tool_calls"], "the model called no tool"
+    names = {c["name"] for c in body["tool_calls"]}
+    assert {"inventory__check_stock", "pricing__calculate_discount"} <= names, names
+    # the reference answer's facts, from the bundled servers: 243 in stock in 广州, ¥5,314.10 for a gold member
+    assert "243" in body["answer"] and re.search(r"5,?314\.10?\b", body["answer"]), body["answer"]
     for call in body["tool_calls"]:
         assert {"name", "arguments", "ok", "latency_ms"} <= set(call)
         assert call["ok"] and isinstance(call["arguments"], dict) and call["latency_ms"] >= 0

@@ -25,6 +25,7 @@ TASK_SLACK = 4
 
 
 def test_faults_under_load_end_clearly_recover_and_leak_nothing() -> None:
+    before = children_of_self()  # a session fixture's server (PostgreSQL, …) may already be running
     out = subprocess.run(
         [sys.executable, "-m", "toolmesh.cli.main", "bench", "faults", "--json", "--seconds", "2", "--callers", "16",
          "--only", ",".join(SCENARIOS)],
@@ -49,4 +50,4 @@ def test_faults_under_load_end_clearly_recover_and_leak_nothing() -> None:
         if r["leaked_tasks"] is not None:
             assert r["leaked_tasks"] <= TASK_SLACK, (sid, r["before"], r["after"])
     assert out.returncode == 0, out.stderr.decode()[-3000:]
-    assert not children_of_self()  # every process the campaign started is gone
+    assert children_of_self() <= before  # every process the campaign started is gone
