@@ -22,11 +22,15 @@ from toolmesh.llm.local.compact import (
     shorten,
 )
 from toolmesh.llm.local.grounding import (
+    QWEN_0_5B_THRESHOLDS,
+    QWEN_1_5B_THRESHOLDS,
+    Thresholds,
     call_spans,
     conversation_text,
     copied_from_schema,
     drop_invented_arguments,
     schemas_by_name,
+    thresholds_for,
 )
 from toolmesh.llm.local.prefix_cache import MAX_FILES, PrefixStore
 from toolmesh.llm.types import Message, ToolCall
@@ -149,6 +153,57 @@ def test_call_spans_split_per_call_and_name() -> None:
     ids = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
     assert call_spans(ids, 1, detok) == [(0, 3, 5), (5, 8, 10)]
     assert call_spans([2, 3], 1, detok) == []
+
+
+#: The 1.5B model's scores (whole call, name as the turn's first call), recorded with every call kept
+#: (bench/demo_quality.py --tool-threshold -100 --extra-call-threshold -100 --verbose, 2026-12-06),
+#: and the calls each question needs (None: a call nobody asked for).
+RECORDED_1_5B = {
+    "ref-zh": [("stock", 9.27, 2.69), ("price", 3.42, -0.64), (None, -1.42, 0.24), (None, -4.69, -1.62)],
+    "ref-en": [("stock", 2.30, 2.69), ("price", 4.39, 1.71), ("promotions", -2.44, 1.84), (None, -4.56, 0.54)],
+    "price-coupon-zh": [("price", 14.31, 3.32)],
+    "track-zh": [("track", 1.81, 2.87), (None, -0.29, -1.72), (None, -2.15, -13.04), (None, 2.45, -9.47)],
+    "order-en": [("order", 7.35, 3.34), (None, -0.27, -1.44), (None, -4.29, -3.84), (None, 1.37, -2.50)],
+    "three-zh": [("stock", 1.69, 0.77), ("price", 4.94, 0.93)],
+    "chat-thanks": [(None, 0.25, -0.03), (None, 4.56, -0.07), (None, 0.74, 0.23), (None, -0.89, -4.44)],
+    "chat-hello-zh": [(None, -1.41, -1.79), (None, 4.32, -0.45), (None, -0.38, 0.27), (None, 0.32, -0.47)],
+}
+
+
+def test_each_bundled_model_keeps_the_calls_asked_for() -> None:
+    # The 1.5B's own thresholds keep exactly the wanted calls of the recorded questions (the
+    # promotions call on a question about discounts counts as wanted); the 0.5B's would drop
+    # both reference calls of ref-zh's turn partly and keep chit-chat's calls.
+    for qid, calls in RECORDED_1_5B.items():
+        kept = QWEN_1_5B_THRESHOLDS.keep([w for _, w, _ in calls], [n for _, _, n in calls])
+        assert kept == [want is not None for want, _, _ in calls], qid
+    old = {qid: QWEN_0_5B_THRESHOLDS.keep([w for _, w, _ in c], [n for _, _, n in c])
+           for qid, c in RECORDED_1_5B.items()}
+    assert old["ref-zh"] == [True, False, False, False] and old["track-zh"] == [False] * 4
+    assert old["chat-thanks"][1] and old["chat-hello-zh"][1]
+    assert thresholds_for("qwen2.5-coder-1.5b-instruct") is QWEN_1_5B_THRESHOLDS
+    assert thresholds_for("qwen2.5-coder-0.5b-instruct") is QWEN_0_5B_THRESHOLDS
+    assert thresholds_for("my-model") is QWEN_0_5B_THRESHOLDS and thresholds_for(None) is QWEN_0_5B_THRESHOLDS
+    from toolmesh.llm.local import LocalProvider  # nothing loads until the first request
+
+    assert LocalProvider(bundled="qwen2.5-coder-1.5b-instruct").thresholds is QWEN_1_5B_THRESHOLDS
+    assert LocalProvider().thresholds is QWEN_0_5B_THRESHOLDS
+    assert LocalProvider(bundled="qwen2.5-coder-1.5b-instruct", tool_threshold=-100).thresholds.turn_whole == -100
+
+
+def test_thresholds_rule_and_overrides() -> None:
+    t = Thresholds(whole=3.5, name=1.0, turn_whole=3.5)
+    assert t.keep([4.0, 0.0, 0.0], [0.0, 1.0, 0.9]) == [True, True, False]  # a supported turn
+    assert t.keep([3.4, 3.0], [9.0, 9.0]) == [False, False]  # no whole score reaches the turn's bar
+    assert t.keep([], []) == []
+    gated = Thresholds(whole=3.0, name=0.65, turn_whole=float("inf"), turn_name=0.65)
+    assert gated.keep([9.0], [0.6]) == [False]  # the turn is judged by names only
+    assert gated.keep([1.0, 3.0], [0.7, -5.0]) == [True, True]
+    loose = gated.overridden(whole=-100)
+    assert loose.keep([-50.0], [-50.0]) == [True] and loose.name == 0.65 and loose.turn_whole == -100
+    assert gated.overridden(name=2.0).keep([3.1, 2.9], [2.0, 1.9]) == [True, False]
+    with pytest.raises(ValueError, match="one whole score and one name score per call"):
+        t.keep([1.0], [])
 
 
 def test_prefix_store_round_trip_and_refusals(tmp_path: Path) -> None:

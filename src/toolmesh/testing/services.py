@@ -159,7 +159,8 @@ class RedisServer:
 class HAProxy:
     """haproxy in front of some backends on loopback, round-robin, no stickiness.
 
-    ``check``: a path to health-check every 100 ms (a backend is out after one failed check);
+    ``check``: a path to health-check every 100 ms (a backend is out after one failed check: its
+    connection refused, or no answer within 2 s);
     a request that cannot connect to a backend is then sent to another (``redispatch``), while
     a request already sent to a backend that dies is not retried (it fails, as it should)."""
 
@@ -188,8 +189,10 @@ class HAProxy:
         """Write the configuration (a file of its own per port) and return the haproxy command line."""
         opts = " check inter 100ms fall 1 rise 2" if self.check else ""
         servers = "\n".join(f"    server s{i} 127.0.0.1:{p}{opts}" for i, p in enumerate(self.backends))
-        checks = (f"    option httpchk GET {self.check}\n    option redispatch\n    retries 3\n"
-                  "    retry-on conn-failure\n") if self.check else ""
+        # `timeout check` defaults to `inter` (100 ms): on a busy machine a slow health answer took a
+        # live replica out; a dead one is still out at once (its connection is refused).
+        checks = (f"    option httpchk GET {self.check}\n    timeout check 2s\n    option redispatch\n"
+                  "    retries 3\n    retry-on conn-failure\n") if self.check else ""
         cfg = self.workdir / f"haproxy-{self.port}.cfg"
         cfg.write_text(
             "global\n    maxconn 4096\n\n"

@@ -16,7 +16,8 @@ Two habits of a 0.5B model offered tools, measured on the demo tools (docs/local
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -24,11 +25,63 @@ import orjson
 from toolmesh.llm.types import Message, ToolCall
 
 #: Nats by which the user's message must raise the log-probability of the turn's best call (whole
-#: call): real requests +4.1 … +32, made-up calls for chit-chat −10 … +3.1 (docs/local-model.md).
+#: call), 0.5B model: real requests +4.1 … +32, made-up calls for chit-chat −10 … +3.1
+#: (docs/local-model.md).
 TOOL_THRESHOLD = 3.5
 #: Nats by which it must raise each further call's *name*: on the reference question the stock and
 #: price calls scored +3.7 and +1.0, the unasked promotions call +0.7, habit calls −0.3 … −8.
 EXTRA_CALL_THRESHOLD = 1.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a turn's tool calls count as asked for: nats by which the user's message raises them.
+
+    Each call has two scores (pointwise mutual information against the same conversation with the
+    last user message emptied): *whole*, its full text, and *name*, its name scored as the turn's
+    first call. A turn is kept if one of its calls reaches ``turn_whole`` or ``turn_name``; then
+    each call is kept if it reaches ``whole`` or ``name``. Which score tells requests from
+    chit-chat depends on the model, so each bundled model has its own (:func:`thresholds_for`).
+    """
+
+    whole: float = TOOL_THRESHOLD
+    name: float = EXTRA_CALL_THRESHOLD
+    turn_whole: float = TOOL_THRESHOLD
+    turn_name: float = math.inf
+
+    def keep(self, whole: Sequence[float], names: Sequence[float]) -> list[bool]:
+        """For each call (scores in order), whether it is kept."""
+        if len(whole) != len(names):
+            raise ValueError("one whole score and one name score per call")
+        pairs = list(zip(whole, names, strict=True))
+        if not any(w >= self.turn_whole or n >= self.turn_name for w, n in pairs):
+            return [False] * len(pairs)
+        return [w >= self.whole or n >= self.name for w, n in pairs]
+
+    def overridden(self, whole: float | None = None, name: float | None = None) -> Thresholds:
+        """These thresholds with ``whole`` (the turn's and each call's) and/or ``name`` replaced."""
+        out = self
+        if whole is not None:
+            out = dataclasses.replace(out, whole=whole, turn_whole=whole)
+        if name is not None:
+            out = dataclasses.replace(out, name=name)
+        return out
+
+
+#: The 0.5B model: a request raises its best whole call by +4 or more; chit-chat stays under +3.1.
+QWEN_0_5B_THRESHOLDS = Thresholds()
+#: The 1.5B model: with the customer and the product in the system prompt it predicts the stock
+#: and price calls even for an empty message, and its whole-call scores for chit-chat reach +4.6,
+#: so the turn is judged by the names (requests +0.93 … +3.34, chit-chat ≤ +0.27). Fitted on 8
+#: questions of the ``shop`` set (docs/local-model.md § "The 1.5B model's grounding").
+QWEN_1_5B_THRESHOLDS = Thresholds(whole=3.0, name=0.65, turn_whole=math.inf, turn_name=0.65)
+_BY_MODEL = {"qwen2.5-coder-0.5b-instruct": QWEN_0_5B_THRESHOLDS,
+             "qwen2.5-coder-1.5b-instruct": QWEN_1_5B_THRESHOLDS}
+
+
+def thresholds_for(model: str | None) -> Thresholds:
+    """The grounding thresholds of a bundled model by name; the 0.5B's for any other model."""
+    return _BY_MODEL.get(model or "", QWEN_0_5B_THRESHOLDS)
 
 
 def call_spans(ids: list[int], tool_open: int | None,
@@ -107,5 +160,6 @@ def schemas_by_name(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-__all__ = ["EXTRA_CALL_THRESHOLD", "TOOL_THRESHOLD", "call_spans", "conversation_text", "copied_from_schema",
-           "drop_invented_arguments", "schemas_by_name"]
+__all__ = ["EXTRA_CALL_THRESHOLD", "QWEN_0_5B_THRESHOLDS", "QWEN_1_5B_THRESHOLDS", "TOOL_THRESHOLD", "Thresholds",
+           "call_spans", "conversation_text", "copied_from_schema",
+           "drop_invented_arguments", "schemas_by_name", "thresholds_for"]

@@ -30,13 +30,13 @@ from toolmesh.errors import (
 from toolmesh.llm.local import chat_format, grammar, weights
 from toolmesh.llm.local.compact import compact_messages, compact_tools, results_as_text
 from toolmesh.llm.local.grounding import (
-    EXTRA_CALL_THRESHOLD,
-    TOOL_THRESHOLD,
+    Thresholds,
     call_spans,
     conversation_text,
     copied_from_schema,
     drop_invented_arguments,
     schemas_by_name,
+    thresholds_for,
 )
 from toolmesh.llm.local.prefix_cache import PrefixStore
 from toolmesh.llm.provider import Provider
@@ -80,9 +80,10 @@ class LocalProvider(Provider):
     when given). Decoding is greedy (temperature 0) unless the request sets a temperature.
     With tools offered and ``tool_choice`` not ``"none"``, tool calls are decoded under a grammar
     built from the tools' JSON Schemas, up to ``max_calls`` per turn; in ``"auto"`` the calls the
-    user's message does not support are dropped (``tool_threshold`` / ``extra_call_threshold``,
-    see ``_grounded``). ``tool_choice="none"`` answers in plain text (the tool-call token is
-    banned). ``bundled`` names the bundled weights to use when no ``path`` is given.
+    user's message does not support are dropped (the model's ``grounding.Thresholds``, with
+    ``tool_threshold`` / ``extra_call_threshold`` as overrides; see ``_grounded``).
+    ``tool_choice="none"`` answers in plain text (the tool-call token is banned). ``bundled`` names
+    the bundled weights to use when no ``path`` is given.
     """
 
     def __init__(self, path: str | Path | None = None, *, sha256: str | None = None, n_ctx: int = 4096,
@@ -103,10 +104,10 @@ class LocalProvider(Provider):
         self.n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
-        #: Nats by which the user's message must raise the best call's name (see ``_grounded``).
-        self.tool_threshold = TOOL_THRESHOLD if tool_threshold is None else tool_threshold
-        #: The same for each further call of the turn.
-        self.extra_call_threshold = EXTRA_CALL_THRESHOLD if extra_call_threshold is None else extra_call_threshold
+        #: When the turn's calls count as asked for (see ``_grounded``): the bundled model's own,
+        #: with ``tool_threshold`` (whole call) and ``extra_call_threshold`` (name) as overrides.
+        self.thresholds: Thresholds = thresholds_for(self._bundled.name if self._bundled else None).overridden(
+            tool_threshold, extra_call_threshold)
         self._compact = compact
         # Off by default: without the schemas' examples the 0.5B model wrote "这款手机" as the SKU and
         # the province as the city (docs/local-model.md).
@@ -263,10 +264,10 @@ class LocalProvider(Provider):
 
         A 0.5B model offered tools emits a call for nearly anything ("thanks!", "你好") and
         appends extra calls, so in "auto" each call's *name* is scored a second time against a
-        baseline: the same conversation with the last user message emptied. The turn's calls are
-        kept only if the message raises the best one's log-probability by ``tool_threshold``
-        nats (pointwise mutual information); the others need ``extra_call_threshold``, their name
-        scored *as the turn's first call*: scored where it stands, a further call's baseline is
+        baseline: the same conversation with the last user message emptied. Which calls are kept
+        by how much the message raises their log-probability (pointwise mutual information, in
+        nats) is ``self.thresholds``' decision (``grounding.Thresholds``): the whole call's score,
+        and its name's scored *as the turn's first call* — scored where it stands, a further call's baseline is
         whatever habitually follows the calls before it (the next tool in the prompt's list), which
         let the message "raise" appended habit calls and sank the price call the question asked for
         (name score −6.3 after a stock call; docs/local-model.md). Calls identical to ones already
@@ -292,11 +293,12 @@ class LocalProvider(Provider):
             names[1:] = [a - b for a, b in zip(asked, unasked, strict=True)]
             for call, w, nm in zip(calls, whole, names, strict=False):
                 log.debug("local tool call %s pmi=%.2f name-pmi=%.2f", call.name, w, nm)
-            if not whole or max(whole) < self.tool_threshold:
-                return []
             # each call on its own merit, or (further calls of a supported turn) by its name
-            calls = [c for c, w, nm in zip(calls, whole, names, strict=False)
-                     if w >= self.tool_threshold or nm >= self.extra_call_threshold]
+            n = min(len(calls), len(whole))
+            kept = self.thresholds.keep(whole[:n], names[:n])
+            calls = [c for c, keep in zip(calls, kept, strict=False) if keep]
+            if not calls:
+                return []
             # a call whose required argument is the schema's example was not asked for either
             # (a lone call is left to the tool to judge)
             if len(calls) > 1:
