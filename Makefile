@@ -46,7 +46,7 @@ demo: $(STAMP)
 	$(VENV)/bin/toolmesh demo
 
 # Two pytest workers (pytest-xdist), tests handed out one by one as workers free up: most tests wait on
-# real processes and sockets, so two share CI's 2 cores well (30 → 19 min here). TEST_WORKERS=0: one process.
+# real processes and sockets, so two share CI's 2 cores well (30 → 17 min on a 2-core VM; docs/testing.md). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(NPM_STAMP) $(MCP_PROXY) $(TS_BENCH) test-packages
 	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)

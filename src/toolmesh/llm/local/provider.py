@@ -294,8 +294,7 @@ class LocalProvider(Provider):
             for call, w, nm in zip(calls, whole, names, strict=False):
                 log.debug("local tool call %s pmi=%.2f name-pmi=%.2f", call.name, w, nm)
             # each call on its own merit, or (further calls of a supported turn) by its name
-            n = min(len(calls), len(whole))
-            kept = self.thresholds.keep(whole[:n], names[:n])
+            kept = self.thresholds.keep(whole, names)  # one score pair per call span (spans ≤ calls)
             calls = [c for c, keep in zip(calls, kept, strict=False) if keep]
             if not calls:
                 return []
