@@ -123,3 +123,20 @@ def test_targets_are_computed_from_every_load_and_replica_count() -> None:
                                             "detail": t["gateway_cpu_vs_upstream"]["detail"]}
     result["targets"] = t
     assert [line.split()[0] for line in scale.target_lines(result)] == ["PASS", "FAIL", "PASS", "FAIL"]
+
+
+@pytest.mark.timeout(120)
+def test_redis_admission_bench_measures_admitted_requests_of_both_shapes() -> None:
+    # bench/redis_admit.py checks every reply itself (an admission Redis refused would measure
+    # the wrong thing): a run that exits 0 admitted every call.
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "redis_admit.py"), "--calls", "300", "--json"],
+                          capture_output=True, text=True, timeout=100, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    results = out["results"]
+    assert set(results) == {"tool_call", "agent", "empty_script", "time_only", "time_get_set", "plain_get"}
+    # The shapes are the limiter's own: 2 buckets (1 + 1 + 4 args each); + a window and slots.
+    assert (results["tool_call"]["keys"], results["tool_call"]["args"]) == (2, 10)
+    assert (results["agent"]["keys"], results["agent"]["args"]) == (4, 18)
+    for name, figures in results.items():
+        assert _number(figures["redis_cpu_us"]) and _number(figures["command_us"]), (name, figures)
