@@ -391,3 +391,57 @@ def test_unknown_transport_names_the_key_and_lists_accepted(tmp_path: Path, suff
     for accepted in ("stdio", "http", "streamable_http", "streamable-http", "streamableHttp", "sse", "ws",
                      "websocket"):
         assert accepted in message
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "message"),
+    [
+        ({"servers": {"a": {"command": "x", "transprt": "stdio"}}}, "servers.a.transprt",
+         "unknown key (did you mean 'transport'?)"),
+        ({"servers": {"a": {"command": "x", "circuit": {"failure_treshold": 3}}}},
+         "servers.a.circuit.failure_treshold", "unknown key (did you mean 'failure_threshold'?)"),
+        ({"servers": {"a": {"command": "x"}}, "stroe": {}}, "stroe", "unknown top-level key (did you mean 'store'?)"),
+        ({"tenants": {"t": {"sevrers": {}}}}, "tenants.t.sevrers", "unknown key (did you mean 'servers'?)"),
+    ],
+)
+def test_a_typo_is_named_with_the_key_it_was_meant_to_be(data: object, key: str, message: str) -> None:
+    e = _err(data)
+    assert e.key == key
+    assert str(e) == f"conf.yaml: {key}: {message}"
+
+
+def test_an_unknown_key_far_from_any_lists_the_allowed_ones_instead_of_guessing() -> None:
+    e = _err({"servers": {"a": {"command": "x", "xyzzy": 1}}})
+    assert "did you mean" not in str(e) and "(allowed: transport, command, args" in str(e)
+
+
+def test_every_section_words_an_unknown_key_alike() -> None:
+    from toolmesh.agent.config import AgentConfig
+    from toolmesh.agent.factory import check_llm_section
+    from toolmesh.gateway.config import GatewaySettings
+    from toolmesh.store.shared import StateSettings
+    from toolmesh.store.sql import StoreSettings
+
+    cases = [
+        (lambda: GatewaySettings.from_section({"prot": 8080}, "c.yaml"), "c.yaml: gateway.prot: unknown key (did you mean 'port'?)"),
+        (lambda: GatewaySettings.from_section({"log": {"levle": "info"}}, "c.yaml"),
+         "c.yaml: gateway.log.levle: unknown key (did you mean 'level'?)"),
+        (lambda: StateSettings.from_section({"ur": "redis://x"}, "c.yaml"), "c.yaml: state.ur: unknown key (did you mean 'url'?)"),
+        (lambda: StoreSettings.from_section({"pth": "x.db"}, "c.yaml"), "c.yaml: store.pth: unknown key (did you mean 'path'?)"),
+        (lambda: AgentConfig.from_section({"max_turn": 3}, "c.yaml"), "c.yaml: agent.max_turn: unknown key (did you mean 'max_turns'?)"),
+        (lambda: check_llm_section({"deployment": []}, "c.yaml"), "c.yaml: llm.deployment: unknown key (did you mean 'deployments'?)"),
+        (lambda: check_llm_section({"deployments": [{"model": "m", "provder": "openai"}]}, "c.yaml"),
+         "c.yaml: llm.deployments[0].provder: unknown key (did you mean 'provider'?)"),
+    ]
+    for make, expected in cases:
+        with pytest.raises(ConfigError) as ei:
+            make()
+        assert str(ei.value) == expected
+    # A value error keeps its own words, without pydantic's "Value error, " prefix.
+    with pytest.raises(ConfigError) as ei:
+        StateSettings.from_section({"url": "http://x"}, "c.yaml")
+    assert str(ei.value).startswith("c.yaml: state.url: state.url must start with")
+    # Far from every key: no guess, the allowed keys (a wrong guess misleads).
+    with pytest.raises(ConfigError) as ei:
+        AgentConfig.from_section({"max_step": 3})
+    assert "did you mean" not in str(ei.value) and "max_turns" in str(ei.value)

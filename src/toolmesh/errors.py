@@ -32,7 +32,13 @@ the built-in exception a class also derives from, so ``except LookupError`` keep
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "BudgetExceededError",
@@ -80,6 +86,54 @@ class ConfigError(ToolmeshError, ValueError):
         if key:
             where += f"{key}: "
         super().__init__(f"{where}{message}")
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, section: str, *, source: str | None = None,
+                        model: type | None = None) -> ConfigError:
+        """The first problem of a config section's validation, worded for a person.
+
+        ``section`` prefixes the key (``"gateway"`` → ``gateway.port``); ``model`` (the pydantic
+        model validated) lets an unknown key name its closest allowed one: ``gateway.prot:
+        unknown key (did you mean 'port'?)`` instead of pydantic's "Extra inputs are not permitted"."""
+        first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        key = ".".join([section, *map(str, first["loc"])]) if section else ".".join(map(str, first["loc"]))
+        return cls(validation_message(first, model), key=key or None, source=source)
+
+
+def validation_message(err: ErrorDetails, model: type | None = None) -> str:
+    """A pydantic error's message for a config reader: the ``Value error, `` prefix dropped, and an
+    unknown key named with the closest allowed key of ``model`` at that place (else all of them)."""
+    msg = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if err["type"] != "extra_forbidden":
+        return msg
+    return unknown_key_message(str(err["loc"][-1]), _fields_at(model, tuple(err["loc"][:-1])))
+
+
+def unknown_key_message(key: str, allowed: Sequence[str], what: str = "unknown key") -> str:
+    """``what`` with the allowed key closest to ``key`` (a typo), else the allowed keys listed."""
+    if not allowed:
+        return what
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)  # a wrong guess misleads: only near typos
+    if close:
+        return f"{what} (did you mean {close[0]!r}?)"
+    return f"{what} (allowed: {', '.join(allowed)})"
+
+
+def _fields_at(model: type | None, loc: tuple[Any, ...]) -> list[str]:
+    """The field names (aliases where set) of the nested model ``loc`` leads to; [] if unknown."""
+    from pydantic import BaseModel
+
+    for part in loc:
+        if model is None or not issubclass(model, BaseModel):
+            return []
+        field = model.model_fields.get(str(part))
+        model = field.annotation if field is not None and isinstance(field.annotation, type) else None
+    if model is None or not isinstance(model, type) or not issubclass(model, BaseModel):
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 class ServerNotFoundError(ToolmeshError, LookupError):

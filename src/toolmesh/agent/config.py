@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from toolmesh.errors import ConfigError
 
 
 class BudgetConfig(BaseModel):
@@ -87,3 +89,12 @@ class AgentConfig(BaseModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     user_limits: UserLimitsConfig = Field(default_factory=UserLimitsConfig)
     guard_tool_output: bool = Field(True, description="scan tool outputs for injected instructions")
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any], source: str | None = None, **overrides: Any) -> AgentConfig:
+        """Validate the raw ``agent`` section (``overrides`` on top); a :class:`ConfigError` names
+        the first bad key, and an unknown key its closest allowed one."""
+        try:
+            return cls.model_validate({**section, **overrides})
+        except ValidationError as exc:
+            raise ConfigError.from_validation(exc, "agent", source=source, model=cls) from None

@@ -29,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from toolmesh.agent.config import AgentConfig
 from toolmesh.agent.history import StoreHistory
 from toolmesh.agent.runtime import Agent
-from toolmesh.errors import ConfigError
+from toolmesh.errors import ConfigError, unknown_key_message
 from toolmesh.hub import Hub
 from toolmesh.hub.configfile import ToolmeshConfig
 
@@ -101,11 +99,34 @@ def make_provider(spec: dict[str, Any]) -> Provider:
     raise ConfigError(f"unknown provider {kind!r} (openai, anthropic or local)", key="llm.deployments.provider")
 
 
+#: The keys of the ``llm`` section and of one of its ``deployments`` (a typo is refused, not ignored).
+LLM_KEYS = ("deployments", "strategy", "rules", "default_model")
+DEPLOYMENT_KEYS = ("name", "provider", "model", "base_url", "api_key", "rpm", "tpm", "weight", "priority", "timeout",
+                   "path", "n_ctx")
+
+
+def check_llm_section(section: dict[str, Any], source: str | None = None) -> None:
+    """Refuse unknown keys in the ``llm`` section and its deployments (no provider is built)."""
+    _known_keys(section, LLM_KEYS, "llm", source)
+    specs = section.get("deployments")
+    for i, spec in enumerate(specs if isinstance(specs, list) else ()):
+        if isinstance(spec, dict):
+            _known_keys(spec, DEPLOYMENT_KEYS, f"llm.deployments[{i}]", source)
+
+
+def _known_keys(block: dict[str, Any], allowed: tuple[str, ...], where: str, source: str | None) -> None:
+    for key in block:
+        if key not in allowed:
+            raise ConfigError(unknown_key_message(str(key), allowed), key=f"{where}.{key}", source=source)
+
+
 def build_llm(section: dict[str, Any], registry: ModelRegistry, model_override: str | None = None,
-              ) -> tuple[Router, str]:
-    """The router over the configured deployments and the default model name."""
+              *, source: str | None = None) -> tuple[Router, str]:
+    """The router over the configured deployments and the default model name (``source``: the
+    config file, named in errors)."""
     from toolmesh.llm.router import Deployment, Router
 
+    check_llm_section(section, source)
     # CPU inference is slow on a busy machine: the local default gets a generous per-call timeout.
     specs = section.get("deployments") or [{"name": "local", "provider": "local", "model": LOCAL_MODEL,
                                              "timeout": 600.0}]
@@ -137,13 +158,8 @@ async def build_agent(
     from toolmesh.store.sqlite import Store
 
     registry = ModelRegistry.load(overrides=config.section("models") or None)
-    llm, default_model = build_llm(config.section("llm"), registry, model)
-    try:
-        agent_cfg = AgentConfig.model_validate({**config.section("agent"), "model": default_model})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = "agent." + ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], key=key, source=config.source) from None
+    llm, default_model = build_llm(config.section("llm"), registry, model, source=config.source)
+    agent_cfg = AgentConfig.from_section(config.section("agent"), config.source, model=default_model)
     from toolmesh.store.sql import StoreSettings
 
     buffer_rows = StoreSettings.from_section(config.section("store"), config.source).buffer_rows

@@ -97,7 +97,7 @@ async def _run(cfg: ToolmeshConfig, task_list: list[Any], run_dir: Path, *, fmt:
         llm, registry, default_model = stack.llm, stack.registry, stack.agent.config.model
     else:
         registry = ModelRegistry.load(overrides=cfg.section("models") or None)
-        llm, default_model = build_llm(cfg.section("llm"), registry)
+        llm, default_model = build_llm(cfg.section("llm"), registry, source=cfg.source)
         agent = None
     try:
         names = [m.strip() for m in (meta["models"] or default_model).split(",") if m.strip()]

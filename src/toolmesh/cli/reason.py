@@ -89,14 +89,12 @@ async def reasoner_for(config: ToolmeshConfig, model: str | None,
 
     section = config.section("reasoning")
     registry = ModelRegistry.load(overrides=config.section("models") or None)
-    llm, default_model = build_llm(config.section("llm"), registry, model)
+    llm, default_model = build_llm(config.section("llm"), registry, model, source=config.source)
     try:
         rcfg = ReasoningConfig.model_validate(
             {**section, **overrides, "model": model or section.get("model") or default_model})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(first["msg"], key="reasoning." + ".".join(str(p) for p in first["loc"]),
-                          source=config.source) from None
+        raise ConfigError.from_validation(exc, "reasoning", source=config.source, model=ReasoningConfig) from None
     store = Store(store_location(config))
     hub = None
     try:

@@ -121,6 +121,4 @@ class GatewaySettings(_Strict):
         try:
             return cls.model_validate(section)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            key = "gateway." + ".".join(str(p) for p in first["loc"])
-            raise ConfigError(first["msg"], key=key, source=source) from None
+            raise ConfigError.from_validation(exc, "gateway", source=source, model=cls) from None

@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from toolmesh.agent.config import AgentConfig
+from toolmesh.agent.factory import check_llm_section
 from toolmesh.errors import ConfigError
 from toolmesh.gateway.app import GatewayApp
 from toolmesh.gateway.config import GatewaySettings
@@ -27,6 +29,7 @@ from toolmesh.hub.configfile import ToolmeshConfig, load_config
 from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
 from toolmesh.servers.guard import is_loopback
 from toolmesh.store.shared import StateSettings
+from toolmesh.store.sql import StoreSettings
 
 _CONFIG_ENV = "TOOLMESH_GATEWAY_CONFIG"
 _OVERRIDES_ENV = "TOOLMESH_GATEWAY_OVERRIDES"
@@ -41,7 +44,11 @@ def resolve_settings(config: ToolmeshConfig, overrides: dict[str, Any]) -> Gatew
             f"--no-auth is only allowed when binding to loopback (127.0.0.1/localhost/::1), not {settings.host!r}",
             key="gateway.auth",
         )
-    StateSettings.from_section(config.section("state"), config.source)  # a bad `state:` fails before any worker
+    # A bad `llm:`, `agent:`, `state:` or `store:` fails here, as a one-line error, before any worker starts.
+    check_llm_section(config.section("llm"), config.source)
+    AgentConfig.from_section(config.section("agent"), config.source)
+    StateSettings.from_section(config.section("state"), config.source)
+    StoreSettings.from_section(config.section("store"), config.source)
     return settings
 
 

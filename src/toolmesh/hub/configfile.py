@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from toolmesh.errors import ConfigError
+from toolmesh.errors import ConfigError, unknown_key_message, validation_message
 from toolmesh.hub.config import ServerConfig
 
 __all__ = ["DEFAULT_TENANT", "SECTIONS", "TRANSPORT_ALIASES", "ToolmeshConfig", "load_config", "normalize_transport",
@@ -301,14 +301,10 @@ def _mapping(value: Any, path: Path_, problems: _Problems, what: str) -> dict[st
 def _pydantic_problems(exc: ValidationError, path: Path_, problems: _Problems) -> None:
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(err["loc"])
-        msg = err["msg"]
-        for prefix in ("Value error, ", "Assertion failed, "):
-            if msg.startswith(prefix):
-                msg = msg[len(prefix) :]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            if len(loc) == 1:
-                msg += f" (allowed: {', '.join(_SERVER_FIELDS)})"
+        if err["type"] == "extra_forbidden" and len(loc) == 1:  # an entry's own key ('name' is the entry's)
+            msg = unknown_key_message(str(loc[0]), _SERVER_FIELDS)
+        else:
+            msg = validation_message(err, ServerConfig)
         problems.add((*path, *loc), msg)
 
 
@@ -415,7 +411,7 @@ def parse_config(data: Any, source: str = "<config>", *, env: Mapping[str, str] 
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(  # fmt_path: an empty or odd key is still named (as [""])
-                f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})", key=fmt_path((str(key),)),
+                unknown_key_message(str(key), TOP_LEVEL_KEYS, "unknown top-level key"), key=fmt_path((str(key),)),
                 source=source,
             )
     data = _substitute(data, (), os.environ if env is None else env, source)
@@ -433,7 +429,7 @@ def parse_config(data: Any, source: str = "<config>", *, env: Mapping[str, str] 
             continue
         unknown = [k for k in tdata if k not in TENANT_KEYS]
         if unknown:
-            problems.add((*where, unknown[0]), f"unknown key (allowed: {', '.join(TENANT_KEYS)})")
+            problems.add((*where, unknown[0]), unknown_key_message(str(unknown[0]), TENANT_KEYS))
             continue
         servers = _tenant_servers(tdata, where, problems)
         _merge(tenants.setdefault(tname, {}), servers, (*where, "servers"), problems)

@@ -81,9 +81,7 @@ class StateSettings(BaseModel):
         try:
             return cls.model_validate(section or {})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            key = "state." + ".".join(str(p) for p in first["loc"])
-            raise ConfigError(first["msg"], key=key, source=source) from None
+            raise ConfigError.from_validation(exc, "state", source=source, model=cls) from None
 
 
 Kind = Literal["bucket", "window", "slots"]

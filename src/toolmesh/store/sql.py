@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from toolmesh.errors import ConfigError
+from toolmesh.errors import ConfigError, unknown_key_message
 
 __all__ = ["PLAIN_INSERT", "Connection", "Cursor", "Engine", "SqlValue", "StoreSettings", "check_params",
            "insert_table", "parse_url", "transaction"]
@@ -133,7 +133,7 @@ class StoreSettings:
         """Validate the raw section; a :class:`ConfigError` names the bad key."""
         unknown = sorted(set(section) - {"url", "path", "buffer_rows"})
         if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r} (expected url, path or buffer_rows)",
+            raise ConfigError(unknown_key_message(str(unknown[0]), ("url", "path", "buffer_rows")),
                               key=f"store.{unknown[0]}", source=source)
         url, path = section.get("url"), section.get("path")
         if url is not None and path is not None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from toolmesh.errors import ConfigError, ServerNotFoundError
+from toolmesh.errors import ConfigError, ServerNotFoundError, validation_message
 from toolmesh.gateway.admin.request import Request
 from toolmesh.gateway.admin.sync import Doc, Overlay
 from toolmesh.gateway.admin.upstreams import RESOLVER_KEY, check_upstream_url
@@ -124,7 +124,7 @@ class ServersAdmin:
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or None
-            raise ApiError(400, f"{field or 'body'}: {first['msg']}", param=field) from None
+            raise ApiError(400, f"{field or 'body'}: {validation_message(first, ServerConfig)}", param=field) from None
         if cfg.transport == "stdio" and not self.gw.settings.admin_stdio:
             raise ApiError(403, "registering stdio servers runs commands on the gateway host and is off "
                                 "(set gateway.admin_stdio: true to allow it)", param="command")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import ValidationError
 
+from toolmesh.errors import validation_message
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.errors import ApiError
 from toolmesh.gateway.openai.agent import SendBody, StartStream
@@ -110,10 +111,11 @@ class ReasoningTurn:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
+            msg = validation_message(first, ReasoningConfig)
             if not first["loc"] or first["loc"][0] not in options:  # the operator's section, not the caller
                 raise ApiError(500, f"the gateway's reasoning configuration is invalid: reasoning.{where}: "
-                                    f"{first['msg']}", "server_error", code="config_error") from None
-            raise bad(f"toolmesh.reasoning.{where}: {first['msg']}", f"toolmesh.reasoning.{where}") from None
+                                    f"{msg}", "server_error", code="config_error") from None
+            raise bad(f"toolmesh.reasoning.{where}: {msg}", f"toolmesh.reasoning.{where}") from None
         agent = gw.agent
         spend = agent.spend.budgets(principal.tenant, user, agent.spend_seed) \
             if agent.spend.per_user is not None or agent.spend.per_tenant is not None else []
