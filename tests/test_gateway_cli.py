@@ -65,3 +65,52 @@ def test_serve_refuses_no_auth_off_loopback_and_bad_settings(tmp_path: Path) -> 
     unknown = config(tmp_path, {"gateway": {"colour": "blue"}})
     out = run(["serve", "--config", str(unknown)], tmp_path)
     assert out.returncode == 2 and "gateway.colour" in out.stderr
+
+
+def test_serve_and_keys_without_a_config_use_the_bundled_demo(tmp_path: Path) -> None:
+    """Like every other command, `serve` and `keys` fall back to the bundled demo: a key made with
+    no config opens the gateway started with no config, which serves the demo's tools."""
+    import time
+    import urllib.request
+
+    from toolmesh.testing.services import free_port
+
+    made = run(["keys", "create", "--tenant", "default", "--json"], tmp_path)
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+    port = free_port()
+    env = {**os.environ, "TOOLMESH_HOME": str(tmp_path / "home")}
+    env.pop("TOOLMESH_CONFIG", None)
+    proc = subprocess.Popen([*TOOLMESH, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}}}}).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                   "Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list",
+                   "Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 90
+        tools: list[str] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", body, headers)
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    tools = [t["name"] for t in json.loads(resp.read())["result"]["tools"]]
+                if tools:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert "inventory__check_stock" in tools, (tools, proc.poll())
+        unauthorised = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", body,
+                                              {**headers, "Authorization": "Bearer tm_wrong"})
+        try:
+            urllib.request.urlopen(unauthorised, timeout=10)
+            raise AssertionError("a wrong key was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "serving the bundled demo" in err
+    assert (tmp_path / "home" / "demo-gateway.yaml").exists()

@@ -49,9 +49,14 @@ def fail(message: str, *, code: int = EXIT_USAGE, as_json: bool = False, **extra
     raise typer.Exit(code)
 
 
+def config_path(config: Path | None) -> Path | None:
+    """The config file named by ``--config``, else by ``$TOOLMESH_CONFIG``; None when neither is."""
+    return config or (Path(p) if (p := os.environ.get("TOOLMESH_CONFIG")) else None)
+
+
 def load(config: Path | None, *, as_json: bool = False) -> ToolmeshConfig:
     """The config named by ``--config``, ``$TOOLMESH_CONFIG``, or the bundled demo configuration."""
-    path = config or (Path(p) if (p := os.environ.get("TOOLMESH_CONFIG")) else None)
+    path = config_path(config)
     try:
         if path is None:
             from toolmesh.servers.demo import demo_config

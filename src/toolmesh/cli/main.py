@@ -10,7 +10,7 @@ import typer
 
 from toolmesh import __version__
 from toolmesh.cli.bench import bench_app
-from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, emit_json, fail, load, run_async
+from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, config_path, emit_json, fail, home, load, run_async
 from toolmesh.cli.migrate import migrate_command
 from toolmesh.cli.reason import reason_command
 from toolmesh.errors import (
@@ -322,7 +322,9 @@ def demo(
 # -- gateway ----------------------------------------------------------------------------
 @app.command("serve")
 def serve(
-    config: Annotated[Path, typer.Option("--config", "-c", help="toolmesh config file (servers, llm, gateway...)")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="toolmesh config file (servers, llm, gateway...); default: $TOOLMESH_CONFIG, else the "
+                               "bundled demo (its five servers, the embedded model)")] = None,
     host: Annotated[str | None, typer.Option("--host", help="bind address (default gateway.host or 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option("--port", help="port (default gateway.port or 8080)")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="worker processes")] = None,
@@ -331,6 +333,16 @@ def serve(
     """Run the gateway: OpenAI-compatible API, MCP endpoints, admin API, /metrics."""
     from toolmesh.gateway.run import serve as run_gateway
 
+    config = config_path(config)
+    if config is None:
+        # Like every other command: no config means the bundled demo. The workers read a file, so
+        # it is written under $TOOLMESH_HOME (also a starting point to copy).
+        from toolmesh.cli import demo as demo_mod
+
+        config = home() / "demo-gateway.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(demo_mod.config_yaml(), encoding="utf-8")
+        typer.echo(f"no --config or $TOOLMESH_CONFIG: serving the bundled demo ({config})", err=True)
     if not config.exists():
         fail(f"config file {str(config)!r} does not exist")
     overrides: dict[str, Any] = {"host": host, "port": port, "workers": workers}
@@ -344,8 +356,10 @@ def serve(
 
 @keys_app.command("create")
 def keys_create(
-    config: Annotated[Path, typer.Option("--config", "-c", help="the gateway's config file (names the store)")],
     tenant: Annotated[str, typer.Option("--tenant", help="tenant the key belongs to")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="the gateway's config file (names the store); default: $TOOLMESH_CONFIG, else the "
+                               "bundled demo's (the store under $TOOLMESH_HOME)")] = None,
     scopes: Annotated[str, typer.Option("--scopes", help="comma-separated: chat, mcp, admin")] = "chat,mcp",
     name: Annotated[str | None, typer.Option("--name", help="a label for the key")] = None,
     as_json: JsonOpt = False,
@@ -380,8 +394,10 @@ def keys_create(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    config: Annotated[Path, typer.Option("--config", "-c", help="the gateway's config file (names the store)")],
     key: Annotated[str, typer.Argument(help="the key to revoke")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="the gateway's config file (names the store); default: $TOOLMESH_CONFIG, else the "
+                               "bundled demo's (the store under $TOOLMESH_HOME)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key (gateways stop accepting it within gateway.key_cache_ttl seconds)."""
