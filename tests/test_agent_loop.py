@@ -215,3 +215,17 @@ def test_budget_error_type_is_exported() -> None:
     err = BudgetExceededError("budget exceeded: cost", report={"cost_usd": 0.01})
     assert str(err) == "budget exceeded: cost" and err.report == {"cost_usd": 0.01}
     _ = (ToolCallStarted, orjson)
+
+
+async def test_a_near_miss_tool_name_tells_the_model_the_right_one(tmp_path: Path) -> None:
+    # The scripted model writes one underscore for two; the error it reads back names the tool, so
+    # a real model can correct itself on the next turn (here it does, by the script).
+    script = {"rules": [
+        {"when": {"last_role": "user"}, "respond": {"tool_calls": [
+            {"name": "catalog_get_product_info", "arguments": {"sku": "SKU-1001"}}]}},
+        {"when": {"last_role": "tool"}, "respond": {"text": "saw: {{tool_results}}"}}]}
+    async with agent_stack(script, tmp_path, servers=("catalog",)) as (agent, srv, _):
+        result = await agent.run("what is SKU-1001?")
+        assert [(c.name, c.ok) for c in result.tool_calls] == [("catalog_get_product_info", False)]
+        tool_msgs = [m for m in chat_requests(srv)[1]["messages"] if m["role"] == "tool"]
+        assert "did you mean 'catalog__get_product_info'?" in tool_msgs[0]["content"]

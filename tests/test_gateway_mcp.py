@@ -100,7 +100,13 @@ async def test_sdk_client_through_all_servers_view(gw: Gateway, key: str, mode: 
         assert failed.is_error and "nope" in failed.content[0].text  # type: ignore[union-attr]
         with pytest.raises(MCPError) as err:
             await c.call_tool("catalog__no_such_tool", {})
+        assert err.value.code == -32602 and "did you mean" not in err.value.error.message
+        # A near miss (one underscore, as models often write it) names the tool it was meant to be.
+        with pytest.raises(MCPError) as err:
+            await c.call_tool("catalog_get_product_info", {"sku": "SKU-1001"})
         assert err.value.code == -32602
+        assert err.value.error.message == ("Unknown tool: catalog_get_product_info "
+                                           "(did you mean 'catalog__get_product_info'?)")
         prompts = {p.name for p in (await c.list_prompts()).prompts}
         assert "fwd__ask" in prompts
         got = await c.get_prompt("fwd__ask", {"topic": "tea"})

@@ -181,3 +181,17 @@ def test_unprefixed_rejects_second_server_until_removed() -> None:
     # a tool whose name contains `__` cannot be readable (that shape is for hashed names)
     assert m.add("s2", "a__b") != "a__b"
     assert m.resolve(m.exposed("s2", "a__b")) == ("s2", "a__b")
+
+
+def test_an_unknown_name_close_to_a_known_one_names_it() -> None:
+    # What a model most often gets wrong: one underscore for two, or a letter off. The hint is in
+    # the error the model reads back, so it can call the right tool on its next turn.
+    m = ToolNameMap()
+    m.add("inventory", "check_stock")
+    m.add("pricing", "calculate_discount")
+    with pytest.raises(ToolNotFoundError) as ei:
+        m.resolve("inventory_check_stock")
+    assert str(ei.value) == "unknown tool name 'inventory_check_stock' (did you mean 'inventory__check_stock'?)"
+    with pytest.raises(ToolNotFoundError) as ei:
+        m.resolve("weather__forecast")
+    assert str(ei.value) == "unknown tool name 'weather__forecast'"  # nothing near: no guess

@@ -137,7 +137,12 @@ async def test_error_codes(srv: Srv) -> None:
     status, msg, _ = await post(
         url, modern_body("tools/call", {"name": "ghost", "arguments": {}}), modern_headers("tools/call", "ghost")
     )
-    assert status == 400 and msg["error"]["code"] == -32602 and "ghost" in msg["error"]["message"]
+    assert status == 400 and msg["error"]["code"] == -32602 and msg["error"]["message"] == "Unknown tool: ghost"
+    # One letter off a tool the server has: the error names it.
+    status, msg, _ = await post(
+        url, modern_body("tools/call", {"name": "ad", "arguments": {}}), modern_headers("tools/call", "ad")
+    )
+    assert status == 400 and msg["error"]["message"] == "Unknown tool: ad (did you mean 'add'?)"
     # Schema-violating arguments are a tool execution error the model can read (spec 2025-11-25+).
     status, msg, _ = await post(
         url, modern_body("tools/call", {"name": "add", "arguments": {"a": "x"}}), modern_headers("tools/call", "add")

@@ -33,7 +33,7 @@ the built-in exception a class also derives from, so ``except LookupError`` keep
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -112,14 +112,19 @@ def validation_message(err: ErrorDetails, model: type | None = None) -> str:
     return unknown_key_message(str(err["loc"][-1]), _fields_at(model, tuple(err["loc"][:-1])))
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``name``, or ``""`` when none is near:
+    a typo's likely fix, for a person or a model to act on (a wrong guess misleads, so only near ones)."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def unknown_key_message(key: str, allowed: Sequence[str], what: str = "unknown key") -> str:
     """``what`` with the allowed key closest to ``key`` (a typo), else the allowed keys listed."""
     if not allowed:
         return what
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)  # a wrong guess misleads: only near typos
-    if close:
-        return f"{what} (did you mean {close[0]!r}?)"
-    return f"{what} (allowed: {', '.join(allowed)})"
+    hint = did_you_mean(key, allowed)
+    return f"{what}{hint}" if hint else f"{what} (allowed: {', '.join(allowed)})"
 
 
 def _fields_at(model: type | None, loc: tuple[Any, ...]) -> list[str]:

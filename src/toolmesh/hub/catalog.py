@@ -92,6 +92,10 @@ class Catalog:
         """The last known definition of tool ``name`` (stale is fine: the server still decides)."""
         return self._tools_by_name.get(name)
 
+    def tool_names(self) -> list[str]:
+        """The names of the last known tool listing."""
+        return list(self._tools_by_name)
+
     @property
     def has_tools(self) -> bool:
         return "tools" in self._entries

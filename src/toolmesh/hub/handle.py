@@ -24,6 +24,7 @@ from toolmesh.errors import (
     ToolmeshError,
     ToolNotFoundError,
     ToolTimeoutError,
+    did_you_mean,
 )
 from toolmesh.hub.argcheck import ArgumentValidator
 from toolmesh.hub.breakers import ServerBreakers
@@ -259,7 +260,8 @@ class ServerHandle:
             await self.list("tools", refresh=self.catalog.has_tools)
             definition = self.catalog.tool(tool)
         if definition is None:
-            raise ToolNotFoundError(f"server {self.name!r} has no tool {tool!r}")
+            hint = did_you_mean(tool, self.catalog.tool_names())
+            raise ToolNotFoundError(f"server {self.name!r} has no tool {tool!r}{hint}")
         return definition
 
     def validate(self, tool: str, definition: dict[str, Any], arguments: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 
-from toolmesh.errors import ToolNotFoundError
+from toolmesh.errors import ToolNotFoundError, did_you_mean
 
 #: The function-name pattern of OpenAI and Anthropic.
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -129,7 +129,7 @@ class ToolNameMap:
         try:
             return self._by_name[exposed]
         except KeyError:
-            raise ToolNotFoundError(f"unknown tool name {exposed!r}") from None
+            raise ToolNotFoundError(f"unknown tool name {exposed!r}{did_you_mean(exposed, self._by_name)}") from None
 
     def get(self, exposed: str) -> tuple[str, str] | None:
         """Like :meth:`resolve` but returns ``None`` for unknown names."""

@@ -29,6 +29,7 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, LOG_LEVEL_META_KEY, InputRes
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import BaseModel
 
+from toolmesh.errors import did_you_mean
 from toolmesh.servers.policy import ServerPolicy
 from toolmesh.servers.reqcontext import Req, RequestInfo, RequestSession
 from toolmesh.servers.state import (
@@ -146,7 +147,8 @@ class McpMethods:
         tool = self.server._tool_manager.get_tool(name)
         if tool is None:
             # Spec (2025-11-25 and later): an unknown tool is a protocol error, not a tool result.
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
+            known = (t.name for t in self.server._tool_manager.list_tools())
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}{did_you_mean(name, known)}", {"tool": name})
         if req.headers is not None and self._has_param_headers(tool):
             # SEP-2243: arguments the tool mirrors into Mcp-Param-* headers must agree with the body.
             rejected = validate_mcp_param_headers(tool.parameters, arguments, req.headers)

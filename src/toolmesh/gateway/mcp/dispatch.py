@@ -40,6 +40,7 @@ from toolmesh.errors import (
     ToolmeshError,
     ToolNotFoundError,
     ToolTimeoutError,
+    did_you_mean,
 )
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.mcp.changes import ChangeFanout
@@ -206,7 +207,8 @@ class GatewayDispatcher(Dispatcher):
         except Exception as exc:
             raise rpc_error_for(exc) from None
         if route is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}", {"tool": name})
+            hint = await self._near("tools", name)
+            raise RpcError(INVALID_PARAMS, f"Unknown tool: {name}{hint}", {"tool": name})
         server, tool = route
         if req.headers is not None:
             handle = self.gw.hub.server(server, tenant=CURRENT_PRINCIPAL.get().tenant)
@@ -246,6 +248,14 @@ class GatewayDispatcher(Dispatcher):
             if span is not None and spans is not None:
                 spans.end_tool_span(span, status)
 
+    async def _near(self, kind: str, name: str) -> str:
+        """`` (did you mean 'x'?)`` for a served name close to an unknown ``name`` (error path only)."""
+        try:
+            served = await self.view.served(kind)
+        except Exception:
+            return ""
+        return did_you_mean(name, (str(item.get("name")) for item in served if isinstance(item, dict)))
+
     def _mirrors_params(self, definition: dict[str, Any]) -> bool:
         """SEP-2243: does the tool mirror arguments into ``Mcp-Param-*`` headers (which must then
         match the body)? Decided once per definition object: most tools do not, and cost no check."""
@@ -261,7 +271,8 @@ class GatewayDispatcher(Dispatcher):
             raise RpcError(INVALID_PARAMS, "prompts/get: 'name' must be a string")
         route = await self._route_name("prompts", name)
         if route is None:
-            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}", {"prompt": name})
+            hint = await self._near("prompts", name)
+            raise RpcError(INVALID_PARAMS, f"Unknown prompt: {name}{hint}", {"prompt": name})
         forwarded = {k: v for k, v in req.params.items() if k != "_meta"}
         forwarded["name"] = route[1]
         return await self._forward(req, route[0], "prompts/get", forwarded)
