@@ -160,6 +160,11 @@ def test_files_are_served_with_a_strict_policy_and_relative_urls(stack: dict[str
     assert httpx.get(url + "/ui/", headers={"host": "evil.example"}).status_code == 421
     assert httpx.get(url + "/ui/", headers={"origin": "https://evil.example"}).status_code == 403
     assert httpx.post(url + "/ui/app.js").status_code == 405
+    # A browser opening the gateway's bare address is sent to the dashboard (no key needed to land).
+    root = httpx.get(url + "/")
+    assert root.status_code == 307 and root.headers["location"] == "ui/"
+    assert httpx.get(url + "/", follow_redirects=True).text == r.text
+    assert httpx.post(url + "/").status_code == 401  # only GET/HEAD are sent there; the rest is the API's
     js = httpx.get(url + "/ui/app.js")
     assert js.headers["content-type"].startswith("text/javascript")
     # Data answers are never cached.

@@ -153,6 +153,9 @@ class GatewayApp:
         if head == "ui":  # the dashboard's static files hold no data: its pages send an admin key for data
             await apps.ui(scope, receive, send)
             return
+        if path == "/" and kind == "http" and scope["method"] in ("GET", "HEAD"):
+            await _to_dashboard(send)  # a browser opening the gateway's address lands on the dashboard
+            return
         if path == "/openapi.json" and kind == "http":  # describes the API, holds no data: no key
             await _openapi(self.openapi, scope, send)
             return
@@ -237,6 +240,14 @@ class GatewayApp:
         host = norm.split("://", 1)[-1].split("/", 1)[0]
         host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return is_loopback(host.strip("[]")) or host in ("localhost",)
+
+
+async def _to_dashboard(send: Send) -> None:
+    """307 to ``/ui/`` (relative, so it holds behind a proxy's path prefix too)."""
+    await send({"type": "http.response.start", "status": 307,
+                "headers": [(b"location", b"ui/"), (b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body",
+                "body": b"The dashboard is at /ui/. APIs: /v1 (OpenAI), /mcp (MCP), /admin, /metrics.\n"})
 
 
 async def _route(apps: SubApps, head: str, parts: list[str], scope: Scope, receive: Receive, send: Send) -> str:
