@@ -186,10 +186,12 @@ def test_demo_json_with_the_local_model(home: Path) -> None:
     ("llm:\n  deployment: []\n", "llm.deployment: unknown key (did you mean 'deployments'?)"),
     ("agent:\n  max_turn: 3\n", "agent.max_turn: unknown key (did you mean 'max_turns'?)"),
     ("store:\n  pth: x.db\n", "store.pth: unknown key (did you mean 'path'?)"),
+    ("reasoning:\n  max_step: 3\n", "reasoning.max_step: unknown key (did you mean 'max_steps'?)"),
 ])
 def test_serve_refuses_a_typo_before_starting(tmp_path: Path, home: Path, section: str, needle: str) -> None:
-    # Before: a typo under llm: was ignored (the gateway started on the default model); one under
-    # agent: or store: surfaced as a traceback from inside uvicorn's start-up.
+    # Before: a typo under llm: was ignored (the gateway started on the default model), one under
+    # reasoning: only failed the first reasoning request (a 500), one under agent: or store:
+    # surfaced as a traceback from inside uvicorn's start-up.
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("servers:\n  s:\n    url: http://127.0.0.1:9/mcp\n" + section)
     out = tm("serve", "--config", str(cfg), "--port", "9", home=home, timeout=30)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from toolmesh.cli.common import EXIT_FAILED, EXIT_OK, fail, load, run_async
 from toolmesh.errors import ConfigError, ToolmeshError
@@ -90,11 +89,8 @@ async def reasoner_for(config: ToolmeshConfig, model: str | None,
     section = config.section("reasoning")
     registry = ModelRegistry.load(overrides=config.section("models") or None)
     llm, default_model = build_llm(config.section("llm"), registry, model, source=config.source)
-    try:
-        rcfg = ReasoningConfig.model_validate(
-            {**section, **overrides, "model": model or section.get("model") or default_model})
-    except ValidationError as exc:
-        raise ConfigError.from_validation(exc, "reasoning", source=config.source, model=ReasoningConfig) from None
+    rcfg = ReasoningConfig.from_section(section, config.source,
+                                        **{**overrides, "model": model or section.get("model") or default_model})
     store = Store(store_location(config))
     hub = None
     try:

@@ -27,6 +27,7 @@ from toolmesh.gateway.ops.tracing import configure_tracing
 from toolmesh.gateway.ops.workers import WORKERS_DIR_ENV, make_workers_dir, remove_workers_dir
 from toolmesh.hub.configfile import ToolmeshConfig, load_config
 from toolmesh.net.onewrite import OneWriteHttpToolsProtocol
+from toolmesh.reasoning import ReasoningConfig
 from toolmesh.servers.guard import is_loopback
 from toolmesh.store.shared import StateSettings
 from toolmesh.store.sql import StoreSettings
@@ -44,9 +45,11 @@ def resolve_settings(config: ToolmeshConfig, overrides: dict[str, Any]) -> Gatew
             f"--no-auth is only allowed when binding to loopback (127.0.0.1/localhost/::1), not {settings.host!r}",
             key="gateway.auth",
         )
-    # A bad `llm:`, `agent:`, `state:` or `store:` fails here, as a one-line error, before any worker starts.
+    # A bad `llm:`, `agent:`, `reasoning:`, `state:` or `store:` fails here, as a one-line error,
+    # before any worker starts (a bad `reasoning:` would otherwise surface as the first run's 500).
     check_llm_section(config.section("llm"), config.source)
     AgentConfig.from_section(config.section("agent"), config.source)
+    ReasoningConfig.from_section(config.section("reasoning"), config.source)
     StateSettings.from_section(config.section("state"), config.source)
     StoreSettings.from_section(config.section("store"), config.source)
     return settings

@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from toolmesh.agent.config import BudgetConfig, MemoryConfig
+from toolmesh.errors import ConfigError
 
 Status = Literal["ok", "timeout", "error", "budget"]
 
@@ -258,3 +259,12 @@ class ReasoningConfig(BaseModel):
             if base == "tool" and not name.partition(":")[2]:
                 raise ValueError("the tool verifier needs a tool name: tool:SERVER.TOOL")
         return v
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any], source: str | None = None, **overrides: Any) -> ReasoningConfig:
+        """Validate the raw ``reasoning`` section (``overrides`` on top); a :class:`ConfigError`
+        names the first bad key, and an unknown key its closest allowed one."""
+        try:
+            return cls.model_validate({**section, **overrides})
+        except ValidationError as exc:
+            raise ConfigError.from_validation(exc, "reasoning", source=source, model=cls) from None
