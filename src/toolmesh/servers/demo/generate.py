@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from toolmesh.servers.demo import seed_data as cd
+from toolmesh.servers.demo import seed_promotions as promo
 
 SEED = 20261121
 #: The demo's "now": campaign and coupon validity are judged against this date.
@@ -214,7 +215,7 @@ def _orders(
     products: list[tuple[object, ...]],
     wh_by_city: dict[str, list[str]],
 ) -> tuple[list[tuple[object, ...]], ...]:
-    pct = {lv[0]: lv[3] for lv in cd.LEVELS}
+    pct = {lv[0]: lv[3] for lv in promo.LEVELS}
     city_zh = {c[0]: c[2] for c in cd.CITIES}
     orders: list[tuple[object, ...]] = []
     items: list[tuple[object, ...]] = []
@@ -318,7 +319,7 @@ def generate_sql() -> str:
         _inserts(
             "user_levels",
             ("level", "name_zh", "rank", "discount_percent", "points_multiplier", "free_shipping"),
-            cd.LEVELS,
+            promo.LEVELS,
         ),
         _inserts("users", ("user_id", "name", "level", "city_id", "points", "member_since", "phone", "email"), users),
         _inserts(
@@ -336,7 +337,7 @@ def generate_sql() -> str:
                 "description",
                 "description_zh",
             ),
-            cd.COUPONS,
+            promo.COUPONS,
         ),
         _inserts(
             "campaigns",
@@ -355,7 +356,7 @@ def generate_sql() -> str:
                 "ends",
                 "description",
             ),
-            cd.CAMPAIGNS,
+            promo.CAMPAIGNS,
         ),
         _inserts(
             "orders",
