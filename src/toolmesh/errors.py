@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
+
+    _M = TypeVar("_M", bound=BaseModel)
 
 __all__ = [
     "BudgetExceededError",
@@ -98,6 +100,17 @@ class ConfigError(ToolmeshError, ValueError):
         first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
         key = ".".join([section, *map(str, first["loc"])]) if section else ".".join(map(str, first["loc"]))
         return cls(validation_message(first, model), key=key or None, source=source)
+
+
+def validate_section(model: type[_M], data: dict[str, Any], section: str, source: str | None = None) -> _M:
+    """``model`` validated from a config section's raw ``data``; a :class:`ConfigError` names the
+    first bad key (an unknown one with its closest allowed key), see :meth:`ConfigError.from_validation`."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, section, source=source, model=model) from None
 
 
 def validation_message(err: ErrorDetails, model: type | None = None) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from toolmesh.errors import ConfigError
+from toolmesh.errors import validate_section
 
 
 class BudgetConfig(BaseModel):
@@ -94,7 +94,4 @@ class AgentConfig(BaseModel):
     def from_section(cls, section: dict[str, Any], source: str | None = None, **overrides: Any) -> AgentConfig:
         """Validate the raw ``agent`` section (``overrides`` on top); a :class:`ConfigError` names
         the first bad key, and an unknown key its closest allowed one."""
-        try:
-            return cls.model_validate({**section, **overrides})
-        except ValidationError as exc:
-            raise ConfigError.from_validation(exc, "agent", source=source, model=cls) from None
+        return validate_section(cls, {**section, **overrides}, "agent", source)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork
 
-from toolmesh.errors import ConfigError
+from toolmesh.errors import validate_section
 
 
 class _Strict(BaseModel):
@@ -118,7 +118,4 @@ class GatewaySettings(_Strict):
     @classmethod
     def from_section(cls, section: dict[str, Any], source: str | None = None) -> GatewaySettings:
         """Validate the raw section; a :class:`ConfigError` names the first bad key."""
-        try:
-            return cls.model_validate(section)
-        except ValidationError as exc:
-            raise ConfigError.from_validation(exc, "gateway", source=source, model=cls) from None
+        return validate_section(cls, section, "gateway", source)

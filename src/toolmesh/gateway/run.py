@@ -37,7 +37,8 @@ _OVERRIDES_ENV = "TOOLMESH_GATEWAY_OVERRIDES"
 
 
 def resolve_settings(config: ToolmeshConfig, overrides: dict[str, Any]) -> GatewaySettings:
-    """The ``gateway`` section with command-line overrides applied; refuses ``--no-auth`` off loopback."""
+    """The ``gateway`` section with command-line overrides applied; refuses ``--no-auth`` off loopback.
+    The other sections the workers read are checked here too, so a bad one stops ``serve`` at once."""
     section = {**config.section("gateway"), **{k: v for k, v in overrides.items() if v is not None}}
     settings = GatewaySettings.from_section(section, config.source)
     if not settings.auth and not is_loopback(settings.host):

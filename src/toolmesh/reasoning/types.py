@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from toolmesh.agent.config import BudgetConfig, MemoryConfig
-from toolmesh.errors import ConfigError
+from toolmesh.errors import validate_section
 
 Status = Literal["ok", "timeout", "error", "budget"]
 
@@ -264,7 +264,4 @@ class ReasoningConfig(BaseModel):
     def from_section(cls, section: dict[str, Any], source: str | None = None, **overrides: Any) -> ReasoningConfig:
         """Validate the raw ``reasoning`` section (``overrides`` on top); a :class:`ConfigError`
         names the first bad key, and an unknown key its closest allowed one."""
-        try:
-            return cls.model_validate({**section, **overrides})
-        except ValidationError as exc:
-            raise ConfigError.from_validation(exc, "reasoning", source=source, model=cls) from None
+        return validate_section(cls, {**section, **overrides}, "reasoning", source)

@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from toolmesh.errors import ConfigError, StateUnavailableError
+from toolmesh.errors import StateUnavailableError, validate_section
 from toolmesh.resilience.limits import TokenBucket
 
 __all__ = ["Admission", "Limit", "LocalLimiter", "RequestLimiter", "StateSettings", "StateUnavailableError"]
@@ -78,10 +78,7 @@ class StateSettings(BaseModel):
     @classmethod
     def from_section(cls, section: dict[str, Any], source: str | None = None) -> StateSettings:
         """Validate the raw section; a :class:`ConfigError` names the first bad key."""
-        try:
-            return cls.model_validate(section or {})
-        except ValidationError as exc:
-            raise ConfigError.from_validation(exc, "state", source=source, model=cls) from None
+        return validate_section(cls, section or {}, "state", source)
 
 
 Kind = Literal["bucket", "window", "slots"]
