@@ -30,6 +30,7 @@ from toolmesh.store.redis_circuits import SharedCircuits
 from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import AdmissionRider, SharedLimiter
 from toolmesh.store.redis_state import RedisState, process_state
+from toolmesh.store.redis_streams import RedisStreamMirror
 from toolmesh.store.shared import Admission, StateSettings
 from toolmesh.store.shared_users import SharedUserLimits
 from toolmesh.store.sqlite import AUDIT_SQL
@@ -89,6 +90,8 @@ class Gateway:
         self.shared_circuits: SharedCircuits | None = None
         #: Set with ``state.url`` and a daily spend budget: its reservations held in Redis.
         self.shared_spend: SharedSpend | None = None
+        #: Set with ``state.url``: resumable SSE streams copied to Redis, resumable on any replica.
+        self.stream_mirror: RedisStreamMirror | None = None
         self.auth = settings.auth
         self.ready = False
         self.draining = False
@@ -146,6 +149,7 @@ class Gateway:
         if isinstance(spend, DailySpend) and (spend.per_user is not None or spend.per_tenant is not None):
             # Daily spend reserved and settled in Redis: one budget for the whole fleet.
             spend.scope_factory = self.shared_spend = SharedSpend(self.shared_state, lease=state.lease)
+        self.stream_mirror = RedisStreamMirror(self.shared_state)
         events = self.shared_events = SharedEvents(self.shared_state)
         events.on("key-revoked", self._key_revoked)
         events.on_resync(self._forget_keys)
@@ -268,6 +272,8 @@ class Gateway:
             await self.shared_spend.aclose()
         if self.shared_limiter is not None:
             await self.shared_limiter.aclose()
+        if self.stream_mirror is not None:
+            await self.stream_mirror.aclose()
         if self.shared_state is not None:
             await self.shared_state.aclose()
 

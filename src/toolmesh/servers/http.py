@@ -32,7 +32,7 @@ from toolmesh.net.sse import STREAM_PAUSED
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.http_stream import SSE_HEADERS, ResponseStream, pump_resumed, sse_event
-from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog
+from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog, StreamMirror
 from toolmesh.servers.state import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -190,10 +190,12 @@ class StreamableHttp:
         session_idle_timeout: float = 1800.0,
         session_codec: SessionCodec | None = None,
         resumable: bool = True,
+        mirror: StreamMirror | None = None,
     ) -> None:
-        """``resumable``: handshake-era SSE streams carry event ids and resume on ``Last-Event-ID``."""
+        """``resumable``: handshake-era SSE streams carry event ids and resume on ``Last-Event-ID``;
+        ``mirror``: where they are copied too, for other workers or replicas to resume them."""
         self.dispatcher = dispatcher
-        self.replay = ReplayBuffer() if resumable else None
+        self.replay = ReplayBuffer(mirror) if resumable else None
         self.guard = guard
         self.codec = session_codec
         self.sessions: dict[str, Conn] = {}
@@ -349,16 +351,23 @@ class StreamableHttp:
         replayed: list[tuple[int, bytes]] = []
         last = headers.get("last-event-id")
         if last is not None and self.replay is not None:
+            follower = None
             try:
-                log, seq = self.replay.find(last, sid)
+                log, seq, follower = await self.replay.resume(last, sid)
                 replayed = log.after(seq)
             except ReplayRefused as exc:
+                if follower is not None:
+                    follower.cancel()
                 if not self.replay.of_get_stream(last):
                     await respond(send, exc.status, encode(error_response(None, INVALID_REQUEST, exc.message)), extra)
                     return
                 log, last = None, None  # a GET stream that cannot be resumed: a fresh one instead
             if log is not None and not log.standalone:
-                await pump_resumed(receive, send, log, seq, replayed, extra, _KEEPALIVE)
+                try:
+                    await pump_resumed(receive, send, log, seq, replayed, extra, _KEEPALIVE)
+                finally:
+                    if follower is not None:
+                        follower.cancel()  # (another process's stream, followed in the mirror)
                 return
             if (close := self._streams.get(conn)) is not None:
                 close()  # the stream being resumed replaces the old one (its client is gone)

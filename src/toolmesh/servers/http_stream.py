@@ -99,15 +99,18 @@ class ResponseStream:
         if not self.started:
             await self.start()
         self.detached = True
+        if self.log is not None:
+            self.replay.share(self.log)  # the client may poll another worker or replica
         tail = f"retry: {retry_ms}\n\n".encode() if retry_ms is not None else b""
         await self.send({"type": "http.response.body", "body": tail, "more_body": False})
         return self.log.polled if self.log is not None else None
 
     def client_gone(self) -> bool:
         """The client disconnected: True if the request should go on (its stream is resumable)."""
-        if self.log is None:
+        if self.log is None or self.replay is None:
             return False
         self.detached = True
+        self.replay.share(self.log)  # it may come back through another worker or replica
         return True
 
 

@@ -8,7 +8,11 @@ any message still has an id to resume from. The buffer keeps the last :data:`MAX
 of each stream; a client that reconnects with ``GET`` and ``Last-Event-ID`` gets the events after
 that id (of that stream only, and only within its own session), then the live rest of the stream.
 
-Buffers live in the worker's memory. An id issued by another worker or replica is answered with
+Buffers live in the worker's memory. With a :class:`StreamMirror` (the gateway's, in Redis, when
+``state.url`` is set) a response stream whose client leaves mid-stream (it disconnected, or was
+told to poll) is copied there from that moment on, and an id issued by another worker or replica
+is resumed from that copy: what the client missed, then the rest as the other process writes it.
+A stream delivered whole costs the mirror nothing. Without a mirror such an id is answered with
 409 and an explanation (the client cannot be served here); an id whose events were already
 dropped, or whose stream ended more than :data:`KEEP_DONE` seconds ago, with 410. Except for a
 session's GET stream (ids ``<token>-g<stream>-<seq>``): one that cannot be resumed (another
@@ -22,12 +26,12 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from toolmesh.servers.dispatch import encode
 
-__all__ = ["KEEP_DELIVERED", "KEEP_DONE", "MAX_EVENTS", "MAX_KEPT_BYTES", "RETRY_MS", "ReplayBuffer", "ReplayRefused",
-           "StreamLog"]
+__all__ = ["KEEP_DELIVERED", "KEEP_DONE", "MAX_EVENTS", "MAX_KEPT_BYTES", "RETRY_MS", "MirroredStream", "ReplayBuffer",
+           "ReplayRefused", "StreamLog", "StreamMirror"]
 
 #: Events kept per stream for replay (older ones are dropped; resuming before them gets 410).
 MAX_EVENTS = 512
@@ -43,6 +47,43 @@ KEEP_IDLE = 3600.0
 RETRY_MS = 500
 
 
+#: Seconds between two reads of a mirrored stream being followed for a client of this process.
+MIRROR_POLL = 0.05
+#: How long a resume waits for a stream's first copy to reach the mirror (it is written as the
+#: stream starts, but the client may be faster than the other process's write).
+MIRROR_WAIT = 1.0
+
+
+class MirroredStream(NamedTuple):
+    """What a :class:`StreamMirror` holds of one stream after a given event."""
+
+    #: ``(seq, event bytes)`` after the one asked for, oldest first (the oldest may be trimmed).
+    events: list[tuple[int, bytes]]
+    #: The stream ended (its last event is among those written).
+    done: bool
+    #: The process writing the stream still runs (False: a stream not ``done`` never will be).
+    alive: bool
+
+
+class StreamMirror(Protocol):
+    """A copy of every resumable response stream outside this process, so that another worker or
+    replica can resume it. Writes never block or raise (a failed one only costs that resume)."""
+
+    def opened(self, stream: str, session: str) -> None:
+        """Stream ``stream`` (``<token>-<n>``) of ``session`` started."""
+
+    def append(self, stream: str, session: str, seq: int, data: bytes) -> None:
+        """Event ``seq`` of the stream, as sent (SSE bytes with its id)."""
+
+    def ended(self, stream: str, session: str) -> None:
+        """No more events will come: the copy is kept for :data:`KEEP_DONE` seconds."""
+
+    async def read(self, stream: str, session: str, after: int) -> tuple[list[tuple[int, bytes]], bool, bool] | None:
+        """``(events, done, alive)`` as in :class:`MirroredStream`, the events after ``after``; None
+        when there is no copy (never shared, expired, or another session's). Raises when the
+        mirror cannot be reached."""
+
+
 class ReplayRefused(Exception):
     """A ``Last-Event-ID`` this buffer cannot resume from: ``status`` and a message for the client."""
 
@@ -55,11 +96,13 @@ class ReplayRefused(Exception):
 class StreamLog:
     """One stream's recent events and its state; readers wait on :meth:`wait`."""
 
-    __slots__ = ("_changed", "done", "events", "expires", "finished_at", "polled", "prefix", "seq", "session",
-                 "size", "standalone", "touched")
+    __slots__ = ("_changed", "done", "events", "expires", "finished_at", "mirror", "polled", "prefix", "seq",
+                 "session", "size", "standalone", "touched")
 
     def __init__(self, prefix: str, session: str, standalone: bool) -> None:
         self.prefix = prefix
+        #: Where each event is copied as well, once shared (see :meth:`ReplayBuffer.share`).
+        self.mirror: StreamMirror | None = None
         self.session = session
         self.standalone = standalone
         self.events: deque[tuple[int, bytes]] = deque(maxlen=MAX_EVENTS)
@@ -85,13 +128,20 @@ class StreamLog:
         """Record one JSON-RPC message as the stream's next event; returns the event's bytes."""
         self.seq += 1
         data = f"id: {self.prefix}{self.seq}\nevent: message\ndata: ".encode() + encode(message) + b"\n\n"
+        self.keep(self.seq, data)
+        if self.mirror is not None:
+            self.mirror.append(self.prefix[:-1], self.session, self.seq, data)
+        return data
+
+    def keep(self, seq: int, data: bytes) -> None:
+        """Keep event ``seq`` (already formatted: :meth:`add`'s, or a mirrored copy's) for readers."""
         if len(self.events) == self.events.maxlen:
             self.size -= len(self.events[0][1])
-        self.events.append((self.seq, data))
+        self.events.append((seq, data))
+        self.seq = max(self.seq, seq)
         self.size += len(data)
         self.touched = time.monotonic()
         self._wake()
-        return data
 
     def finish(self, delivered: bool = False) -> None:
         """No more events will come (the response was recorded, or the request ended);
@@ -100,6 +150,8 @@ class StreamLog:
             self.done = True
             self.finished_at = time.monotonic()
             self.expires = self.finished_at + (KEEP_DELIVERED if delivered else KEEP_DONE)
+            if self.mirror is not None:
+                self.mirror.ended(self.prefix[:-1], self.session)
             self._wake()
 
     def reopen(self) -> None:
@@ -129,9 +181,11 @@ class StreamLog:
 class ReplayBuffer:
     """The resumable streams of one Streamable HTTP endpoint in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, mirror: StreamMirror | None = None) -> None:
+        """``mirror``: where response streams are copied for other processes to resume (and read from)."""
         # Random per buffer: ids from another worker, replica or an earlier run never match.
         self.token = secrets.token_hex(4)
+        self.mirror = mirror
         self.streams: dict[int, StreamLog] = {}
         self._next = 0
         self._swept = time.monotonic()
@@ -146,6 +200,21 @@ class ReplayBuffer:
         kind = "g" if standalone else ""
         log = self.streams[self._next] = StreamLog(f"{self.token}-{kind}{self._next}-", session, standalone)
         return log
+
+    def share(self, log: StreamLog) -> None:
+        """Copy ``log`` to the mirror from now on (its client left mid-stream and may resume on
+        another worker or replica): what it kept so far, then each event as it comes. A session's
+        GET stream is not shared (elsewhere it is opened afresh, see the module doc)."""
+        mirror = self.mirror
+        if mirror is None or log.mirror is not None or log.standalone:
+            return
+        log.mirror = mirror
+        stream = log.prefix[:-1]
+        mirror.opened(stream, log.session)
+        for seq, data in log.events:
+            mirror.append(stream, log.session, seq, data)
+        if log.done:
+            mirror.ended(stream, log.session)
 
     def find(self, last_event_id: str, session: str) -> tuple[StreamLog, int]:
         """The stream ``last_event_id`` belongs to and the event's place in it; else :class:`ReplayRefused`."""
@@ -162,6 +231,67 @@ class ReplayBuffer:
         if log is None or log.session != session:
             raise ReplayRefused(410, "the stream of this Last-Event-ID ended long ago or is unknown")
         return log, int(seq)
+
+    async def resume(self, last_event_id: str, session: str) -> tuple[StreamLog, int, asyncio.Task[None] | None]:
+        """:meth:`find`, and for a response stream another process started, its mirrored copy:
+        a log filled with what the mirror holds and a task that keeps it filled until the stream
+        ends (cancel it when the reader leaves). :class:`ReplayRefused` when neither has it."""
+        try:
+            log, seq = self.find(last_event_id, session)
+            return log, seq, None
+        except ReplayRefused as exc:
+            if exc.status != 409 or self.mirror is None or self.of_get_stream(last_event_id):
+                raise
+        token, _, rest = last_event_id.strip().partition("-")
+        number, _, seq_text = rest.partition("-")
+        stream, seq = f"{token}-{number}", int(seq_text)
+        copy = await self._read_mirror(stream, session, seq, wait=MIRROR_WAIT)
+        if copy is None:
+            raise ReplayRefused(410, "the stream of this Last-Event-ID ended long ago or is unknown")
+        if not copy.done and not copy.alive:
+            raise ReplayRefused(410, "the worker or replica that ran this stream's request stopped: "
+                                     "its result will not come")
+        log = StreamLog(f"{stream}-", session, standalone=False)
+        log.seq = seq
+        for event_seq, data in copy.events:
+            log.keep(event_seq, data)
+        if copy.done:
+            log.finish()
+            return log, seq, None
+        return log, seq, asyncio.create_task(self._follow(log, stream, session))
+
+    async def _read_mirror(self, stream: str, session: str, after: int, *, wait: float) -> MirroredStream | None:
+        assert self.mirror is not None
+        until = time.monotonic() + wait
+        while True:
+            try:
+                raw = await self.mirror.read(stream, session, after)
+            except Exception as exc:  # the mirror's own error (e.g. Redis down): said, not a crash
+                raise ReplayRefused(503, f"streams of other workers or replicas cannot be read now: {exc}") from None
+            if raw is not None:
+                return MirroredStream(*raw)
+            if time.monotonic() >= until:
+                return None
+            await asyncio.sleep(MIRROR_POLL)
+
+    async def _follow(self, log: StreamLog, stream: str, session: str) -> None:
+        """Copy the mirror's new events into ``log`` until the stream ends (or cannot any more)."""
+        try:
+            while not log.done:
+                await asyncio.sleep(MIRROR_POLL)
+                try:
+                    copy = await self._read_mirror(stream, session, log.seq, wait=0.0)
+                except ReplayRefused:
+                    continue  # the mirror is unreachable for now: try again
+                if copy is None:
+                    break  # expired: the reader ends here (a further resume gets a clear 410)
+                for event_seq, data in copy.events:
+                    if event_seq > log.seq:
+                        log.keep(event_seq, data)
+                if copy.done or not copy.alive:
+                    break
+        finally:
+            log.finish()
 
     @staticmethod
     def of_get_stream(last_event_id: str) -> bool:

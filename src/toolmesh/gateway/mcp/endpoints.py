@@ -208,7 +208,8 @@ class _Endpoint:
         codec = SealedSessions(gw.session_secret, view.tenant, max_age=SESSION_MAX_AGE, store=gw.store,
                                shared=tombstones, remember=2 * s.session_idle_timeout)
         self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
-                                   session_idle_timeout=s.session_idle_timeout, session_codec=codec)
+                                   session_idle_timeout=s.session_idle_timeout, session_codec=codec,
+                                   mirror=gw.stream_mirror)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
         self.ws = WebSocketFrontend(self.dispatcher, guard)
         # GET streams would otherwise hold a graceful shutdown for its whole timeout.
