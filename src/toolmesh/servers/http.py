@@ -32,6 +32,7 @@ from toolmesh.net.sse import STREAM_PAUSED
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.http_stream import SSE_HEADERS, ResponseStream, pump_resumed, sse_event
+from toolmesh.servers.relay import SessionRelay, meant_elsewhere
 from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog, StreamMirror
 from toolmesh.servers.state import (
     INVALID_PARAMS,
@@ -191,10 +192,13 @@ class StreamableHttp:
         session_codec: SessionCodec | None = None,
         resumable: bool = True,
         mirror: StreamMirror | None = None,
+        relay: SessionRelay | None = None,
     ) -> None:
         """``resumable``: handshake-era SSE streams carry event ids and resume on ``Last-Event-ID``;
-        ``mirror``: where they are copied too, for other workers or replicas to resume them."""
+        ``mirror``: where they are copied too, for other workers or replicas to resume them;
+        ``relay``: where a session's cancellations and answers for another process go."""
         self.dispatcher = dispatcher
+        self.relay = relay
         self.replay = ReplayBuffer(mirror) if resumable else None
         self.guard = guard
         self.codec = session_codec
@@ -284,7 +288,10 @@ class StreamableHttp:
             conn = found
         if type(msg) is dict and ("id" not in msg or ("method" not in msg and ("result" in msg or "error" in msg))):
             # A notification, or the client's answer to a server→client request.
-            await self.dispatcher.handle(msg, conn, headers=headers)
+            if self.relay is not None and conn is not None and meant_elsewhere(conn, msg):
+                self.relay.forward(headers.get("mcp-session-id", ""), msg)  # (its request runs elsewhere)
+            else:
+                await self.dispatcher.handle(msg, conn, headers=headers)
             await respond(send, 202, b"", extra)
             return
         accept = headers.get("accept", "")
@@ -428,6 +435,15 @@ class StreamableHttp:
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    async def deliver(self, session: str, message: dict[str, Any]) -> bool:
+        """Hand a message another process relayed (see :mod:`toolmesh.servers.relay`) to
+        ``session``, if a request or a server→client request it targets is here; else False."""
+        conn = self.sessions.get(session)
+        if conn is None or meant_elsewhere(conn, message):
+            return False
+        await self.dispatcher.handle(message, conn)
+        return True
+
     def end_streams(self) -> None:
         """End every open GET stream (server shutting down: clients reconnect elsewhere)."""
         for close in list(self._streams.values()):
@@ -446,7 +462,7 @@ class StreamableHttp:
                 await respond(send, 503, encode(error_response(msg.get("id"), INVALID_REQUEST, "Too many sessions")))
                 return None
             sid = self.codec.seal(msg, scope) if self.codec is not None else uuid.uuid4().hex
-            conn = Conn(f"session:{sid}")
+            conn = Conn(f"session:{sid}", shared=self.codec is not None)
             if self.codec is not None:
                 conn.owner = self.codec.holder(scope)
             self.sessions[sid] = conn

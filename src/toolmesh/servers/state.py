@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,7 +77,10 @@ class Conn:
         "version",
     )
 
-    def __init__(self, client_key: str) -> None:
+    def __init__(self, client_key: str, *, shared: bool = False) -> None:
+        """``shared``: the session may be served by other processes too (sealed ids): its
+        server→client request ids start at a random point, so that two processes' requests in one
+        session never share an id (a client's answer is then relayed to the one that asked)."""
         self.client_key = client_key
         self.version: str | None = None
         self.initialized = False
@@ -93,7 +97,7 @@ class Conn:
         # Who may use this session (the credential it was opened with; "" = anyone): set by
         # the Streamable HTTP frontend's session codec, so a stolen session id is refused.
         self.owner = ""
-        self._next_id = 0
+        self._next_id = secrets.randbelow(1 << 40) << 12 if shared else 0  # < 2**53: exact in JavaScript
 
     def expect_response(self) -> tuple[int, asyncio.Future[dict[str, Any]]]:
         """A fresh id for a server→client request and the future its answer will resolve."""

@@ -23,6 +23,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from toolmesh.gateway.auth import Principal
 from toolmesh.gateway.mcp.dispatch import CURRENT_HEADERS, CURRENT_PRINCIPAL, GatewayDispatcher
+from toolmesh.gateway.mcp.relay import RedisSessionRelay
 from toolmesh.gateway.mcp.tombstones import RedisTombstones
 from toolmesh.gateway.mcp.view import View
 from toolmesh.gateway.state import Gateway
@@ -31,6 +32,7 @@ from toolmesh.net.asgi import Receive, Scope, Send
 from toolmesh.net.onewrite import on_shutdown
 from toolmesh.servers.guard import Guard
 from toolmesh.servers.http import StreamableHttp
+from toolmesh.servers.relay import SessionRelay
 from toolmesh.servers.sse import LegacySse
 from toolmesh.servers.state import Conn
 from toolmesh.servers.ws import WebSocketFrontend
@@ -188,7 +190,7 @@ class SealedSessions:
             return None
         if time.time() - float(body.get("i", 0)) > self.max_age:
             return None
-        conn = Conn(f"session:{sid[:24]}")
+        conn = Conn(f"session:{sid[:24]}", shared=True)
         conn.version = body.get("v")
         conn.client_caps = body.get("c") or {}
         conn.initialized = True
@@ -199,7 +201,8 @@ class SealedSessions:
 class _Endpoint:
     """The frontends of one (tenant, view)."""
 
-    def __init__(self, gw: Gateway, view: View, base: str, tombstones: RedisTombstones | None = None) -> None:
+    def __init__(self, gw: Gateway, view: View, base: str, tombstones: RedisTombstones | None = None,
+                 relay: SessionRelay | None = None) -> None:
         s = gw.settings
         self.generation = gw.hub.generation
         self.dispatcher = GatewayDispatcher(gw, view)
@@ -209,7 +212,7 @@ class _Endpoint:
                                shared=tombstones, remember=2 * s.session_idle_timeout)
         self.http = StreamableHttp(self.dispatcher, guard, max_sessions=s.max_sessions,
                                    session_idle_timeout=s.session_idle_timeout, session_codec=codec,
-                                   mirror=gw.stream_mirror)
+                                   mirror=gw.stream_mirror, relay=relay)
         self.sse = LegacySse(self.dispatcher, guard, messages_path=f"{base}/messages/")
         self.ws = WebSocketFrontend(self.dispatcher, guard)
         # GET streams would otherwise hold a graceful shutdown for its whole timeout.
@@ -236,7 +239,18 @@ class McpRoutes:
         self._endpoints: dict[tuple[str, str | None], _Endpoint] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._tombstones: RedisTombstones | None = None
+        #: With ``state.url``: cancellations and answers for requests another process serves.
+        self.relay: RedisSessionRelay | None = None
+        if gw.shared_state is not None and gw.shared_events is not None:
+            self.relay = RedisSessionRelay(gw.shared_state, gw.shared_events, self._deliver)
         gw.servers_changed.append(self.refresh)
+
+    async def _deliver(self, session: str, message: dict[str, Any]) -> bool:
+        """A relayed message: to the endpoint of this process that holds its target, if any."""
+        for ep in list(self._endpoints.values()):
+            if await ep.http.deliver(session, message):
+                return True
+        return False
 
     def refresh(self, tenant: str) -> None:
         """Servers of ``tenant`` were registered or removed: retire the views that changed, so
@@ -287,7 +301,7 @@ class McpRoutes:
                 # One per process, built on first use (shared state is set up after the routes).
                 self._tombstones = RedisTombstones(self.gw.shared_state, SESSION_MAX_AGE)
             ep = self._endpoints[key] = _Endpoint(self.gw, view, f"/servers/{name}" if name else "",
-                                                  self._tombstones)
+                                                  self._tombstones, self.relay)
         else:
             ep.generation = self.gw.hub.generation
         return ep

@@ -1,18 +1,25 @@
-"""SSE resumption across replicas (SEP-1699 with ``state.url``): a stream resumes on any replica.
+"""A handshake-era session used through two replicas at once (``state.url``, no stickiness).
 
 Two ``toolmesh serve`` processes stand for two hosts (separate SQLite stores; Redis and
-``gateway.session_secret`` shared), in front of one real upstream with a slow ``progress`` tool.
-A handshake-era client starts a call on one replica, reads two progress notifications, leaves,
-and resumes with ``Last-Event-ID`` on the other: it gets every notification it missed, once, and
-the result. A stream delivered whole leaves nothing in Redis; another session's id finds nothing;
-a stream whose replica was killed mid-call is refused with 410 once the replica's mark expires.
+``gateway.session_secret`` shared), in front of real upstreams (a slow ``progress`` tool, a
+``sleep`` tool, a tool that asks the user for input).
+
+* SSE resumption (SEP-1699): a client starts a call on one replica, reads two progress
+  notifications, leaves, and resumes with ``Last-Event-ID`` on the other: it gets every
+  notification it missed, once, and the result. A stream delivered whole leaves nothing in
+  Redis; another session's id finds nothing; a stream whose replica was killed mid-call is
+  refused with 410 once the replica's mark expires.
+* ``notifications/cancelled`` sent to the other replica cancels the call (and its upstream call).
+* The answer to an elicitation, POSTed to the other replica, reaches the tool that asked.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,7 @@ from services import RedisServer
 pytestmark = pytest.mark.timeout(120)
 
 FIXTURE = str(Path(__file__).parent / "servers" / "hub_fixture_server.py")
+FORWARD = str(Path(__file__).parent / "servers" / "hub_forward_server.py")
 
 
 @dataclass
@@ -40,10 +48,13 @@ class Pair:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("resume-replicas")
-    port = free_port()
+    port, asks = free_port(), free_port()
     upstream = ServerProcess([sys.executable, FIXTURE, "http", str(port)], port).start()
+    asking = ServerProcess([sys.executable, FORWARD, "toolmesh", str(asks)], asks).start()
     with services.redis_server() as redis:
-        cfg = {"servers": {"fx": {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"}},
+        cfg = {"servers": {"fx": {"transport": "http", "url": f"http://127.0.0.1:{port}/mcp"},
+                           "fw": {"transport": "http", "url": f"http://127.0.0.1:{asks}/mcp",
+                                  "protocol": "2025-11-25"}},
                "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0, "max_backoff": 0.5},
                "gateway": {"session_secret": "s3cret-shared-by-both-replicas-0123456789"}}
         one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
@@ -55,12 +66,14 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             one.stop()
             two.stop()
             upstream.stop()
+            asking.stop()
 
 
-def _session(url: str) -> dict[str, str]:
+def _session(url: str, capabilities: dict[str, Any] | None = None) -> dict[str, str]:
     h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities or {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
     r = httpx.post(url, headers=h, json=init)
     assert r.status_code == 200, r.text
     h["mcp-session-id"] = r.headers["mcp-session-id"]
@@ -175,3 +188,41 @@ def _config_of(gw: Gateway) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(gw.config_path.read_text())
     config.pop("store", None)
     return config
+
+
+def test_a_cancellation_sent_to_the_other_replica_cancels_the_call(pair: Pair, tmp_path: Path) -> None:
+    url_one, url_two = f"{pair.one.url}/servers/fx/mcp", f"{pair.two.url}/servers/fx/mcp"
+    h = {**_session(url_one), "accept": "application/json"}
+    marker = str(tmp_path / "m")
+    call = {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"seconds": 60, "marker": marker}}}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, url_one, headers=h, json=call, timeout=50)
+        _wait_for(Path(marker + ".started"))
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 11}}
+        assert httpx.post(url_two, headers=h, json=cancel).status_code == 202
+        answer = pending.result(timeout=30)
+    assert answer.json()["error"]["message"] == "Request cancelled"
+    _wait_for(Path(marker + ".cancelled"))  # the upstream's call was cancelled too
+
+
+def test_an_answer_sent_to_the_other_replica_reaches_the_tool_that_asked(pair: Pair) -> None:
+    url_one, url_two = f"{pair.one.url}/servers/fw/mcp", f"{pair.two.url}/servers/fw/mcp"
+    h = _session(url_one, {"elicitation": {}})
+    call = {"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"name": "ask_user", "arguments": {}}}
+    with httpx.stream("POST", url_one, headers=h, json=call, timeout=20) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        asked = json.loads(_events(lines, 1)[0][1])
+        assert asked["method"] == "elicitation/create"
+        reply = {"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}}
+        assert httpx.post(url_two, headers=h, json=reply).status_code == 202
+        result = json.loads(_events(lines, 1)[0][1])
+    assert result["id"] == 12 and result["result"]["content"][0]["text"] == "hello Ada"
+
+
+def _wait_for(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
