@@ -31,7 +31,7 @@ from toolmesh.net.asgi import Scope as Scope  # the shared ASGI scope type, re-e
 from toolmesh.net.sse import STREAM_PAUSED
 from toolmesh.servers.dispatch import Dispatcher, decode, encode, error_response
 from toolmesh.servers.guard import Guard
-from toolmesh.servers.http_stream import SSE_HEADERS, ResponseStream, pump_resumed, sse_event
+from toolmesh.servers.http_stream import SSE_HEADERS, ResponseStream, Watchdog, pump_resumed, sse_event
 from toolmesh.servers.relay import SessionRelay, meant_elsewhere
 from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog, StreamMirror
 from toolmesh.servers.state import (
@@ -62,8 +62,6 @@ _KEEPALIVE = 15.0
 #: Messages queued for a GET stream whose client is not reading before the stream is ended.
 _STREAM_BACKLOG = 1000
 _CLOSED: Any = object()
-#: After this long a still-running request starts watching for the client going away.
-_WATCH_AFTER = 0.2
 
 
 async def respond(send: ASGISend, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -92,69 +90,6 @@ async def read_body(receive: ASGIReceive, limit: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
-
-
-class _Watch:
-    """Cancels the request task if the client disconnects (armed only for slow requests),
-    unless its stream is resumable: then the request goes on for the client's resume."""
-
-    __slots__ = ("disconnected", "receive", "started", "stream", "target", "task")
-
-    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any], now: float, stream: ResponseStream) -> None:
-        self.receive = receive
-        self.target = target
-        self.started = now
-        self.stream = stream
-        self.disconnected = False
-        self.task: asyncio.Task[None] | None = None
-
-    def arm(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            msg = await self.receive()
-            if msg["type"] == "http.disconnect":
-                if not self.stream.client_gone():
-                    self.disconnected = True
-                    self.target.cancel()
-                return
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-
-class _Watchdog:
-    """One periodic task arms the disconnect watch of requests running past ``_WATCH_AFTER``.
-
-    Cheaper than a timer per request: the fast path is a set add and discard.
-    """
-
-    def __init__(self) -> None:
-        self.active: set[_Watch] = set()
-        self.task: asyncio.Task[None] | None = None
-
-    def watch(self, receive: ASGIReceive, target: asyncio.Task[Any], stream: ResponseStream) -> _Watch:
-        loop = asyncio.get_running_loop()
-        w = _Watch(receive, target, loop.time(), stream)
-        self.active.add(w)
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-        return w
-
-    def done(self, w: _Watch) -> None:
-        self.active.discard(w)
-        w.stop()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.active:
-            await asyncio.sleep(_WATCH_AFTER / 2)
-            limit = loop.time() - _WATCH_AFTER
-            for w in list(self.active):
-                if w.task is None and w.started <= limit:
-                    w.arm()
 
 
 class SessionCodec(Protocol):
@@ -206,7 +141,7 @@ class StreamableHttp:
         self.max_sessions = max_sessions
         self.idle_timeout = session_idle_timeout
         self._swept = time.monotonic()
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
         #: Open GET streams: session → ends it.
         self._streams: dict[Conn, Callable[[], None]] = {}
 

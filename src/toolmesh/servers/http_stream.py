@@ -4,6 +4,7 @@
 for a client that prefers a stream); in a handshake-era session it is resumable (see
 :mod:`toolmesh.servers.resume`). :func:`pump_resumed` serves a ``GET`` with ``Last-Event-ID``
 for such a stream: what the client missed, then the live rest until the response.
+:class:`Watchdog` notices a client that goes away while its request runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from toolmesh.net.sse import STREAM_PAUSED
 from toolmesh.servers.dispatch import encode
 from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog
 
-__all__ = ["SSE_HEADERS", "ResponseStream", "close_sse_stream", "pump_resumed", "sse_event"]
+__all__ = ["SSE_HEADERS", "ResponseStream", "Watch", "Watchdog", "close_sse_stream", "pump_resumed", "sse_event"]
+
+#: After this long a still-running request starts watching for the client going away.
+_WATCH_AFTER = 0.2
+
 
 ASGIReceive = Any
 ASGISend = Any
@@ -152,3 +157,66 @@ async def pump_resumed(receive: ASGIReceive, send: ASGISend, log: StreamLog, seq
         watcher.cancel()
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class Watch:
+    """Cancels the request task if the client disconnects (armed only for slow requests),
+    unless its stream is resumable: then the request goes on for the client's resume."""
+
+    __slots__ = ("disconnected", "receive", "started", "stream", "target", "task")
+
+    def __init__(self, receive: ASGIReceive, target: asyncio.Task[Any], now: float, stream: ResponseStream) -> None:
+        self.receive = receive
+        self.target = target
+        self.started = now
+        self.stream = stream
+        self.disconnected = False
+        self.task: asyncio.Task[None] | None = None
+
+    def arm(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                if not self.stream.client_gone():
+                    self.disconnected = True
+                    self.target.cancel()
+                return
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Watchdog:
+    """One periodic task arms the disconnect watch of requests running past ``_WATCH_AFTER``.
+
+    Cheaper than a timer per request: the fast path is a set add and discard.
+    """
+
+    def __init__(self) -> None:
+        self.active: set[Watch] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, receive: ASGIReceive, target: asyncio.Task[Any], stream: ResponseStream) -> Watch:
+        loop = asyncio.get_running_loop()
+        w = Watch(receive, target, loop.time(), stream)
+        self.active.add(w)
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._run())
+        return w
+
+    def done(self, w: Watch) -> None:
+        self.active.discard(w)
+        w.stop()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.active:
+            await asyncio.sleep(_WATCH_AFTER / 2)
+            limit = loop.time() - _WATCH_AFTER
+            for w in list(self.active):
+                if w.task is None and w.started <= limit:
+                    w.arm()
