@@ -95,3 +95,17 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def legacy_session(url: str, capabilities: dict[str, Any] | None = None) -> dict[str, str]:
+    """Open a handshake-era (2025-11-25) session at ``url``; the headers to use it with."""
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities or {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+    r = httpx.post(url, headers=h, json=init)
+    assert r.status_code == 200, r.text
+    h["mcp-session-id"] = r.headers["mcp-session-id"]
+    h["mcp-protocol-version"] = "2025-11-25"
+    httpx.post(url, headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return h

@@ -29,7 +29,7 @@ import pytest
 
 import services
 from conftest import ServerProcess, free_port
-from gateway_support import Gateway
+from gateway_support import Gateway, legacy_session
 from services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,19 +67,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             two.stop()
             upstream.stop()
             asking.stop()
-
-
-def _session(url: str, capabilities: dict[str, Any] | None = None) -> dict[str, str]:
-    h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities or {},
-                       "clientInfo": {"name": "t", "version": "1"}}}
-    r = httpx.post(url, headers=h, json=init)
-    assert r.status_code == 200, r.text
-    h["mcp-session-id"] = r.headers["mcp-session-id"]
-    h["mcp-protocol-version"] = "2025-11-25"
-    httpx.post(url, headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return h
 
 
 def _call(steps: int, interval: float) -> dict[str, Any]:
@@ -129,7 +116,7 @@ def _copies(redis: RedisServer) -> list[str]:
 
 def test_a_stream_left_on_one_replica_resumes_on_the_other(pair: Pair) -> None:
     url_one, url_two = f"{pair.one.url}/servers/fx/mcp", f"{pair.two.url}/servers/fx/mcp"
-    h = _session(url_one)
+    h = legacy_session(url_one)
     # Delivered whole: nothing is copied to Redis.
     whole = httpx.post(url_one, headers=h, json=_call(2, 0.01), timeout=30)
     assert whole.status_code == 200 and '"result"' in whole.text
@@ -155,7 +142,7 @@ def test_a_stream_left_on_one_replica_resumes_on_the_other(pair: Pair) -> None:
         assert status == 200 and [i for i, _ in again] == ids[5:]
 
     # Another session never reaches this stream's copy.
-    other = _session(url_two)
+    other = legacy_session(url_two)
     status, _, text = _resume(url_two, other, ids[2])
     assert status == 410 and "unknown" in text
 
@@ -165,7 +152,7 @@ def test_a_stream_whose_replica_died_is_refused_clearly(pair: Pair, tmp_path: Pa
     doomed = Gateway(tmp_path / "doomed", _config_of(pair.one), no_auth=True).start()
     try:
         url = f"{doomed.url}/servers/fx/mcp"
-        h = _session(url)
+        h = legacy_session(url)
         first = _leave_after(url, h, steps=20, interval=0.5, seen=1)
         time.sleep(0.3)  # the copy is written
         doomed.stop(graceful=False)  # SIGKILL to the whole process group
@@ -192,7 +179,7 @@ def _config_of(gw: Gateway) -> dict[str, Any]:
 
 def test_a_cancellation_sent_to_the_other_replica_cancels_the_call(pair: Pair, tmp_path: Path) -> None:
     url_one, url_two = f"{pair.one.url}/servers/fx/mcp", f"{pair.two.url}/servers/fx/mcp"
-    h = {**_session(url_one), "accept": "application/json"}
+    h = {**legacy_session(url_one), "accept": "application/json"}
     marker = str(tmp_path / "m")
     call = {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
             "params": {"name": "sleep", "arguments": {"seconds": 60, "marker": marker}}}
@@ -208,7 +195,7 @@ def test_a_cancellation_sent_to_the_other_replica_cancels_the_call(pair: Pair, t
 
 def test_an_answer_sent_to_the_other_replica_reaches_the_tool_that_asked(pair: Pair) -> None:
     url_one, url_two = f"{pair.one.url}/servers/fw/mcp", f"{pair.two.url}/servers/fw/mcp"
-    h = _session(url_one, {"elicitation": {}})
+    h = legacy_session(url_one, {"elicitation": {}})
     call = {"jsonrpc": "2.0", "id": 12, "method": "tools/call", "params": {"name": "ask_user", "arguments": {}}}
     with httpx.stream("POST", url_one, headers=h, json=call, timeout=20) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")

@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import ServerProcess, free_port
-from gateway_support import Gateway
+from gateway_support import Gateway, legacy_session
 from toolmesh.hub import Hub, ServerConfig
 
 FIXTURE = str(Path(__file__).parent / "servers" / "hub_fixture_server.py")
@@ -140,18 +140,6 @@ async def test_hub_resumes_an_upstream_stream_cut_mid_call() -> None:
     assert proxy.cuts == 2 and seen == [1, 2, 3, 4, 5]  # the cut mid-call, and the one of stop()
 
 
-def _legacy_session(url: str) -> dict[str, str]:
-    h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-    r = httpx.post(url, headers=h, json=init)
-    assert r.status_code == 200, r.text
-    h["mcp-session-id"] = r.headers["mcp-session-id"]
-    h["mcp-protocol-version"] = "2025-11-25"
-    httpx.post(url, headers=h, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return h
-
-
 def _event_ids(text: str) -> list[str]:
     return [line[4:] for line in text.splitlines() if line.startswith("id: ")]
 
@@ -162,7 +150,7 @@ def _resume(url: str, h: dict[str, str], last: str) -> httpx.Response:
 
 def test_resume_replays_a_finished_stream_and_refuses_clearly(gw: Gateway) -> None:
     url = f"{gw.url}/servers/fx/mcp"
-    h = _legacy_session(url)
+    h = legacy_session(url)
     call: dict[str, Any] = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
                             "params": {"name": "progress", "arguments": {"steps": 3, "interval": 0.05},
                                        "_meta": {"progressToken": "p"}}}
@@ -177,7 +165,7 @@ def test_resume_replays_a_finished_stream_and_refuses_clearly(gw: Gateway) -> No
     assert _event_ids(again.text) == ids[3:]
     assert '"result"' in again.text and '"progress":3' in again.text.replace(" ", "")
     # Another session of the same server never sees this stream.
-    other = _legacy_session(url)
+    other = legacy_session(url)
     refused = _resume(url, other, ids[2])
     assert refused.status_code == 410 and "unknown" in refused.json()["error"]["message"]
     token = ids[0].split("-")[0]
@@ -206,7 +194,7 @@ def _first_lines(url: str, h: dict[str, str], last: str | None = None) -> tuple[
 
 def test_session_get_stream_resumes_or_opens_afresh(gw: Gateway) -> None:
     url = f"{gw.url}/servers/fx/mcp"
-    h = _legacy_session(url)
+    h = legacy_session(url)
     status, head = _first_lines(url, h)
     ids = [x[4:] for x in head if x.startswith("id: ")]
     assert status == 200 and len(ids) == 1 and "-g" in ids[0] and "retry: 500" in head  # priming event
