@@ -540,3 +540,44 @@ async def test_429_with_retry_after_falls_back_over_a_real_socket(registry, fc):
             assert [q.body["model"] for q in srv.requests][3] == "m-primary"
         finally:
             await r.aclose()
+
+
+class MemoryFleet:
+    """A FleetLimits in memory (pure logic): each deployment's fleet-wide request count, or a
+    refusal for the given seconds; the corrections it was told."""
+
+    def __init__(self, allow: dict[str, int]) -> None:
+        self.allow = dict(allow)
+        self.taken: list[tuple[str, list[tuple[str, float]]]] = []
+        self.settled: list[tuple[str, str, float]] = []
+
+    async def take(self, deployment, buckets):
+        if self.allow.get(deployment, 0) <= 0:
+            return 2.0
+        self.allow[deployment] -= 1
+        self.taken.append((deployment, [(b.dimension, b.cost) for b in buckets]))
+        return 0.0
+
+    def settle(self, deployment, bucket):
+        self.settled.append((deployment, bucket.dimension, bucket.cost))
+
+
+async def test_the_fleets_buckets_decide_after_the_deployments_own(registry, fc):
+    # "primary" has room here, but the other processes used its fleet-wide allowance: the call goes
+    # to "backup" at once, and primary starts nothing here until the fleet's retry time.
+    deps = two(FakeProvider("primary"), rpm=60, tpm=60_000)
+    fleet = MemoryFleet({"primary": 1, "backup": 10})
+    r = make_router(registry, fc, deps, rules={"default": "cost"}, fleet=fleet, estimate_tokens=lambda request: 100)
+    assert (await r.complete(req(max_tokens=100))).provider == "primary"
+    assert (await r.complete(req(max_tokens=100))).provider == "backup"
+    assert fc.slept == []
+    assert fleet.taken == [("primary", [("r", 1.0), ("t", 200.0)]), ("backup", [("r", 1.0), ("t", 200.0)])]
+    # Each answer's real usage (15 tokens) corrects the estimate (200) in the fleet's bucket too.
+    assert fleet.settled == [("primary", "t", -185.0), ("backup", "t", -185.0)]
+    assert r.limiter("primary").time_until(200) == pytest.approx(2.0)  # deferred by the fleet's answer
+    # Refused everywhere: wait for the soonest, then the fleet admits.
+    fleet.allow = {"primary": 0, "backup": 0}
+    with pytest.raises(RateLimitedError):
+        await r.complete(req(max_tokens=100), timeout=0.5)
+    fleet.allow = {"backup": 1}
+    assert (await r.complete(req(max_tokens=100), timeout=10)).provider == "backup"

@@ -27,6 +27,7 @@ from toolmesh.hub.configfile import ToolmeshConfig
 from toolmesh.store.limits import UserLimits
 from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.redis_circuits import SharedCircuits
+from toolmesh.store.redis_deployments import SharedDeploymentLimits
 from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import AdmissionRider, SharedLimiter
 from toolmesh.store.redis_state import RedisState, process_state
@@ -141,6 +142,8 @@ class Gateway:
         replicas = state.replicas or self.settings.workers
         limiter = self.shared_limiter = SharedLimiter(self.shared_state, replicas=replicas)
         self.shared_limits = SharedEdgeLimits(self.settings, limiter)
+        # Each deployment's rpm/tpm for the whole fleet, not per process (LiteLLM's multiplied limits).
+        self.llm.fleet = SharedDeploymentLimits(limiter)
         local = self.agent.user_limits
         if isinstance(local, UserLimits):
             self.agent.user_limits = SharedUserLimits(limiter, local.max_concurrent_runs, local.requests_per_minute,

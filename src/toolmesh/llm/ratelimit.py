@@ -22,12 +22,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from toolmesh.errors import RateLimitedError
 from toolmesh.resilience.limits import TokenBucket
 
-__all__ = ["AdaptiveLimiter", "KeyLimiter", "KeyedLimits", "parse_duration", "parse_reset", "parse_retry_after"]
+__all__ = ["AdaptiveLimiter", "FleetBucket", "FleetLimits", "KeyLimiter", "KeyedLimits", "parse_duration",
+           "parse_reset", "parse_retry_after"]
 
 _GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|h|m|s))+")
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
@@ -74,6 +75,32 @@ def parse_retry_after(value: str, now_wall: float) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - now_wall)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+class FleetBucket(NamedTuple):
+    """One of a deployment's buckets as every process shares it: ``dimension`` ``"r"``
+    (requests) or ``"t"`` (tokens), refilled at ``rate`` per second up to ``capacity``; a request
+    takes ``cost`` (in a settlement, the correction: negative gives tokens back)."""
+
+    dimension: str
+    rate: float
+    capacity: float
+    cost: float
+
+
+class FleetLimits(Protocol):
+    """The deployments' rate limits held once for every worker and replica (``state.url``).
+
+    Without it each process enforces a deployment's ``rpm``/``tpm`` alone, so N processes send up
+    to N times the limit. With it the router takes each request from the shared buckets too, after
+    the deployment's own limiter (which still adapts to headers and 429s, and sets the rates)."""
+
+    async def take(self, deployment: str, buckets: list[FleetBucket]) -> float:
+        """Take every bucket's ``cost`` at once, or none: 0.0 when taken, else the seconds until
+        they could be."""
+
+    def settle(self, deployment: str, bucket: FleetBucket) -> None:
+        """Correct a bucket by ``bucket.cost`` (the real usage against the estimate); never raises."""
 
 
 class _Dim:
@@ -238,6 +265,36 @@ class AdaptiveLimiter:
             self.requests.bucket.refund(1)
         if self.tokens.bucket is not None and tokens > 0:
             self.tokens.bucket.refund(tokens)
+
+    # -- the fleet's buckets (FleetLimits) ----------------------------------------------------
+
+    def fleet_buckets(self, estimated_tokens: float = 0) -> list[FleetBucket]:
+        """What one request takes from the buckets every process shares: a request and
+        ``estimated_tokens`` tokens, at this limiter's current (adapted) rates; [] if unlimited."""
+        out: list[FleetBucket] = []
+        for dim, code, cost in ((self.requests, "r", 1.0), (self.tokens, "t", estimated_tokens)):
+            rate = self._rate(dim)
+            if rate is None or rate <= 0 or cost <= 0:
+                continue
+            capacity = max(1.0, dim.per_minute or rate * 60.0)
+            out.append(FleetBucket(code, rate, capacity, min(cost, capacity)))
+        return out
+
+    def fleet_settlement(self, estimated: float, actual_tokens: float) -> FleetBucket | None:
+        """The tokens bucket's correction once the real usage is known (``cost`` may be negative:
+        a refund); None when there is nothing to correct."""
+        buckets = [b for b in self.fleet_buckets(estimated) if b.dimension == "t"]
+        if not buckets:
+            return None
+        taken = buckets[0]
+        diff = actual_tokens - taken.cost
+        return FleetBucket("t", taken.rate, taken.capacity, diff) if diff else None
+
+    def defer(self, seconds: float, estimated_tokens: float = 0) -> None:
+        """The fleet's buckets refused what this limiter admitted: give the local charge back and
+        start nothing here for ``seconds`` (other processes took the allowance)."""
+        self._refund(min(estimated_tokens, self.tokens.bucket.capacity) if self.tokens.bucket is not None else 0.0)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
 
     def reconcile(self, estimated: float, actual_tokens: float) -> None:
         """Correct the TPM bucket once the real usage is known (refund or charge the difference)."""

@@ -34,7 +34,7 @@ from toolmesh.errors import (
     UnknownModelError,
 )
 from toolmesh.llm.models import ModelRegistry
-from toolmesh.llm.ratelimit import AdaptiveLimiter, KeyLimiter
+from toolmesh.llm.ratelimit import AdaptiveLimiter, FleetLimits, KeyLimiter
 from toolmesh.llm.router_call import RoutedCall
 from toolmesh.llm.routing import (
     INF,
@@ -65,7 +65,8 @@ class Router:
     ``"default"`` applies when no scenario is given. ``fallbacks`` maps a model name to the
     models to try after its own deployments. ``estimate_tokens`` estimates a request's input
     tokens (for TPM buckets and cost ranking). ``tenant_limits``/``user_limits`` are checked
-    before any deployment (users are keyed ``tenant/user``)."""
+    before any deployment (users are keyed ``tenant/user``). ``fleet``: each deployment's
+    ``rpm``/``tpm`` held once for every process (see :class:`~toolmesh.llm.ratelimit.FleetLimits`)."""
 
     def __init__(
         self,
@@ -80,6 +81,7 @@ class Router:
         estimate_tokens: Callable[[ChatRequest], int] = estimate_tokens,
         tenant_limits: KeyLimiter | None = None,
         user_limits: KeyLimiter | None = None,
+        fleet: FleetLimits | None = None,
         balanced_weights: tuple[float, float, float] = (0.4, 0.3, 0.3),
         ewma_alpha: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
@@ -95,6 +97,8 @@ class Router:
         self.failure_threshold = max(1, failure_threshold)
         self.tenant_limits = tenant_limits
         self.user_limits = user_limits
+        #: The deployments' limits shared by every process (``state.url``), or None: this process's alone.
+        self.fleet = fleet
         self._estimate = estimate_tokens
         self._weights = balanced_weights
         self._alpha = ewma_alpha

@@ -13,7 +13,7 @@ from toolmesh.errors import (
     RateLimitedError,
     UnknownModelError,
 )
-from toolmesh.llm.ratelimit import KeyLimiter
+from toolmesh.llm.ratelimit import FleetLimits, KeyLimiter
 from toolmesh.llm.routing import INF, PROBE_MAX_S, PROBE_MIN_S, TYPICAL_OUTPUT_TOKENS, Attempt, DeploymentState
 from toolmesh.llm.types import ChatRequest, ChatResponse
 
@@ -29,6 +29,7 @@ class CallPolicy(Protocol):
     failure_threshold: int
     tenant_limits: KeyLimiter | None
     user_limits: KeyLimiter | None
+    fleet: FleetLimits | None
 
     def record_latency(self, st: DeploymentState, ttft_ms: float | None, total_ms: float) -> None: ...
 
@@ -75,7 +76,22 @@ class RoutedCall:
         self._reconcile_keys(0)
 
     async def next(self) -> tuple[DeploymentState, float]:
-        """The next deployment to try (its limiter slot taken) and the attempt's timeout."""
+        """The next deployment to try (its limiter slot taken, and the fleet's) and the attempt's timeout."""
+        fleet = self.router.fleet
+        while True:
+            best, t = await self._next_here()
+            if fleet is None:
+                break
+            wait = await fleet.take(best.dep.name, best.limiter.fleet_buckets(self.est))
+            if wait <= 0:
+                break
+            # Other processes used the deployment's allowance: wait here for it, or take another.
+            best.limiter.defer(wait, self.est)
+        self.order.remove(best)
+        return best, t
+
+    async def _next_here(self) -> tuple[DeploymentState, float]:
+        """:meth:`next` by this process's own view of the limits (the chosen one stays in ``order``)."""
         clock = self.router.clock
         now = clock()
         best: DeploymentState | None = None
@@ -108,13 +124,19 @@ class RoutedCall:
             remaining = self._remaining()
         else:
             best.limiter.try_acquire(self.est)
-        self.order.remove(best)
         t = best.dep.timeout if remaining is None else min(best.dep.timeout, remaining)
         if t <= 0:
             raise self._final(ProviderUnavailableError(
                 f"model {self.request.model!r}: request timeout reached after {len(self.attempts)} attempt(s)",
                 model=self.request.model))
         return best, t
+
+    def _settle(self, st: DeploymentState, actual: int) -> None:
+        """The deployment's token buckets (its own and the fleet's) learn the real usage."""
+        fleet = self.router.fleet
+        if fleet is not None and (correction := st.limiter.fleet_settlement(self.est, actual)) is not None:
+            fleet.settle(st.dep.name, correction)
+        st.limiter.reconcile(self.est, actual)
 
     def _trial(self, now: float) -> DeploymentState | None:
         """Every candidate is cooling: one that cools after failures (not a rate limit, which
@@ -156,7 +178,7 @@ class RoutedCall:
                                            provider=dep.provider.name, model=dep.model)
         self.attempts.append(Attempt(dep.name, st.model, f"{type(exc).__name__}: {exc}",
                                      (r.clock() - t0) * 1000.0))
-        st.limiter.reconcile(self.est, 0)
+        self._settle(st, 0)
         if isinstance(exc, ContextOverflowError):
             self.min_window = max(self.min_window or 0, st.context_window or 0)
         elif isinstance(exc, RateLimitedError):
@@ -189,7 +211,7 @@ class RoutedCall:
                 ttft_ms = response.ttft_ms
             actual = response.usage.total_tokens
             if actual:
-                lim.reconcile(self.est, actual)
+                self._settle(st, actual)
                 self._reconcile_keys(actual)
             if response.headers:
                 lim.observe(response.headers)
