@@ -113,3 +113,23 @@ async def test_trimmed_unreachable_and_orphaned_copies_are_refused() -> None:
     with pytest.raises(ReplayRefused) as refused:
         await ReplayBuffer().resume(log.event_id(3), "s1")  # no mirror: where it started only
     assert refused.value.status == 409
+
+
+@pytest.mark.anyio
+async def test_a_follower_the_copy_was_trimmed_past_ends_its_stream() -> None:
+    mirror = MemoryMirror()
+    origin, here = ReplayBuffer(mirror), ReplayBuffer(mirror)
+    log = origin.open("s1")
+    log.add(_msg(1))
+    origin.share(log)
+    copy, seq, follower = await here.resume(log.event_id(1), "s1")
+    assert follower is not None and copy.after(seq) == []
+    for n in range(2, 6):
+        log.add(_msg(n))
+    del mirror.streams[(log.prefix[:-1], "s1")][:2]  # events 2 and 3 trimmed before the reader saw them
+    await asyncio.wait_for(follower, 5)
+    assert copy.done and copy.after(1) == []  # nothing skipped silently: the stream just ends
+    with pytest.raises(ReplayRefused) as refused:
+        copy_again, seq_again, _ = await here.resume(log.event_id(1), "s1")
+        copy_again.after(seq_again)
+    assert refused.value.status == 410

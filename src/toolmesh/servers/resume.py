@@ -49,8 +49,8 @@ RETRY_MS = 500
 
 #: Seconds between two reads of a mirrored stream being followed for a client of this process.
 MIRROR_POLL = 0.05
-#: How long a resume waits for a stream's first copy to reach the mirror (it is written as the
-#: stream starts, but the client may be faster than the other process's write).
+#: How long a resume waits for a stream's copy to reach the mirror (the process serving it writes
+#: it once it sees its client leave, which may be a moment after the client is back elsewhere).
 MIRROR_WAIT = 1.0
 
 
@@ -285,9 +285,11 @@ class ReplayBuffer:
                     continue  # the mirror is unreachable for now: try again
                 if copy is None:
                     break  # expired: the reader ends here (a further resume gets a clear 410)
-                for event_seq, data in copy.events:
-                    if event_seq > log.seq:
-                        log.keep(event_seq, data)
+                fresh = [(n, data) for n, data in copy.events if n > log.seq]
+                if fresh and fresh[0][0] > log.seq + 1:
+                    break  # the copy was trimmed past this reader: its next resume gets a clear 410
+                for event_seq, data in fresh:
+                    log.keep(event_seq, data)
                 if copy.done or not copy.alive:
                     break
         finally:
