@@ -213,3 +213,30 @@ def _wait_for(path: Path, timeout: float = 20.0) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.05)
+
+
+def test_with_redis_down_a_resume_elsewhere_is_refused_clearly_and_nothing_breaks(pair: Pair) -> None:
+    url_one, url_two = f"{pair.one.url}/servers/fx/mcp", f"{pair.two.url}/servers/fx/mcp"
+    h = legacy_session(url_one)
+    first = _leave_after(url_one, h, steps=8, interval=0.3, seen=1)
+    time.sleep(0.5)  # the copy is written
+    pair.redis.stop()
+    try:
+        status, _, text = _resume(url_two, h, first[-1][0])
+        assert status == 503 and "cannot be read now" in text
+        # A cancellation for the other process cannot travel: accepted, dropped with a log line.
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}}
+        assert httpx.post(url_two, headers=h, json=cancel).status_code == 202
+        # The stream is still whole where it started: resumed there, it ends with the result.
+        status, rest, _ = _resume(url_one, h, first[-1][0])
+        assert status == 200 and "done 8" in rest[-1][1]
+    finally:
+        pair.redis.start()  # empty, same port
+    # Redis back (empty): the copy is gone, which is said as such.
+    deadline = time.monotonic() + 20
+    while True:
+        status, _, text = _resume(url_two, h, first[-1][0])
+        if status == 410:
+            break
+        assert status == 503 and time.monotonic() < deadline, (status, text)
+        time.sleep(0.2)
