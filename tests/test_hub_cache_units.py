@@ -124,3 +124,67 @@ async def test_what_may_be_stored() -> None:
     assert await _call_twice({**ok, "ttlMs": 0}) == 2  # the server's hint can only shorten the TTL
     assert await _call_twice({**ok, "ttlMs": 60_000}) == 1
     assert await _call_twice({"content": [{"type": "text", "text": "x" * 100}]}, ttl=60, max_entry_bytes=50) == 2
+
+
+class MemoryShared:
+    """The shared level in memory (pure logic; the Redis one is tested in test_scale_results.py)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self.generations: dict[str, int] = {}
+        self.down = False
+
+    async def get(self, scope: str, key: str) -> tuple[bytes | None, float, int] | None:
+        if self.down:
+            return None
+        gen = self.generations.get(scope, 0)
+        found = self.entries.get((scope, key))
+        if found is not None and found[0] == gen:
+            return found[1], 30.0, gen
+        return None, 0.0, gen
+
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
+        self.entries[(scope, key)] = (generation, body)
+
+    def invalidate(self, scope: str) -> None:
+        self.generations[scope] = self.generations.get(scope, 0) + 1
+
+
+async def test_the_shared_level_serves_other_processes_and_honours_generations() -> None:
+    shared_level = MemoryShared()
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def send(call: ToolCall) -> JsonDict:
+        sent.append(1)
+        if len(sent) == 2:
+            await gate.wait()  # a call in flight while the server changes
+        return {"content": [{"type": "text", "text": f"answer {len(sent)}"}]}
+
+    def process() -> SharedCalls:
+        cache = ResultCache()
+        cache.shared = shared_level
+        return SharedCalls(ServerConfig(name="s", url="http://x/mcp", cache={"ttl": 60}), cache, name="t/*/s")
+
+    one, two = process(), process()
+    call = lambda: ToolCall("get", {"name": "get", "arguments": {}}, None, None, None)  # noqa: E731
+    first = await one.send(call(), READ_ONLY, send)
+    assert await two.send(call(), READ_ONLY, send) == first and len(sent) == 1  # the other process's answer
+    assert two.cache.get(next(iter(two.cache._entries))) is not None  # kept locally too
+    # A change: the next call goes upstream; one that began before the change is not stored.
+    one.invalidate()
+    two.invalidate()
+    slow = asyncio.ensure_future(one.send(call(), READ_ONLY, send))
+    await asyncio.sleep(0)
+    shared_level.invalidate(one.shared_scope)  # (another process heard a second change meanwhile)
+    gate.set()
+    assert (await slow)["content"][0]["text"] == "answer 2"
+    fresh = await two.send(call(), READ_ONLY, send)
+    assert fresh["content"][0]["text"] == "answer 3" and len(sent) == 3
+    # Unreadable shared level: the server is called, nothing breaks.
+    shared_level.down = True
+    other = process()
+    assert (await other.send(call(), READ_ONLY, send))["content"][0]["text"] == "answer 4"
+    # Another configuration of the same server never shares a scope.
+    changed = SharedCalls(ServerConfig(name="s", url="http://y/mcp", cache={"ttl": 60}), ResultCache(), name="t/*/s")
+    assert changed.shared_scope != one.shared_scope

@@ -30,6 +30,7 @@ from toolmesh.store.redis_circuits import SharedCircuits
 from toolmesh.store.redis_deployments import SharedDeploymentLimits
 from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import AdmissionRider, SharedLimiter
+from toolmesh.store.redis_results import RedisResults
 from toolmesh.store.redis_state import RedisState, process_state
 from toolmesh.store.redis_streams import RedisStreamMirror
 from toolmesh.store.shared import Admission, StateSettings
@@ -153,6 +154,8 @@ class Gateway:
             # Daily spend reserved and settled in Redis: one budget for the whole fleet.
             spend.scope_factory = self.shared_spend = SharedSpend(self.shared_state, lease=state.lease)
         self.stream_mirror = RedisStreamMirror(self.shared_state)
+        # Cached tool results once for the fleet: a tool is called once per TTL, not once per process.
+        self.hub.result_cache.shared = RedisResults(self.shared_state)
         events = self.shared_events = SharedEvents(self.shared_state)
         events.on("key-revoked", self._key_revoked)
         events.on_resync(self._forget_keys)

@@ -21,6 +21,7 @@ copy of the result (callers mutate results).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -140,11 +141,16 @@ class _Flight:
 class SharedCalls:
     """Coalescing and result caching for one server handle (one cache scope)."""
 
-    def __init__(self, config: ServerConfig, cache: ResultCache, on_event: EventSink | None = None) -> None:
-        """``cache``: the Hub's result cache (this handle gets a scope of its own in it)."""
+    def __init__(self, config: ServerConfig, cache: ResultCache, on_event: EventSink | None = None,
+                 name: str = "") -> None:
+        """``cache``: the Hub's result cache (this handle gets a scope of its own in it); ``name``:
+        the registration's name in every process (tenant, user, server), for the shared level."""
         self.config = config
         self.cache = cache
         self.scope = cache.new_scope()
+        # The same in every process for the same registration, and new when its configuration changes.
+        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+        self.shared_scope = f"{name or config.name}@{digest}"
         self._on_event = on_event
         self.hits = 0
         self.misses = 0
@@ -193,8 +199,11 @@ class SharedCalls:
         key = self.key(call) if coalesce or ttl > 0 else None
         if key is None:
             return await send(call)
+        shared: int | None = None  # the shared level's generation at the lookup (None: not looked up)
         if ttl > 0:
             body = self.cache.get(key)
+            if body is None:
+                body, shared = await self._shared_get(key)
             if body is not None:
                 self._event(call.tool, "hit")
                 call.attempts = 0
@@ -204,12 +213,13 @@ class SharedCalls:
         if not coalesce:
             generation = self.cache.generation(self.scope)
             result = await send(call)
-            self._store(key, result, ttl, generation, asked=False, circuit_open=call.circuit_open is not None)
+            self._store(key, result, ttl, generation, asked=False, circuit_open=call.circuit_open is not None,
+                        shared=shared)
             return result
         flight = self._flights.get(key)
         if flight is None or (call.timeout or self.config.timeout) > (flight.shared.timeout or 0.0):
             # A caller that would wait longer than the call in flight gets a call of its own.
-            flight = self._start(key, call, ttl, send)
+            flight = self._start(key, call, ttl, send, shared)
         else:
             self._event(call.tool, "coalesced")
         waiter = _Waiter(call)
@@ -223,6 +233,8 @@ class SharedCalls:
         """The server changed: drop its cached results; calls in flight finish for their callers
         but nobody new joins them and their results are not stored."""
         self.cache.invalidate(self.scope)
+        if self.cache.shared is not None:
+            self.cache.shared.invalidate(self.shared_scope)
         self._flights.clear()
         self._policy.clear()
 
@@ -232,7 +244,27 @@ class SharedCalls:
         self._flights.clear()
 
     # -- internals ----------------------------------------------------------------------------
-    def _start(self, key: CacheKey, call: ToolCall, ttl: float, send: Send) -> _Flight:
+    async def _shared_get(self, key: CacheKey) -> tuple[bytes | None, int | None]:
+        """A local miss, looked up in the shared level: (body, None) on a hit (kept locally too, for
+        what is left of its TTL), else (None, the shared generation), or (None, None) without one."""
+        remote = self.cache.shared
+        if remote is None:
+            return None, None
+        found = await remote.get(self.shared_scope, self._shared_key(key))
+        if found is None:
+            return None, None  # unreadable now: call the server (and store nothing there)
+        body, ttl, generation = found
+        if body is not None:
+            self.cache.put(key, body, ttl, self.cache.generation(self.scope))
+            return body, None
+        return None, generation
+
+    @staticmethod
+    def _shared_key(key: CacheKey) -> str:
+        _, tool, canonical, identity = key
+        return hashlib.sha256(b"\0".join((tool.encode(), canonical, identity))).hexdigest()[:40]
+
+    def _start(self, key: CacheKey, call: ToolCall, ttl: float, send: Send, shared_gen: int | None) -> _Flight:
         cfg = self.config
         # The shared call has its starter's timeout, so a hung server times it out (and the circuit
         # counts it) when the callers give up; a joiner with a shorter timeout leaves at its own deadline.
@@ -250,7 +282,7 @@ class SharedCalls:
         async def run() -> JsonDict:
             result = await send(shared)
             flight.body = self._store(key, result, ttl, generation, asked=flight.asked,
-                                      circuit_open=shared.circuit_open is not None)
+                                      circuit_open=shared.circuit_open is not None, shared=shared_gen)
             return result
 
         task = asyncio.get_running_loop().create_task(run(), name=f"toolmesh-shared-{cfg.name}/{call.tool}")
@@ -299,8 +331,9 @@ class SharedCalls:
             task.cancel()
 
     def _store(self, key: CacheKey, result: JsonDict, ttl: float, generation: int, *, asked: bool,
-               circuit_open: bool) -> bytes | None:
-        """Cache ``result`` if it may be; returns its JSON bytes when they were made."""
+               circuit_open: bool, shared: int | None = None) -> bytes | None:
+        """Cache ``result`` if it may be (in the shared level too when it was looked up there, as of
+        ``shared``, its generation then); returns its JSON bytes when they were made."""
         if ttl <= 0 or asked or circuit_open or not isinstance(result, dict) or result.get("isError"):
             return None
         if result.get("resultType", "complete") != "complete":
@@ -314,6 +347,8 @@ class SharedCalls:
             return None
         if len(body) <= self.config.cache.max_entry_bytes:
             self.cache.put(key, body, ttl, generation)
+            if shared is not None and self.cache.shared is not None:
+                self.cache.shared.put(self.shared_scope, self._shared_key(key), body, ttl, shared)
         return body
 
     def _event(self, tool: str, event: str) -> None:

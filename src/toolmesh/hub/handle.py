@@ -80,7 +80,7 @@ class ServerHandle:
         self.sessions_lost = 0
         self._validators: dict[str, ArgumentValidator] = {}
         #: Coalescing of identical calls in flight and the result cache (HUB: issue 14).
-        self.shared = SharedCalls(config, owner.result_cache, self._record_shared)
+        self.shared = SharedCalls(config, owner.result_cache, self._record_shared, self.label)
         self.closed = False
         #: Owners that need this connection kept open (Hub.watch): the idle janitor skips it.
         self.watchers = 0
@@ -174,7 +174,7 @@ class ServerHandle:
         """Take ``config``'s ``cache`` and ``coalesce`` sections (nothing else); cached results go."""
         self.config = self.config.model_copy(update={"cache": config.cache, "coalesce": config.coalesce})
         self.shared.close()
-        self.shared = SharedCalls(self.config, self._owner.result_cache, self._record_shared)
+        self.shared = SharedCalls(self.config, self._owner.result_cache, self._record_shared, self.label)
 
     def catalog_changed(self, method: str) -> bool:
         """Apply a ``notifications/*/list_changed`` (heard here or on a twin connection): drop the

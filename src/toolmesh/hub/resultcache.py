@@ -9,6 +9,11 @@ fresh copy (callers mutate results), and the size bound counts real bytes.
 
 Invalidation is race-free: :meth:`ResultCache.invalidate` bumps the scope's generation, and a
 result whose call began under an older generation is not stored (it may predate the change).
+
+:attr:`ResultCache.shared` is an optional second level that every process shares (the gateway's,
+in Redis, with ``state.url``): a local miss looks there before calling the server, and a stored
+result goes there too, so N workers or replicas call a cached tool once per TTL instead of N
+times. It has generations of its own, by scope name, with the same rule.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["DEFAULT_MAX_BYTES", "CacheKey", "ResultCache"]
+__all__ = ["DEFAULT_MAX_BYTES", "CacheKey", "RemoteLookup", "ResultCache", "SharedResults"]
 
 #: Default budget of a Hub's result cache (JSON bytes of results and keys).
 DEFAULT_MAX_BYTES = 64 << 20
@@ -27,6 +32,26 @@ _OVERHEAD = 200
 
 #: ``(scope, tool, canonical params, caller identity)``.
 CacheKey = tuple[int, str, bytes, bytes]
+
+
+#: What the shared level holds for one key: (the stored result's JSON bytes, None on a miss;
+#: seconds it stays fresh; the scope's shared generation now, which a result stored for a call
+#: that starts now carries).
+RemoteLookup = tuple[bytes | None, float, int]
+
+
+class SharedResults(Protocol):
+    """The result cache's second level, shared by every process. ``scope`` names one registration
+    the same way in every process; ``key`` one call in it."""
+
+    async def get(self, scope: str, key: str) -> RemoteLookup | None:
+        """The entry and the scope's generation; None when the shared level cannot be read now."""
+
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
+        """Store ``body`` for ``ttl`` seconds, as of ``generation`` (never blocks or raises)."""
+
+    def invalidate(self, scope: str) -> None:
+        """The registration changed: no entry stored before now is served again, anywhere."""
 
 
 class _Entry:
@@ -51,6 +76,8 @@ class ResultCache:
         self._by_scope: dict[int, set[CacheKey]] = {}
         self._generations: dict[int, int] = {}
         self._next_scope = 0
+        #: The optional second level every process shares (see the module doc).
+        self.shared: SharedResults | None = None
         self.bytes = 0
         self.hits = 0
         self.misses = 0
