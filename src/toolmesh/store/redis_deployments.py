@@ -22,8 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from toolmesh.store.redis_limits import SharedLimiter, limit_key
-from toolmesh.store.redis_state import LuaScript
+from toolmesh.store.redis_limits import SharedLimiter, limit_key, lua_script
 from toolmesh.store.shared import Limit, StateUnavailableError
 
 __all__ = ["SCOPE", "Bucket", "SharedDeploymentLimits"]
@@ -32,7 +31,7 @@ log = logging.getLogger("toolmesh.store.redis")
 
 #: The hash tag (the "tenant" part of the keys) of every deployment bucket.
 SCOPE = "llm"
-_ADJUST = LuaScript("adjust.lua")
+_ADJUST = lua_script("adjust.lua", "bucket_lib.lua")
 _WHAT = {"r": "requests", "t": "tokens"}
 
 

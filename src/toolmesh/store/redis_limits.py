@@ -30,21 +30,26 @@ from toolmesh.errors import ConcurrencyLimitError
 from toolmesh.store.redis_state import LuaScript, RedisState
 from toolmesh.store.shared import Admission, Limit, LocalLimiter, RequestLimiter, StateUnavailableError
 
-__all__ = ["AdmissionRider", "SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key", "spend_script"]
+__all__ = ["AdmissionRider", "SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key", "lua_script",
+           "spend_script"]
 
 log = logging.getLogger("toolmesh.store.redis")
 
 _KIND_CODES = {"bucket": "b", "window": "w", "slots": "c"}
 
 
+def lua_script(name: str, *libs: str) -> LuaScript:
+    """A script of ``toolmesh/store/lua/`` with the function files ``libs`` prepended."""
+    lua = resources.files("toolmesh.store").joinpath("lua")
+    return LuaScript(name, "\n".join(lua.joinpath(part).read_text(encoding="utf-8") for part in (*libs, name)))
+
+
 def spend_script(name: str) -> LuaScript:
     """A script of ``toolmesh/store/lua/`` with ``spend_lib.lua`` (the spend scopes' functions) prepended."""
-    lua = resources.files("toolmesh.store").joinpath("lua")
-    return LuaScript(name, lua.joinpath("spend_lib.lua").read_text(encoding="utf-8") + "\n"
-                     + lua.joinpath(name).read_text(encoding="utf-8"))
+    return lua_script(name, "spend_lib.lua")
 
 
-ADMIT = spend_script("admit.lua")
+ADMIT = lua_script("admit.lua", "spend_lib.lua", "bucket_lib.lua")
 RENEW = LuaScript("renew.lua")
 
 

@@ -1,6 +1,7 @@
 -- Admit one request against every limit that applies to it, all or nothing, on Redis's clock,
 -- and (optionally) hold its estimated spend on its daily spend scopes in the same step.
--- (spend_lib.lua is prepended when loaded: spend_purge, spend_stats, spend_refuses, spend_hold.)
+-- (spend_lib.lua and bucket_lib.lua are prepended when loaded: spend_purge, spend_stats,
+-- spend_refuses, spend_hold; bucket_level.)
 --
 -- KEYS[1 .. nl]  one key per limit; then two per spend scope (its hash and its lease set).
 --   All are hash-tagged with the same {tenant}: one Cluster slot.
@@ -42,14 +43,7 @@ for i = 1, nl do
   local cost = tonumber(ARGV[4 * i + 2])
   local key = KEYS[i]
   if kind == 'b' then
-    local st = redis.call('HMGET', key, 'tk', 'ts')
-    local tk = tonumber(st[1])
-    local ts = tonumber(st[2])
-    if tk == nil or ts == nil then
-      tk = b
-    elseif now > ts then
-      tk = math.min(b, tk + (now - ts) * a)
-    end
+    local tk = bucket_level(key, a, b, now)
     if tk < cost then
       return reply({0, math.ceil((cost - tk) / a * 1000), i})
     end
