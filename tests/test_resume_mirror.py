@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from toolmesh.servers.resume import ReplayBuffer, ReplayRefused
+from toolmesh.servers.resume import ReplayBuffer, ReplayRefused, StreamLog
 
 
 class MemoryMirror:
@@ -44,6 +44,18 @@ def _msg(n: int) -> dict[str, object]:
     return {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": n}}
 
 
+def _shared(events: int) -> tuple[MemoryMirror, ReplayBuffer, ReplayBuffer, StreamLog]:
+    """A mirror, the buffer of the process that wrote a stream of ``events`` events and shared it,
+    the buffer of another process, and the stream."""
+    mirror = MemoryMirror()
+    origin, here = ReplayBuffer(mirror), ReplayBuffer(mirror)
+    log = origin.open("s1")
+    for n in range(1, events + 1):
+        log.add(_msg(n))
+    origin.share(log)
+    return mirror, origin, here, log
+
+
 def test_only_a_left_stream_is_shared_and_from_its_start() -> None:
     mirror = MemoryMirror()
     origin = ReplayBuffer(mirror)
@@ -68,12 +80,7 @@ def test_only_a_left_stream_is_shared_and_from_its_start() -> None:
 
 @pytest.mark.anyio
 async def test_another_process_resumes_from_the_copy_and_follows_it() -> None:
-    mirror = MemoryMirror()
-    origin, here = ReplayBuffer(mirror), ReplayBuffer(mirror)
-    log = origin.open("s1")
-    for n in (1, 2, 3):
-        log.add(_msg(n))
-    origin.share(log)
+    _, _, here, log = _shared(3)
     copy, seq, follower = await here.resume(log.event_id(1), "s1")
     assert follower is not None and seq == 1
     assert [s for s, _ in copy.after(seq)] == [2, 3]
@@ -88,12 +95,7 @@ async def test_another_process_resumes_from_the_copy_and_follows_it() -> None:
 
 @pytest.mark.anyio
 async def test_trimmed_unreachable_and_orphaned_copies_are_refused() -> None:
-    mirror = MemoryMirror()
-    origin, here = ReplayBuffer(mirror), ReplayBuffer(mirror)
-    log = origin.open("s1")
-    for n in range(1, 6):
-        log.add(_msg(n))
-    origin.share(log)
+    mirror, _, here, log = _shared(5)
     stream = log.prefix[:-1]
     del mirror.streams[(stream, "s1")][:2]  # trimmed: events 1 and 2 are gone
     copy, seq, follower = await here.resume(log.event_id(1), "s1")
@@ -117,11 +119,7 @@ async def test_trimmed_unreachable_and_orphaned_copies_are_refused() -> None:
 
 @pytest.mark.anyio
 async def test_a_follower_the_copy_was_trimmed_past_ends_its_stream() -> None:
-    mirror = MemoryMirror()
-    origin, here = ReplayBuffer(mirror), ReplayBuffer(mirror)
-    log = origin.open("s1")
-    log.add(_msg(1))
-    origin.share(log)
+    mirror, _, here, log = _shared(1)
     copy, seq, follower = await here.resume(log.event_id(1), "s1")
     assert follower is not None and copy.after(seq) == []
     for n in range(2, 6):
