@@ -101,3 +101,19 @@ def test_a_tools_change_invalidates_the_shared_entries(fleet: Fleet) -> None:
         time.sleep(0.2)
     keys = fleet.redis.cli("--scan", "--pattern", "tm:rc:*:g").split()
     assert keys and all(int(fleet.redis.cli("GET", k).strip()) >= 1 for k in keys)
+
+
+def test_the_shared_level_keeps_large_results_out_and_can_be_turned_off() -> None:
+    from toolmesh.store.redis_results import RedisResults
+    from toolmesh.store.redis_state import RedisState
+    from toolmesh.store.shared import StateSettings
+
+    settings = StateSettings(url="redis://127.0.0.1:9/0", shared_results_max_bytes=10)
+    results = RedisResults(RedisState(settings))
+    sent: list[bytes] = []
+    results._post = lambda packed, owed=None: sent.append(packed)  # type: ignore[method-assign]
+    results.put("s", "k", b"x" * 11, 60.0, 0)
+    assert sent == []  # larger than the bound: each process keeps its own copy
+    results.put("s", "k", b"x" * 10, 60.0, 0)
+    assert len(sent) == 1 and b"PX" in sent[0]
+    assert StateSettings(url="redis://h:6379/0").shared_results_max_bytes == 256 * 1024

@@ -154,8 +154,9 @@ class Gateway:
             # Daily spend reserved and settled in Redis: one budget for the whole fleet.
             spend.scope_factory = self.shared_spend = SharedSpend(self.shared_state, lease=state.lease)
         self.stream_mirror = RedisStreamMirror(self.shared_state)
-        # Cached tool results once for the fleet: a tool is called once per TTL, not once per process.
-        self.hub.result_cache.shared = RedisResults(self.shared_state)
+        if state.shared_results_max_bytes > 0:
+            # Cached tool results once for the fleet: a tool is called once per TTL, not once per process.
+            self.hub.result_cache.shared = RedisResults(self.shared_state)
         events = self.shared_events = SharedEvents(self.shared_state)
         events.on("key-revoked", self._key_revoked)
         events.on_resync(self._forget_keys)

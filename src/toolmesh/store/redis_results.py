@@ -15,8 +15,9 @@ before calling the server, and a stored result is written there too (see
 
 Redis is a cache here, never a reason to fail a call: while it is down a lookup is a miss (the
 server is called), stores are skipped, and invalidations are kept and written once it answers.
-Entries are bounded by each server's ``cache.max_entry_bytes`` and their TTL; give Redis a
-``maxmemory`` with room for them (docs/scale.md).
+Entries are bounded by ``state.shared_results_max_bytes`` (256 KiB; larger results stay in each
+process's own cache) and by their TTL. Redis holds them next to the limits: give it the memory
+for them (docs/scale.md § Deployment notes), or set the bound to 0 to keep no results there.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ log = logging.getLogger("toolmesh.store.redis")
 class RedisResults:
     """:class:`~toolmesh.hub.resultcache.SharedResults` in Redis, on the process's one client."""
 
-    def __init__(self, state: RedisState) -> None:
+    def __init__(self, state: RedisState, *, max_bytes: int | None = None) -> None:
+        """``max_bytes``: larger results are not written here (default ``state.shared_results_max_bytes``)."""
         self.state = state
+        self.max_bytes = state.settings.shared_results_max_bytes if max_bytes is None else max_bytes
         self.prefix = f"{state.settings.prefix}:rc:"
         self._owed: set[str] = set()  # scopes invalidated while Redis was down
         #: Lookups answered from Redis, missed there, or not made (Redis down); for tests and metrics.
@@ -73,8 +76,8 @@ class RedisResults:
 
     def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
         ms = int(ttl * 1000)
-        if ms <= 0:
-            return
+        if ms <= 0 or len(body) > self.max_bytes:
+            return  # (a large result stays in each process's own cache)
         self._post(pack("SET", f"{self.prefix}{scope}:{key}", b"%d:" % generation + body, "PX", ms))
 
     def invalidate(self, scope: str) -> None:

@@ -57,6 +57,9 @@ class StateSettings(BaseModel):
     max_backoff: float = Field(default=5.0, gt=0, le=300)
     #: First part of every key (several deployments can share one Redis).
     prefix: str = Field(default="tm", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    #: Cached tool results larger than this (JSON bytes) stay in each process's own cache; 0 keeps
+    #: every result there (no shared level). Redis holds them for their TTL: size its memory for them.
+    shared_results_max_bytes: int = Field(default=256 * 1024, ge=0, le=64 << 20)
 
     @model_validator(mode="before")
     @classmethod
