@@ -445,3 +445,31 @@ def test_every_section_words_an_unknown_key_alike() -> None:
     with pytest.raises(ConfigError) as ei:
         AgentConfig.from_section({"max_step": 3})
     assert "did you mean" not in str(ei.value) and "max_turns" in str(ei.value)
+
+
+def test_llm_limits_per_tenant_and_user_are_checked_and_built() -> None:
+    from toolmesh.agent.factory import build_llm, check_llm_section
+    from toolmesh.llm.models import ModelRegistry
+    from toolmesh.llm.ratelimit import KeyedLimits
+
+    bad = [
+        ({"limits": {"tennant": {"rpm": 5}}}, "c.yaml: llm.limits.tennant: unknown key (did you mean 'tenant'?)"),
+        ({"limits": {"user": {"tmp": 5}}}, "c.yaml: llm.limits.user.tmp: unknown key (allowed: rpm, tpm)"),
+        ({"limits": {"tenant": {"rpm": 0}}}, "c.yaml: llm.limits.tenant.rpm: must be a number > 0 (per minute), not 0"),
+        ({"limits": {"tenant": {"tpm": "lots"}}},
+         "c.yaml: llm.limits.tenant.tpm: must be a number > 0 (per minute), not 'lots'"),
+        ({"limits": [60]}, "c.yaml: llm.limits: must be a mapping like {tenant: {rpm: 600, tpm: 100000}, user: {rpm: 60}}"),
+    ]
+    for section, expected in bad:
+        with pytest.raises(ConfigError) as ei:
+            check_llm_section(section, "c.yaml")
+        assert str(ei.value) == expected
+    section = {"deployments": [{"name": "m", "provider": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "x",
+                                "model": "gpt-4o-mini"}],
+               "limits": {"tenant": {"rpm": 600, "tpm": 100_000}, "user": {"rpm": 60}}}
+    router, _ = build_llm(section, ModelRegistry.load())
+    assert isinstance(router.tenant_limits, KeyedLimits) and (router.tenant_limits.rpm, router.tenant_limits.tpm) == (
+        600.0, 100_000.0)
+    assert isinstance(router.user_limits, KeyedLimits) and router.user_limits.tpm is None
+    router, _ = build_llm({"deployments": section["deployments"]}, ModelRegistry.load())
+    assert router.tenant_limits is None and router.user_limits is None

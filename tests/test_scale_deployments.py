@@ -1,11 +1,13 @@
-"""A model deployment's ``rpm`` and ``tpm`` hold for the whole fleet (``state.url``), not per process.
+"""Model-call limits hold for the whole fleet (``state.url``), not per process: a deployment's
+``rpm``/``tpm``, and ``llm.limits`` per tenant and per user.
 
 Two ``toolmesh serve`` processes share one Redis and one deployment (the scripted LLM as a process
 of its own) with ``rpm: 20`` (a bucket of 20, refilled at one request every 3 s). Chat completions
 are sent to both processes at once: the LLM receives at most 20 plus the refill over the flood,
 the rest are refused with 429, from whichever process. Without the shared buckets each process
 admitted its own 20 (40 in all). The tokens bucket is charged the request's estimate at
-admission and corrected by the real usage afterwards.
+admission and corrected by the real usage afterwards. A tenant's ``llm.limits.tenant.rpm: 10``
+(no deployment limit) admits 10 of 40 requests sent to both processes (20 without Redis).
 """
 
 from __future__ import annotations
@@ -111,3 +113,40 @@ def _tokens_left(redis: RedisServer, settle_within: float) -> float:
                 break
         time.sleep(0.05)
     return best
+
+
+@pytest.fixture(scope="module")
+def tenant_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    tmp = tmp_path_factory.mktemp("llm-limits")
+    with scale_support.scripted_llm(tmp, 0, USAGE) as llm, services.redis_server() as redis:
+        cfg = {
+            "llm": {"deployments": [{"name": "m", "provider": "openai", "base_url": llm, "api_key": "x",
+                                     "model": "gpt-4o-mini"}],
+                    "limits": {"tenant": {"rpm": 10, "tpm": TPM}}},
+            "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0},
+            "agent": {"llm_timeout": 2.0,
+                      "user_limits": {"requests_per_minute": 1_000_000, "max_concurrent_runs": 10_000}},
+        }
+        one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(Gateway.start, (one, two)))
+            yield Pair(redis, llm, one, two)
+        finally:
+            one.stop()
+            two.stop()
+
+
+def test_a_tenants_llm_limits_hold_across_processes(tenant_pair: Pair) -> None:
+    pair = tenant_pair
+    before = _llm_requests(pair.llm)
+    started = time.monotonic()
+    codes = asyncio.run(_flood([pair.one.url, pair.two.url], 40))
+    elapsed = time.monotonic() - started
+    sent = _llm_requests(pair.llm) - before
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) == sent
+    assert 10 - 1 <= sent <= 10 + elapsed * 10 / 60 + 1, (sent, elapsed)
+    # The tenant's tokens bucket was charged each request's estimate and corrected to its usage.
+    keys = pair.redis.cli("--scan", "--pattern", "tm:{default}:lt:default:*").split()
+    assert sorted(k.rsplit(":", 1)[1] for k in keys) == ["r", "t"]

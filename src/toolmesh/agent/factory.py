@@ -100,7 +100,9 @@ def make_provider(spec: dict[str, Any]) -> Provider:
 
 
 #: The keys of the ``llm`` section and of one of its ``deployments`` (a typo is refused, not ignored).
-LLM_KEYS = ("deployments", "strategy", "rules", "default_model")
+LLM_KEYS = ("deployments", "strategy", "rules", "default_model", "limits")
+#: ``llm.limits``: requests and tokens per minute of model calls per tenant and per user (LLM-4).
+LIMIT_SCOPES, LIMIT_KEYS = ("tenant", "user"), ("rpm", "tpm")
 DEPLOYMENT_KEYS = ("name", "provider", "model", "base_url", "api_key", "rpm", "tpm", "weight", "priority", "timeout",
                    "path", "n_ctx")
 
@@ -108,10 +110,35 @@ DEPLOYMENT_KEYS = ("name", "provider", "model", "base_url", "api_key", "rpm", "t
 def check_llm_section(section: dict[str, Any], source: str | None = None) -> None:
     """Refuse unknown keys in the ``llm`` section and its deployments (no provider is built)."""
     _known_keys(section, LLM_KEYS, "llm", source)
+    _key_limits(section.get("limits"), source)
     specs = section.get("deployments")
     for i, spec in enumerate(specs if isinstance(specs, list) else ()):
         if isinstance(spec, dict):
             _known_keys(spec, DEPLOYMENT_KEYS, f"llm.deployments[{i}]", source)
+
+
+def _key_limits(limits: Any, source: str | None) -> dict[str, tuple[float | None, float | None]]:
+    """``llm.limits`` checked: scope (tenant, user) → (rpm, tpm), each a positive number or None."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, dict):
+        raise ConfigError("must be a mapping like {tenant: {rpm: 600, tpm: 100000}, user: {rpm: 60}}",
+                          key="llm.limits", source=source)
+    _known_keys(limits, LIMIT_SCOPES, "llm.limits", source)
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for scope, block in limits.items():
+        if not isinstance(block, dict):
+            raise ConfigError("must be a mapping like {rpm: 60, tpm: 100000}", key=f"llm.limits.{scope}", source=source)
+        _known_keys(block, LIMIT_KEYS, f"llm.limits.{scope}", source)
+        values: list[float | None] = []
+        for name in LIMIT_KEYS:
+            v = block.get(name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not v > 0):
+                raise ConfigError(f"must be a number > 0 (per minute), not {v!r}", key=f"llm.limits.{scope}.{name}",
+                                  source=source)
+            values.append(None if v is None else float(v))
+        out[scope] = (values[0], values[1])
+    return out
 
 
 def _known_keys(block: dict[str, Any], allowed: tuple[str, ...], where: str, source: str | None) -> None:
@@ -124,6 +151,7 @@ def build_llm(section: dict[str, Any], registry: ModelRegistry, model_override: 
               *, source: str | None = None) -> tuple[Router, str]:
     """The router over the configured deployments and the default model name (``source``: the
     config file, named in errors)."""
+    from toolmesh.llm.ratelimit import KeyedLimits
     from toolmesh.llm.router import Deployment, Router
 
     check_llm_section(section, source)
@@ -141,7 +169,10 @@ def build_llm(section: dict[str, Any], registry: ModelRegistry, model_override: 
             rpm=spec.get("rpm"), tpm=spec.get("tpm"), weight=spec.get("weight", 1), priority=spec.get("priority", 0),
             timeout=float(spec.get("timeout", 60.0)),
         ))
-    router = Router(deployments, registry, strategy=section.get("strategy", "balanced"), rules=section.get("rules"))
+    limits = {scope: KeyedLimits(rpm, tpm, name=scope)
+              for scope, (rpm, tpm) in _key_limits(section.get("limits"), source).items()}
+    router = Router(deployments, registry, strategy=section.get("strategy", "balanced"), rules=section.get("rules"),
+                    tenant_limits=limits.get("tenant"), user_limits=limits.get("user"))
     default_model = model_override or section.get("default_model") or deployments[0].model
     return router, default_model
 

@@ -24,12 +24,13 @@ from toolmesh.gateway.config import GatewaySettings
 from toolmesh.hub import ChangeEvent, Hub
 from toolmesh.hub.config import ServerConfig
 from toolmesh.hub.configfile import ToolmeshConfig
+from toolmesh.llm.ratelimit import KeyedLimits
 from toolmesh.store.limits import UserLimits
 from toolmesh.store.redis_budget import SharedSpend
 from toolmesh.store.redis_circuits import SharedCircuits
-from toolmesh.store.redis_deployments import SharedDeploymentLimits
 from toolmesh.store.redis_events import SharedEvents
 from toolmesh.store.redis_limits import AdmissionRider, SharedLimiter
+from toolmesh.store.redis_model_limits import SharedDeploymentLimits, SharedKeyLimits
 from toolmesh.store.redis_results import RedisResults
 from toolmesh.store.redis_state import RedisState, process_state
 from toolmesh.store.redis_streams import RedisStreamMirror
@@ -145,6 +146,15 @@ class Gateway:
         self.shared_limits = SharedEdgeLimits(self.settings, limiter)
         # Each deployment's rpm/tpm for the whole fleet, not per process (LiteLLM's multiplied limits).
         self.llm.fleet = SharedDeploymentLimits(limiter)
+        # llm.limits (tokens and requests per minute per tenant and user), likewise for the fleet.
+        router = self.llm
+        for kind, keyed in (("tenant", router.tenant_limits), ("user", router.user_limits)):
+            if isinstance(keyed, KeyedLimits) and keyed.enabled:
+                shared = SharedKeyLimits(limiter, kind, keyed.rpm, keyed.tpm)
+                if kind == "tenant":
+                    router.tenant_limits = shared
+                else:
+                    router.user_limits = shared
         local = self.agent.user_limits
         if isinstance(local, UserLimits):
             self.agent.user_limits = SharedUserLimits(limiter, local.max_concurrent_runs, local.requests_per_minute,
