@@ -153,8 +153,8 @@ class ChatCompletionRequest(_Open):
     tool_choice: Literal["auto", "none", "required"] | FunctionChoice | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=2**31 - 1)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     user: Ident | None = None
     metadata: Metadata | None = None

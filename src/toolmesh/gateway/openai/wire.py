@@ -24,6 +24,9 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _CHOICES = frozenset({"auto", "none", "required"})
 _FN_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _MAX_ID = 256
+#: The largest ``max_tokens`` taken (no model writes more; a bigger integer cannot be sent on as one:
+#: orjson reads integers past 64 bits as floats, and 1e30 made into an int failed to encode).
+MAX_TOKENS_LIMIT = 2**31 - 1
 
 
 def bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -98,10 +101,10 @@ def parse_chat(raw: bytes, session_header: str | None = None) -> ChatCall:
     for key in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins when both are set
         mt = get(key)
         if mt is not None:
-            if type(mt) is float and mt.is_integer():  # JSON has one number type: 16.0 is the integer 16
+            if type(mt) is float and mt.is_integer() and mt <= MAX_TOKENS_LIMIT:  # JSON: 16.0 is the integer 16
                 mt = int(mt)
-            if type(mt) is not int or mt < 1:
-                raise bad(f"'{key}' must be a positive integer", key)
+            if type(mt) is not int or not 1 <= mt <= MAX_TOKENS_LIMIT:
+                raise bad(f"'{key}' must be a positive integer (at most {MAX_TOKENS_LIMIT})", key)
             call.max_tokens = mt
     stop = get("stop")
     if stop is not None:
