@@ -13,10 +13,12 @@ admission and corrected by the real usage afterwards. A tenant's ``llm.limits.te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -41,22 +43,20 @@ class Pair:
     two: Gateway
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    tmp = tmp_path_factory.mktemp("deployments")
+@contextlib.contextmanager
+def _pair(tmp: Path, deployment: dict[str, object], llm_extra: dict[str, object]) -> Iterator[Pair]:
+    """Two gateway processes on one Redis and one scripted model (its deployment "m" with ``deployment``'s
+    keys added, the ``llm`` section with ``llm_extra``)."""
     with scale_support.scripted_llm(tmp, 0, USAGE) as llm, services.redis_server() as redis:
-        def config(rpm: int, tpm: int) -> dict[str, object]:
-            return {
-                "llm": {"deployments": [{"name": "m", "provider": "openai", "base_url": llm, "api_key": "x",
-                                         "model": "gpt-4o-mini", "rpm": rpm, "tpm": tpm}]},
-                "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0},
-                # Past this a request that would wait for the deployment is refused (429) at once.
-                "agent": {"llm_timeout": 2.0,
-                          "user_limits": {"requests_per_minute": 1_000_000, "max_concurrent_runs": 10_000}},
-            }
-
-        one = Gateway(tmp / "one", config(RPM, TPM), no_auth=True)
-        two = Gateway(tmp / "two", config(RPM, TPM), no_auth=True)
+        cfg = {
+            "llm": {"deployments": [{"name": "m", "provider": "openai", "base_url": llm, "api_key": "x",
+                                     "model": "gpt-4o-mini", **deployment}], **llm_extra},
+            "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0},
+            # Past this a request that would wait for a limit is refused (429) at once.
+            "agent": {"llm_timeout": 2.0,
+                      "user_limits": {"requests_per_minute": 1_000_000, "max_concurrent_runs": 10_000}},
+        }
+        one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
         try:
             with ThreadPoolExecutor(2) as pool:
                 list(pool.map(Gateway.start, (one, two)))
@@ -64,6 +64,12 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         finally:
             one.stop()
             two.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    with _pair(tmp_path_factory.mktemp("deployments"), {"rpm": RPM, "tpm": TPM}, {}) as p:
+        yield p
 
 
 def _llm_requests(llm: str) -> int:
@@ -117,24 +123,8 @@ def _tokens_left(redis: RedisServer, settle_within: float) -> float:
 
 @pytest.fixture(scope="module")
 def tenant_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    tmp = tmp_path_factory.mktemp("llm-limits")
-    with scale_support.scripted_llm(tmp, 0, USAGE) as llm, services.redis_server() as redis:
-        cfg = {
-            "llm": {"deployments": [{"name": "m", "provider": "openai", "base_url": llm, "api_key": "x",
-                                     "model": "gpt-4o-mini"}],
-                    "limits": {"tenant": {"rpm": 10, "tpm": TPM}}},
-            "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0},
-            "agent": {"llm_timeout": 2.0,
-                      "user_limits": {"requests_per_minute": 1_000_000, "max_concurrent_runs": 10_000}},
-        }
-        one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
-        try:
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(Gateway.start, (one, two)))
-            yield Pair(redis, llm, one, two)
-        finally:
-            one.stop()
-            two.stop()
+    with _pair(tmp_path_factory.mktemp("llm-limits"), {}, {"limits": {"tenant": {"rpm": 10, "tpm": TPM}}}) as p:
+        yield p
 
 
 def test_a_tenants_llm_limits_hold_across_processes(tenant_pair: Pair) -> None:

@@ -21,6 +21,7 @@ copy of the result (callers mutate results).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -148,9 +149,7 @@ class SharedCalls:
         self.config = config
         self.cache = cache
         self.scope = cache.new_scope()
-        # The same in every process for the same registration, and new when its configuration changes.
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
-        self.shared_scope = f"{name or config.name}@{digest}"
+        self._name = name or config.name
         self._on_event = on_event
         self.hits = 0
         self.misses = 0
@@ -158,6 +157,13 @@ class SharedCalls:
         self._flights: dict[CacheKey, _Flight] = {}
         #: tool -> (definition it was decided for, coalesce?, cache ttl)
         self._policy: dict[str, tuple[JsonDict | None, bool, float]] = {}
+
+    @functools.cached_property
+    def shared_scope(self) -> str:
+        """This registration's scope in the shared level: the same in every process, and new when
+        its configuration changes (worked out on first use: most handles never need it)."""
+        digest = hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:16]
+        return f"{self._name}@{digest}"
 
     @property
     def enabled(self) -> bool:

@@ -93,20 +93,15 @@ class RedisResults:
 
     def _post(self, packed: bytes, owed: str | None = None) -> None:
         """Queue one command without waiting for its reply; a failed invalidation is owed again."""
-        if not self.state.available:
-            if owed is not None:
-                self._owed.add(owed)
+        fut = self.state.post(packed)
+        if owed is None:
             return
-        try:
-            fut = self.state.resp().send(packed)
-        except Exception as exc:  # a closed client (shutting down)
-            log.debug("result cache write to Redis not sent: %s", exc)
+        if fut is None:
+            self._owed.add(owed)
             return
 
         def seen(f: asyncio.Future[Any]) -> None:
             if f.cancelled() or f.exception() is not None:
-                if owed is not None:
-                    self._owed.add(owed)
-                log.debug("result cache write to Redis failed: %s", None if f.cancelled() else f.exception())
+                self._owed.add(owed)
 
         fut.add_done_callback(seen)

@@ -156,6 +156,19 @@ class RedisState:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise self._went_down(exc) from None
 
+    def post(self, packed: bytes) -> asyncio.Future[Any] | None:
+        """Queue one packed command whose reply nobody waits for (copies, caches, pub/sub); its
+        future (a failure is retrieved: never an unhandled-future warning), or None when it was not
+        sent (Redis known to be down, the client closed)."""
+        if not self._up:
+            return None
+        try:
+            fut = self.resp().send(packed)
+        except RedisConnectionError:  # the client was closed (shutting down)
+            return None
+        fut.add_done_callback(_consume)
+        return fut
+
     def _map(self, exc: ReplyError) -> Exception:
         if exc.code in _REFUSALS:
             return StateUnavailableError(f"Redis at {self.redacted_url} refused: {exc}")

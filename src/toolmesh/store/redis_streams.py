@@ -26,15 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
-from typing import Any
 
 from toolmesh.store.redis_state import RedisState
 from toolmesh.store.resp import pack
 
 __all__ = ["ALIVE_TTL", "HEARTBEAT", "MirroredEvents", "RedisStreamMirror"]
-
-log = logging.getLogger("toolmesh.store.redis")
 
 #: Events kept per stream (the same as a worker's own buffer).
 MAX_EVENTS = 512
@@ -93,14 +89,8 @@ class RedisStreamMirror:
 
     def _post(self, packed: bytes) -> None:
         """Queue one command; nobody waits for its reply (a failure only costs a resume elsewhere)."""
-        if not self.state.available:
+        if self.state.post(packed) is None:
             self.skipped += 1
-            return
-        try:
-            self.state.resp().send(packed).add_done_callback(_seen)
-        except Exception as exc:  # a closed client (shutting down)
-            self.skipped += 1
-            log.debug("stream copy not written: %s", exc)
 
     def _alive_key(self, token: str) -> str:
         return f"{self.prefix}alive:{token}"
@@ -143,8 +133,3 @@ class RedisStreamMirror:
             elif name in (b"e", "e"):
                 done = True
         return events, done, bool(alive)
-
-
-def _seen(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.debug("stream copy write failed: %s", fut.exception())

@@ -44,15 +44,12 @@ class RedisSessionRelay:
         events.listen(self.channel, self._heard)
 
     def forward(self, session: str, message: dict[str, Any]) -> None:
-        if not session or not self.state.available:
+        sent = self.state.post(pack("PUBLISH", self.channel, orjson.dumps({"s": session, "m": message}))) \
+            if session else None
+        if sent is None:
             log.warning("a session message for another process was dropped (Redis unavailable)")
             return
-        payload = orjson.dumps({"s": session, "m": message})
-        try:
-            self.state.resp().send(pack("PUBLISH", self.channel, payload)).add_done_callback(_seen)
-        except Exception as exc:  # a closed client (shutting down)
-            log.warning("a session message for another process was dropped: %s", exc)
-            return
+        sent.add_done_callback(_seen)
         self.sent += 1
 
     def _heard(self, data: bytes) -> None:
