@@ -16,7 +16,15 @@ from services import RedisServer
 from toolmesh.errors import ConfigError
 from toolmesh.store.redis_limits import SharedLimiter
 from toolmesh.store.redis_state import LuaScript, RedisState
-from toolmesh.store.resp import Endpoint, RedisConnectionError, RedisTimeoutError, ReplyError, RespClient, pack
+from toolmesh.store.resp import (
+    Endpoint,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReplyError,
+    RespClient,
+    pack,
+    pack_tail,
+)
 from toolmesh.store.shared import Limit, StateSettings, StateUnavailableError
 
 
@@ -270,3 +278,26 @@ def test_retired_max_connections_loads_with_a_warning(caplog: pytest.LogCaptureF
     assert "state.max_connections is no longer used" in caplog.text
     with pytest.raises(ConfigError, match="state.maxconn"):
         StateSettings.from_section({"maxconn": 1})
+
+
+async def test_a_prepacked_command_is_the_one_packed_afresh(redis_server: RedisServer) -> None:
+    """The admission's keys and constant arguments are packed once per tenant and limits; what
+    goes out must be byte for byte what packing them anew gives, with or without a member or a
+    rider's keys and arguments, and Redis must read it as those keys and arguments."""
+    from toolmesh.store.redis_limits import ADMIT, _Prepared, limit_key
+
+    limits = [Limit.bucket("t", 5.0, 10.0, "tenant a"), Limit.window("uw:u", 3, 60.0), Limit.slots("uc:u", 2)]
+    prepared = _Prepared([limit_key("tm", "a", lim.name) for lim in limits], limits)
+    assert prepared.command == ADMIT.packed(prepared.keys, ["-", *prepared.tail])
+    assert prepared.head + pack_tail(["r-17"]) + prepared.tail_packed == ADMIT.packed(prepared.keys,
+                                                                                    ["r-17", *prepared.tail])
+    echo = LuaScript("echo_all.lua", "return {KEYS, ARGV}")
+    st = state(redis_server)
+    try:
+        keys = [*prepared.keys, "tm:{a}:s:x", "tm:{a}:s:x:leases"]
+        args = ["r-17", *prepared.tail, "hold-1", "30.0"]
+        packed = echo.head(keys, len(args)) + pack_tail(["r-17"]) + prepared.tail_packed + pack_tail(["hold-1", "30.0"])
+        assert packed == echo.packed(keys, args)
+        assert await st.run_packed(echo, packed) == [[k.encode() for k in keys], [a.encode() for a in args]]
+    finally:
+        await st.aclose()

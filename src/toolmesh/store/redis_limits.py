@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from toolmesh.errors import ConcurrencyLimitError
 from toolmesh.store.redis_state import LuaScript, RedisState
+from toolmesh.store.resp import pack_tail
 from toolmesh.store.shared import Admission, Limit, LocalLimiter, RequestLimiter, StateUnavailableError
 
 __all__ = ["AdmissionRider", "SharedBucket", "SharedClientBuckets", "SharedLimiter", "limit_key", "lua_script",
@@ -88,6 +89,24 @@ def limit_key(prefix: str, tenant: str, name: str) -> str:
     return f"{prefix}:{{{safe}}}:{name}"
 
 
+class _Prepared:
+    """One tenant's limits as the admission script takes them: keys, arguments after the
+    request's member, and their packed bytes (the whole command when the member is ``-``)."""
+
+    __slots__ = ("command", "head", "keys", "needs_member", "tail", "tail_packed")
+
+    def __init__(self, keys: list[str], limits: Sequence[Limit]) -> None:
+        self.keys = keys
+        tail: list[str] = [str(len(limits))]
+        for lim in limits:
+            tail += (_KIND_CODES[lim.kind], repr(lim.amount), repr(lim.span), repr(lim.cost))
+        self.tail = tail
+        self.needs_member = any(lim.kind != "bucket" for lim in limits)
+        self.head = ADMIT.head(keys, 1 + len(tail))
+        self.tail_packed = pack_tail(tail)
+        self.command = self.head + pack_tail(("-",)) + self.tail_packed
+
+
 class SharedLimiter:
     """:class:`~toolmesh.store.shared.RequestLimiter` over Redis, with the local share as fallback."""
 
@@ -100,7 +119,7 @@ class SharedLimiter:
         self.fallback = LocalLimiter(replicas, busy_retry_after=busy_retry_after)
         self.max_denied = max_denied
         self._denied: dict[str, float] = {}  # limit key -> monotonic time until which Redis will refuse
-        self._prepared_cache: dict[tuple[str, tuple[Limit, ...]], tuple[list[str], list[str], bool]] = {}
+        self._prepared_cache: dict[tuple[str, tuple[Limit, ...]], _Prepared] = {}
         self._freeing: dict[str, tuple[list[str], asyncio.Future[None]]] = {}  # slot key -> members, sent
         #: Admissions decided with this process's share because Redis could not decide them.
         self.local_decisions = 0
@@ -124,7 +143,8 @@ class SharedLimiter:
         :meth:`~AdmissionRider.unavailable` error instead of the local fallback."""
         if not limits and rider is None:
             return Admission(True, shared=True)
-        keys, tail, needs_member = self._prepared(tenant, limits)
+        prepared = self._prepared(tenant, limits)
+        keys = prepared.keys
         now = time.monotonic()
         for key, lim in zip(keys, limits, strict=True):
             until = self._denied.get(key)
@@ -138,14 +158,18 @@ class SharedLimiter:
                 raise rider.unavailable()
             self.local_decisions += 1
             return self.fallback.admit_now(tenant, limits)
-        member = request_id or (uuid.uuid4().hex if needs_member else "-")
-        args: list[str | float] = [member, *tail]
+        member = request_id or (uuid.uuid4().hex if prepared.needs_member else "-")
         if rider is not None:
             keys = [*keys, *rider.keys]
-            args += rider.args
+            packed = ADMIT.head(keys, 1 + len(prepared.tail) + len(rider.args)) + pack_tail((member,)) \
+                + prepared.tail_packed + pack_tail(rider.args)
+        elif member == "-":
+            packed = prepared.command
+        else:
+            packed = prepared.head + pack_tail((member,)) + prepared.tail_packed
         self.round_trips += 1
         try:
-            reply = await self.state.run(ADMIT, keys, args)
+            reply = await self.state.run_packed(ADMIT, packed)
         except StateUnavailableError:
             if rider is not None:
                 raise rider.unavailable() from None
@@ -178,18 +202,16 @@ class SharedLimiter:
             self._denied[key] = now + retry - 0.001
         return Admission(False, retry, lim.label, shared=True)
 
-    def _prepared(self, tenant: str, limits: Sequence[Limit]) -> tuple[list[str], list[str], bool]:
-        # The keys and script arguments of a tenant's limits, built once (the hot path reuses them).
+    def _prepared(self, tenant: str, limits: Sequence[Limit]) -> _Prepared:
+        # The keys and script arguments of a tenant's limits, built and packed once (the hot path
+        # reuses them: packing them anew was ~3.5 µs of a ~100 µs tool call).
         ck = (tenant, tuple(limits))
         found = self._prepared_cache.get(ck)
         if found is None:
-            keys = [limit_key(self.prefix, tenant, lim.name) for lim in limits]
-            tail: list[str] = [str(len(limits))]
-            for lim in limits:
-                tail += (_KIND_CODES[lim.kind], repr(lim.amount), repr(lim.span), repr(lim.cost))
             if len(self._prepared_cache) >= self.max_denied:
                 self._prepared_cache.clear()
-            found = self._prepared_cache[ck] = (keys, tail, any(lim.kind != "bucket" for lim in limits))
+            found = self._prepared_cache[ck] = _Prepared(
+                [limit_key(self.prefix, tenant, lim.name) for lim in limits], limits)
         return found
 
     def _hold(self, held: list[tuple[str, float]], member: str) -> _Release:

@@ -68,9 +68,15 @@ class LuaScript:
 
     def packed(self, keys: list[str], args: list[str | float]) -> bytes:
         """The EVALSHA command of one call, ready to send."""
+        return self.head(keys, len(args)) + pack_tail(args)
+
+    def head(self, keys: list[str], nargs: int) -> bytes:
+        """The start of an EVALSHA command with ``keys`` and ``nargs`` arguments to follow (as
+        :func:`~toolmesh.store.resp.pack_tail` packs them): callers that run the same keys again
+        pack this once (packing is a few µs of a hot admission)."""
         n = str(len(keys)).encode()
-        return b"".join((b"*%d\r\n" % (3 + len(keys) + len(args)), self._prefix, b"$%d\r\n%s\r\n" % (len(n), n),
-                         pack_tail(keys), pack_tail(args)))
+        return b"".join((b"*%d\r\n" % (3 + len(keys) + nargs), self._prefix, b"$%d\r\n%s\r\n" % (len(n), n),
+                         pack_tail(keys)))
 
 
 class RedisState:
@@ -124,9 +130,12 @@ class RedisState:
         """EVALSHA ``script``; loads it on NOSCRIPT. Raises :class:`StateUnavailableError` when down
         or when Redis refuses the write (out of memory, read-only), a :class:`ReplyError` for any
         other error reply."""
+        return await self.run_packed(script, script.packed(keys, args))
+
+    async def run_packed(self, script: LuaScript, packed: bytes) -> Any:
+        """:meth:`run` with the command already packed (see :meth:`LuaScript.head`)."""
         if not self._up:
             raise self._down_error()
-        packed = script.packed(keys, args)
         for attempt in range(3):
             resp = self.resp()
             try:

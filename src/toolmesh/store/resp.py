@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -65,7 +66,7 @@ def pack(*args: Any) -> bytes:
     return b"".join(parts)
 
 
-def pack_tail(args: tuple[Any, ...] | list[Any]) -> bytes:
+def pack_tail(args: Iterable[Any]) -> bytes:
     """The bulk strings of ``args`` without the array header (to follow a pre-packed prefix)."""
     parts = []
     for a in args:
