@@ -49,8 +49,8 @@ def shapes(url: str) -> dict[str, tuple[list[str], list[str]]]:
     buckets = [Limit.bucket("t", RATE, 1e6, "tenant acme"), Limit.bucket("k:key1", RATE, 1e6, "key key1")]
     out = {}
     for name, limits in (("tool_call", buckets), ("agent", buckets + user_limits("u1", 100_000, 10**9))):
-        keys, tail, _ = limiter._prepared("acme", limits)
-        out[name] = (list(keys), list(tail))
+        prepared = limiter._prepared("acme", limits)
+        out[name] = (list(prepared.keys), list(prepared.tail))
     return out
 
 
