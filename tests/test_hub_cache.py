@@ -385,3 +385,45 @@ async def test_ensure_registered_applies_a_new_cache_section_in_place(hub: Hub, 
     assert c.structured == d.structured
     assert hub.server("up").connects == 1  # the connection was kept
     assert hub.status()[0]["results"]["hits"] == 1
+
+
+class CountingShared:
+    """A shared result level that only counts fleet-wide invalidations (the Redis one is tested in
+    test_scale_results.py; here the question is when the Hub asks for one)."""
+
+    def __init__(self) -> None:
+        self.invalidated = 0
+
+    async def get(self, scope: str, key: str) -> tuple[bytes | None, float, int] | None:
+        return None, 0.0, 0
+
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> asyncio.Future[object] | None:
+        return None
+
+    def invalidate(self, scope: str) -> None:
+        self.invalidated += 1
+
+
+async def test_a_first_listen_stream_keeps_the_shared_results_and_a_broken_one_drops_them(
+        upstream: ServerProcess) -> None:
+    """Every worker's first listen stream used to bump the fleet's generation, so each process
+    that connected wiped the results all the others had shared. Only a stream that was open and
+    broke (this process may have missed a change nobody else heard) drops them everywhere."""
+    hub = Hub()
+    shared = CountingShared()
+    hub.result_cache.shared = shared
+    try:
+        await hub.register(config(upstream, cache={"ttl": 3600}))
+        await ready(hub)
+        assert shared.invalidated == 0
+        handle = hub.server("up")
+        await handle.drop()
+        conn = await handle.connection()
+
+        async def reopened() -> bool:
+            return shared.invalidated > 0 and getattr(conn, "listen_loop", None) is not None
+
+        await until(reopened)
+        assert shared.invalidated == 1
+    finally:
+        await hub.aclose()

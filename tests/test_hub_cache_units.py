@@ -143,8 +143,9 @@ class MemoryShared:
             return found[1], 30.0, gen
         return None, 0.0, gen
 
-    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> asyncio.Future[object] | None:
         self.entries[(scope, key)] = (generation, body)
+        return None
 
     def invalidate(self, scope: str) -> None:
         self.generations[scope] = self.generations.get(scope, 0) + 1
@@ -188,3 +189,48 @@ async def test_the_shared_level_serves_other_processes_and_honours_generations()
     # Another configuration of the same server never shares a scope.
     changed = SharedCalls(ServerConfig(name="s", url="http://y/mcp", cache={"ttl": 60}), ResultCache(), name="t/*/s")
     assert changed.shared_scope != one.shared_scope
+
+
+class SlowShared(MemoryShared):
+    """A shared level whose stores complete when the test says (as Redis answering a ``SET``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[asyncio.Future[object]] = []
+
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> asyncio.Future[object]:
+        super().put(scope, key, body, ttl, generation)
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.writes.append(fut)
+        return fut
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+async def test_a_stored_result_is_returned_once_the_shared_level_holds_it(coalesce: bool) -> None:
+    """Read-your-writes across processes: the caller gets its answer only after the shared store
+    completed, so its next call, on any process, finds the result there. A failed store does not
+    fail the call."""
+    shared_level = SlowShared()
+    cache = ResultCache()
+    cache.shared = shared_level
+    calls = SharedCalls(ServerConfig(name="s", url="http://x/mcp", cache={"ttl": 60},
+                                     coalesce={"enabled": coalesce}), cache, name="t/*/s")
+
+    async def send(call: ToolCall) -> JsonDict:
+        return {"content": [{"type": "text", "text": call.params["arguments"]["q"]}]}
+
+    def call(q: str) -> ToolCall:
+        return ToolCall("get", {"name": "get", "arguments": {"q": q}}, None, None, None)
+
+    first = asyncio.ensure_future(calls.send(call("a"), READ_ONLY, send))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(shared_level.writes) == 1 and not first.done()  # stored, not yet held: no answer yet
+    shared_level.writes[0].set_result(b"OK")
+    assert (await first)["content"][0]["text"] == "a"
+    second = asyncio.ensure_future(calls.send(call("b"), READ_ONLY, send))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    shared_level.writes[1].set_exception(ConnectionError("Redis went away"))
+    assert (await second)["content"][0]["text"] == "b"  # the answer stands
+    assert isinstance(shared_level.writes[1].exception(), ConnectionError)

@@ -111,7 +111,7 @@ def test_the_shared_level_keeps_large_results_out_and_can_be_turned_off() -> Non
     settings = StateSettings(url="redis://127.0.0.1:9/0", shared_results_max_bytes=10)
     results = RedisResults(RedisState(settings))
     sent: list[bytes] = []
-    results._post = lambda packed, owed=None: sent.append(packed)  # type: ignore[method-assign]
+    results.state.post = lambda packed: sent.append(packed)  # type: ignore[method-assign,func-returns-value]
     results.put("s", "k", b"x" * 11, 60.0, 0)
     assert sent == []  # larger than the bound: each process keeps its own copy
     results.put("s", "k", b"x" * 10, 60.0, 0)

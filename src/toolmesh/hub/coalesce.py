@@ -40,6 +40,19 @@ __all__ = ["Send", "SharedCalls", "caller_identity"]
 
 log = logging.getLogger("toolmesh.hub")
 
+#: How long a call that stored a result in the shared level waits for Redis to hold it.
+SHARED_WRITE_WAIT = 0.5
+
+
+async def _settle(written: asyncio.Future[Any]) -> None:
+    """Return once the shared level holds a stored result, so that the caller's next call finds
+    it on any process (without the wait, the answer could reach the caller, and its next request
+    another process, before the write reached Redis). A slow or failed store only ends the wait:
+    the result stands, and the next miss calls the server."""
+    if not written.done():
+        await asyncio.wait((written,), timeout=SHARED_WRITE_WAIT)
+
+
 #: The rest of the call path: what a shared call runs.
 Send = Callable[[ToolCall], Awaitable[JsonDict]]
 #: ``(tool, event)`` with event ``"hit"``, ``"miss"`` or ``"coalesced"``: for the metrics.
@@ -219,8 +232,10 @@ class SharedCalls:
         if not coalesce:
             generation = self.cache.generation(self.scope)
             result = await send(call)
-            self._store(key, result, ttl, generation, asked=False, circuit_open=call.circuit_open is not None,
-                        shared=shared)
+            _, written = self._store(key, result, ttl, generation, asked=False,
+                                     circuit_open=call.circuit_open is not None, shared=shared)
+            if written is not None:
+                await _settle(written)
             return result
         flight = self._flights.get(key)
         if flight is None or (call.timeout or self.config.timeout) > (flight.shared.timeout or 0.0):
@@ -235,11 +250,13 @@ class SharedCalls:
         finally:
             self._leave(flight, waiter)
 
-    def invalidate(self) -> None:
+    def invalidate(self, *, fleet: bool = True) -> None:
         """The server changed: drop its cached results; calls in flight finish for their callers
-        but nobody new joins them and their results are not stored."""
+        but nobody new joins them and their results are not stored. ``fleet`` False: only this
+        process may have missed a change, so the shared level's results stand (every process's
+        generation bump there would wipe them all)."""
         self.cache.invalidate(self.scope)
-        if self.cache.shared is not None:
+        if fleet and self.cache.shared is not None:
             self.cache.shared.invalidate(self.shared_scope)
         self._flights.clear()
         self._policy.clear()
@@ -287,8 +304,10 @@ class SharedCalls:
 
         async def run() -> JsonDict:
             result = await send(shared)
-            flight.body = self._store(key, result, ttl, generation, asked=flight.asked,
-                                      circuit_open=shared.circuit_open is not None, shared=shared_gen)
+            flight.body, written = self._store(key, result, ttl, generation, asked=flight.asked,
+                                               circuit_open=shared.circuit_open is not None, shared=shared_gen)
+            if written is not None:
+                await _settle(written)
             return result
 
         task = asyncio.get_running_loop().create_task(run(), name=f"toolmesh-shared-{cfg.name}/{call.tool}")
@@ -337,25 +356,27 @@ class SharedCalls:
             task.cancel()
 
     def _store(self, key: CacheKey, result: JsonDict, ttl: float, generation: int, *, asked: bool,
-               circuit_open: bool, shared: int | None = None) -> bytes | None:
+               circuit_open: bool, shared: int | None = None) -> tuple[bytes | None, asyncio.Future[Any] | None]:
         """Cache ``result`` if it may be (in the shared level too when it was looked up there, as of
-        ``shared``, its generation then); returns its JSON bytes when they were made."""
+        ``shared``, its generation then); returns its JSON bytes when they were made, and the
+        shared level's store when one was sent (see :func:`_settle`)."""
         if ttl <= 0 or asked or circuit_open or not isinstance(result, dict) or result.get("isError"):
-            return None
+            return None, None
         if result.get("resultType", "complete") != "complete":
-            return None  # e.g. input_required: the answer belongs to one exchange
+            return None, None  # e.g. input_required: the answer belongs to one exchange
         hint = result.get("ttlMs")
         if type(hint) is int:  # a server's own freshness hint can only shorten the TTL
             ttl = min(ttl, hint / 1000.0)
         try:
             body = orjson.dumps(result)
         except TypeError:
-            return None
+            return None, None
+        written = None
         if len(body) <= self.config.cache.max_entry_bytes:
             self.cache.put(key, body, ttl, generation)
             if shared is not None and self.cache.shared is not None:
-                self.cache.shared.put(self.shared_scope, self._shared_key(key), body, ttl, shared)
-        return body
+                written = self.cache.shared.put(self.shared_scope, self._shared_key(key), body, ttl, shared)
+        return body, written
 
     def _event(self, tool: str, event: str) -> None:
         if event == "hit":

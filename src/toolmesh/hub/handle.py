@@ -185,11 +185,12 @@ class ServerHandle:
         self.shared.invalidate()
         return True
 
-    def forget_catalog(self) -> None:
-        """Drop every cached listing, argument validator and tool result (a listen stream's gap)."""
+    def forget_catalog(self, *, fleet: bool = True) -> None:
+        """Drop every cached listing, argument validator and tool result (a listen stream's gap);
+        ``fleet``: the results every process shares too (see :meth:`SharedCalls.invalidate`)."""
         self.catalog.invalidate()
         self._validators.clear()
-        self.shared.invalidate()
+        self.shared.invalidate(fleet=fleet)
 
     # -- resource subscriptions -------------------------------------------------------------
     @property

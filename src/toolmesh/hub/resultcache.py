@@ -13,11 +13,14 @@ result whose call began under an older generation is not stored (it may predate 
 :attr:`ResultCache.shared` is an optional second level that every process shares (the gateway's,
 in Redis, with ``state.url``): a local miss looks there before calling the server, and a stored
 result goes there too, so N workers or replicas call a cached tool once per TTL instead of N
-times. It has generations of its own, by scope name, with the same rule.
+times. It has generations of its own, by scope name, with the same rule. A call that stores a
+result there returns once the shared level holds it (up to a short bound): the caller's next
+call finds it on any process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,8 +50,9 @@ class SharedResults(Protocol):
     async def get(self, scope: str, key: str) -> RemoteLookup | None:
         """The entry and the scope's generation; None when the shared level cannot be read now."""
 
-    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
-        """Store ``body`` for ``ttl`` seconds, as of ``generation`` (never blocks or raises)."""
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> asyncio.Future[Any] | None:
+        """Store ``body`` for ``ttl`` seconds, as of ``generation`` (never blocks or raises); a
+        future done once the shared level holds it (or failed to), None when nothing was sent."""
 
     def invalidate(self, scope: str) -> None:
         """The registration changed: no entry stored before now is served again, anywhere."""

@@ -61,8 +61,8 @@ class WatchedHandle(Protocol):
     def catalog_changed(self, method: str) -> bool:
         """Apply a ``notifications/*/list_changed``; False for other methods."""
 
-    def forget_catalog(self) -> None:
-        """Drop every cached listing, argument validator and tool result."""
+    def forget_catalog(self, *, fleet: bool = True) -> None:
+        """Drop every cached listing, argument validator and tool result (``fleet``: shared ones too)."""
 
 
 class UpstreamWatch:
@@ -92,11 +92,16 @@ class UpstreamWatch:
                 self._owner.emit_change(handle.tenant, handle.user, handle.name, method, params)
         elif method == LISTEN_ACK:
             # A 2026-07-28 listen stream (re)opened: what changed while none was open is not replayed.
-            handle.forget_catalog()
             self._listen_acks += 1
             conn = handle.conn
             loop = conn.listen_loop if conn is not None else None
-            if self._listen_acks > 1 and not handle.closed and not (loop is not None and loop.last_ack_refilter):
+            gap = self._listen_acks > 1 and not (loop is not None and loop.last_ack_refilter)
+            # This process forgets what it holds. The results every process shares go too only after
+            # a stream that was open broke: a first stream, or one reopened to change its filter, has
+            # no gap that the other processes' streams did not cover, and each worker's first stream
+            # wiping the fleet's results would leave the shared level all but useless.
+            handle.forget_catalog(fleet=gap)
+            if gap and not handle.closed:
                 # Listeners' own clients may hold lists from before the gap: tell them to refetch.
                 honoured = params.get("notifications")
                 for flag, changed in LIST_FLAGS.items():

@@ -9,9 +9,10 @@ before calling the server, and a stored result is written there too (see
   user, name and a digest of its configuration), bumped by ``INCR`` when any process hears the
   server's tools change.
 * ``<prefix>:rc:<scope>:<key digest>``: ``<generation>:<result JSON>``, with the result's TTL
-  (``SET … PX``). A lookup reads the generation, the entry and its remaining TTL in one round
-  trip; an entry of an older generation is a miss, so a result whose call began before a change
-  is never served after it (the local cache's rule, across processes).
+  (``SET … PX``; the call that stored it returns once Redis answered, up to half a second). A
+  lookup reads the generation, the entry and its remaining TTL in one round trip; an entry of an
+  older generation is a miss, so a result whose call began before a change is never served after
+  it (the local cache's rule, across processes).
 
 Redis is a cache here, never a reason to fail a call: while it is down a lookup is a miss (the
 server is called), stores are skipped, and invalidations are kept and written once it answers.
@@ -74,11 +75,11 @@ class RedisResults:
         self.misses += 1
         return None, 0.0, generation
 
-    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> None:
+    def put(self, scope: str, key: str, body: bytes, ttl: float, generation: int) -> asyncio.Future[Any] | None:
         ms = int(ttl * 1000)
         if ms <= 0 or len(body) > self.max_bytes:
-            return  # (a large result stays in each process's own cache)
-        self._post(pack("SET", f"{self.prefix}{scope}:{key}", b"%d:" % generation + body, "PX", ms))
+            return None  # (a large result stays in each process's own cache)
+        return self.state.post(pack("SET", f"{self.prefix}{scope}:{key}", b"%d:" % generation + body, "PX", ms))
 
     def invalidate(self, scope: str) -> None:
         if not self.state.available:
