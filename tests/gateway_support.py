@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,24 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def running(*gateways: Gateway, together: bool = True) -> Iterator[tuple[Gateway, ...]]:
+    """Start ``gateways`` (all at once, as replicas of a rollout; ``together=False``: one after the
+    other, e.g. when they migrate one database) and stop every one when the block ends, also when
+    one of them failed to start."""
+    try:
+        if together:
+            with ThreadPoolExecutor(len(gateways)) as pool:
+                list(pool.map(Gateway.start, gateways))
+        else:
+            for gw in gateways:
+                gw.start()
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
 
 
 def legacy_session(url: str, capabilities: dict[str, Any] | None = None) -> dict[str, str]:

@@ -21,7 +21,7 @@ import pytest
 
 import services
 from conftest import ServerProcess, free_port
-from gateway_support import Gateway
+from gateway_support import Gateway, running
 from services import RedisServer
 from toolmesh.gateway.auth import create_key, hash_key
 from toolmesh.store.sqlite import Store
@@ -73,12 +73,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         }
         one, two = Gateway(tmp / "one", cfg), Gateway(tmp / "two", cfg)
         try:
-            one.start()
-            two.start()
-            yield Pair(redis, one, two, db, keys, upstream)
+            with running(one, two, together=False):
+                yield Pair(redis, one, two, db, keys, upstream)
         finally:
-            one.stop()
-            two.stop()
             upstream.stop()
 
 

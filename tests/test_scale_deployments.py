@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 
 import scale_support
 import services
-from gateway_support import Gateway
+from gateway_support import Gateway, running
 from services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,13 +56,8 @@ def _pair(tmp: Path, deployment: dict[str, object], llm_extra: dict[str, object]
                       "user_limits": {"requests_per_minute": 1_000_000, "max_concurrent_runs": 10_000}},
         }
         one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
-        try:
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(Gateway.start, (one, two)))
+        with running(one, two):
             yield Pair(redis, llm, one, two)
-        finally:
-            one.stop()
-            two.stop()
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +78,19 @@ async def _flood(urls: list[str], n: int) -> list[int]:
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
+def _flooded(pair: Pair, n: int) -> tuple[list[int], int, float]:
+    """``n`` concurrent chats over both processes: their status codes, the requests that reached
+    the model, and the seconds it took; checks every answer is a 200 or a 429, one per request sent."""
+    before = _llm_requests(pair.llm)
+    started = time.monotonic()
+    codes = asyncio.run(_flood([pair.one.url, pair.two.url], n))
+    elapsed = time.monotonic() - started
+    sent = _llm_requests(pair.llm) - before
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) == sent
+    return codes, sent, elapsed
+
+
 def test_two_processes_share_a_deployments_rpm_and_tpm(pair: Pair) -> None:
     # The tokens bucket first: one request, admitted with its estimate, then corrected to its usage.
     body = {"model": "gpt-4o-mini", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "hi"}]}
@@ -94,13 +101,7 @@ def test_two_processes_share_a_deployments_rpm_and_tpm(pair: Pair) -> None:
     # since; corrected by the real usage (70 tokens), it is within 70 of full.
     assert left >= TPM - USAGE["input_tokens"] - USAGE["output_tokens"] - 1, left
 
-    before = _llm_requests(pair.llm)
-    started = time.monotonic()
-    codes = asyncio.run(_flood([pair.one.url, pair.two.url], 60))
-    elapsed = time.monotonic() - started
-    sent = _llm_requests(pair.llm) - before
-    assert set(codes) <= {200, 429}, codes
-    assert codes.count(200) == sent
+    codes, sent, elapsed = _flooded(pair, 60)
     # The first request took one of the 20; the refill adds one every 3 s.
     assert RPM - 1 - 1 <= sent <= RPM - 1 + elapsed * RPM / 60 + 1, (sent, elapsed)
     assert codes.count(429) >= 60 - sent
@@ -129,13 +130,7 @@ def tenant_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 def test_a_tenants_llm_limits_hold_across_processes(tenant_pair: Pair) -> None:
     pair = tenant_pair
-    before = _llm_requests(pair.llm)
-    started = time.monotonic()
-    codes = asyncio.run(_flood([pair.one.url, pair.two.url], 40))
-    elapsed = time.monotonic() - started
-    sent = _llm_requests(pair.llm) - before
-    assert set(codes) <= {200, 429}, codes
-    assert codes.count(200) == sent
+    _, sent, elapsed = _flooded(pair, 40)
     assert 10 - 1 <= sent <= 10 + elapsed * 10 / 60 + 1, (sent, elapsed)
     # The tenant's tokens bucket was charged each request's estimate and corrected to its usage.
     keys = pair.redis.cli("--scan", "--pattern", "tm:{default}:lt:default:*").split()

@@ -12,7 +12,6 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 import services
-from gateway_support import Gateway
+from gateway_support import Gateway, running
 from scale_support import commands
 from services import RedisServer
 from toolmesh.gateway.auth import create_key
@@ -48,13 +47,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         keys = make_keys(tmp / "tm.db", {"acme": 4, "beta": 2, "gamma": 4, "delta": 2, "epsilon": 4, "zeta": 4, "eta": 1})
         cfg = config(redis, tmp / "tm.db", replicas=4, max_backoff=0.5)
         one, two = Gateway(tmp / "one", cfg, workers=2), Gateway(tmp / "two", cfg, workers=2)
-        try:
-            with ThreadPoolExecutor(2) as pool:  # both replicas start at once
-                list(pool.map(Gateway.start, (one, two)))
+        with running(one, two):
             yield Fleet(redis, one, two, keys)
-        finally:
-            one.stop()
-            two.stop()
 
 
 def make_keys(store: Path, wanted: dict[str, int]) -> dict[str, list[str]]:

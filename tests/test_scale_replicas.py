@@ -17,7 +17,6 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import pytest
 
 import scale_support
 import services
-from gateway_support import Gateway
+from gateway_support import Gateway, running
 from scale_support import make_key
 from services import HAProxy, RedisServer
 
@@ -75,14 +74,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         keys = {tenant: make_key(store, tenant) for tenant in RATES}
         cfg = config(redis, store, llm_url)
         replicas = [Gateway(tmp / f"r{i}", cfg, workers=2) for i in range(3)]
-        try:
-            with ThreadPoolExecutor(3) as pool:  # the replicas start at once
-                list(pool.map(Gateway.start, replicas))
-            with services.haproxy([g.port for g in replicas], check="/readyz") as proxy:
-                yield Fleet(redis, replicas, proxy, keys)
-        finally:
-            for g in replicas:
-                g.stop()
+        with running(*replicas), services.haproxy([g.port for g in replicas], check="/readyz") as proxy:
+            yield Fleet(redis, replicas, proxy, keys)
 
 
 def config(redis: RedisServer, store: Path, llm_url: str) -> dict[str, Any]:

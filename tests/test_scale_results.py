@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 
 import services
 from conftest import ServerProcess, free_port
-from gateway_support import Gateway
+from gateway_support import Gateway, running
 from services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,12 +49,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                "state": {"url": redis.url, "timeout": 5.0, "connect_timeout": 2.0}}
         one, two = Gateway(tmp / "one", cfg, no_auth=True, workers=2), Gateway(tmp / "two", cfg, no_auth=True, workers=2)
         try:
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(Gateway.start, (one, two)))
-            yield Fleet(redis, one, two)
+            with running(one, two):
+                yield Fleet(redis, one, two)
         finally:
-            one.stop()
-            two.stop()
             upstream.stop()
 
 

@@ -29,7 +29,7 @@ import pytest
 
 import services
 from conftest import ServerProcess, free_port
-from gateway_support import Gateway, legacy_session
+from gateway_support import Gateway, legacy_session, running
 from services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -59,12 +59,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
                "gateway": {"session_secret": "s3cret-shared-by-both-replicas-0123456789"}}
         one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
         try:
-            one.start()
-            two.start()
-            yield Pair(redis, one, two)
+            with running(one, two, together=False):
+                yield Pair(redis, one, two)
         finally:
-            one.stop()
-            two.stop()
             upstream.stop()
             asking.stop()
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import services
-from gateway_support import Gateway, demo_server
+from gateway_support import Gateway, demo_server, running
 from services import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,13 +44,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
                "gateway": {"session_secret": "s3cret-shared-by-both-replicas-0123456789"}}
         # Separate stores (as on two hosts): only Redis carries the tombstones.
         one, two = Gateway(tmp / "one", cfg, no_auth=True), Gateway(tmp / "two", cfg, no_auth=True)
-        try:
-            one.start()
-            two.start()
+        with running(one, two, together=False):
             yield Replicas(redis, one, two)
-        finally:
-            one.stop()
-            two.stop()
 
 
 def _open(gw: Gateway) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 import services
 from conftest import free_port, wait_port
-from gateway_support import Gateway, demo_server
+from gateway_support import Gateway, demo_server, running
 from services import PostgresServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -71,13 +71,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "gateway": {"metrics_public": True, "key_cache_ttl": 3600},
             }
             one, two = Gateway(tmp / "one", cfg), Gateway(tmp / "two", cfg)
-            try:
-                one.start()
-                two.start()
+            with running(one, two, together=False):
                 yield Setup(pg, "toolmesh", one, two, one.key("default", "chat,mcp,admin"))
-            finally:
-                one.stop()
-                two.stop()
     finally:
         llm.kill()
         llm.wait(10)
